@@ -1,0 +1,1 @@
+"""Backend plugins: one module per autodiff engine (see ``_template.py``)."""

@@ -1,0 +1,166 @@
+"""The torch backend: torch.func transforms (grad, vjp, jvp, forward-over-reverse HVPs), eager execution."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from suite.contract import Backend
+from suite.measure import CpuPeakRSS
+from suite.registry import register
+
+
+class TorchOps:
+    """The ops protocol on torch tensors."""
+
+    def __init__(self, torch: Any) -> None:
+        self.t = torch
+
+    def zeros_like(self, x):
+        return self.t.zeros_like(x)
+
+    def ones_like(self, x):
+        return self.t.ones_like(x)
+
+    def reshape(self, x, shape):
+        return self.t.reshape(x, shape)
+
+    def concatenate(self, xs, axis=0):
+        return self.t.cat(list(xs), dim=axis)
+
+    def transpose(self, x):
+        return x.T
+
+    def matmul(self, a, b):
+        return self.t.matmul(a, b)
+
+    def exp(self, x):
+        return self.t.exp(x)
+
+    def log(self, x):
+        return self.t.log(x)
+
+    def sqrt(self, x):
+        return self.t.sqrt(x)
+
+    def tanh(self, x):
+        return self.t.tanh(x)
+
+    def relu(self, x):
+        return self.t.relu(x)
+
+    def sigmoid(self, x):
+        return self.t.sigmoid(x)
+
+    def maximum(self, a, b):
+        return self.t.maximum(a, b)
+
+    def where(self, cond, a, b):
+        return self.t.where(cond, a, b)
+
+    def sum(self, x, axis=None):
+        return self.t.sum(x) if axis is None else self.t.sum(x, dim=axis)
+
+    def mean(self, x, axis=None):
+        return self.t.mean(x) if axis is None else self.t.mean(x, dim=axis)
+
+    def max(self, x, axis=None):
+        return self.t.max(x) if axis is None else self.t.amax(x, dim=axis)
+
+    def argmax(self, x, axis=-1):
+        return self.t.argmax(x, dim=axis)
+
+    def log_softmax(self, x, axis=-1):
+        return self.t.log_softmax(x, dim=axis)
+
+    def take_along_last(self, x, index):
+        return self.t.gather(x, -1, index[:, None])[:, 0]
+
+    def stop_gradient(self, x):
+        return x.detach()
+
+
+@register("backend")
+class TorchBackend(Backend):
+    """PyTorch with torch.func: the reference implementation of every method."""
+
+    name = "torch"
+
+    @classmethod
+    def check_available(cls) -> None:
+        import torch  # noqa: F401
+
+    def setup(self, dtype: str, device: str, seed: int) -> None:
+        import torch
+
+        self.torch = torch
+        self.func = torch.func
+        self.ops = TorchOps(torch)
+        self.dtype = dtype
+        self._dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and not torch.cuda.is_available():
+            raise RuntimeError("device=cuda was asked for but torch sees no CUDA device")
+        self.device = device
+        self._dev = torch.device(device)
+        self.memory_kind = "cuda_allocated" if device == "cuda" else "cpu_rss_delta"
+        self._cpu_mem = CpuPeakRSS()
+        torch.manual_seed(seed)
+
+    # arrays
+    def asarray(self, x: np.ndarray) -> Any:
+        x = np.asarray(x)
+        dtype = self._dtype if np.issubdtype(x.dtype, np.floating) else None
+        return self.torch.as_tensor(x, dtype=dtype, device=self._dev)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        return x.detach().cpu().numpy()
+
+    # autodiff
+    def grad(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        return self.func.grad(f, argnums=0)
+
+    def vjp(self, f, x):
+        out, pullback = self.func.vjp(f, x)
+        return out, lambda ct: pullback(ct)[0]
+
+    def jvp(self, f, x, t):
+        return self.func.jvp(f, (x,), (t,))
+
+    def hvp(self, f, x, v):
+        return self.func.jvp(self.func.grad(f), (x,), (v,))[1]
+
+    def hessian(self, f, x):
+        return self.func.hessian(f)(x)
+
+    def solve(self, a, b):
+        return self.torch.linalg.solve(a, b)
+
+    # execution and measurement
+    def block(self, tree):
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+        return tree
+
+    def reset_peak_memory(self) -> None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+            self.torch.cuda.reset_peak_memory_stats()
+        else:
+            self._cpu_mem.reset()
+
+    def peak_memory_bytes(self) -> int | None:
+        if self.device == "cuda":
+            self.torch.cuda.synchronize()
+            return int(self.torch.cuda.max_memory_allocated())
+        return self._cpu_mem.peak_bytes()
+
+    def versions(self) -> dict[str, str]:
+        info = {"torch": self.torch.__version__, "torch_threads": str(self.torch.get_num_threads())}
+        if self.device == "cuda":
+            info["cuda"] = str(self.torch.version.cuda)
+            info["gpu"] = self.torch.cuda.get_device_name()
+        return info

@@ -1,0 +1,20 @@
+"""``exact``: materialise the lower level's Hessian (d×d) and solve — the O(d³) reference."""
+
+from __future__ import annotations
+
+from suite.implicit import mixed_vjp
+from suite.registry import register
+from suite.trees import ravel
+
+
+@register("method")
+class Exact:
+    name = "exact"
+
+    def response_vjp(self, backend, r, v, cfg):
+        ops = backend.ops
+        flat, unravel = ravel(ops, r.lower)
+        v_flat, _ = ravel(ops, v)
+        hessian = backend.hessian(lambda z: r.loss(unravel(z), r.upper), flat)
+        x = unravel(backend.solve(hessian, v_flat))
+        return mixed_vjp(backend, r, x)

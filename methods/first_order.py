@@ -1,0 +1,18 @@
+"""``first_order``: drop the best-response term (DARTS' first-order approximation, dθ*/dλ ≈ 0).
+
+The hypergradient reduces to the top loss's direct gradient ∂g/∂λ: the cheapest baseline, exact only when the
+lower level does not depend on λ.
+"""
+
+from __future__ import annotations
+
+from suite.registry import register
+from suite.trees import tree_zeros_like
+
+
+@register("method")
+class FirstOrder:
+    name = "first_order"
+
+    def response_vjp(self, backend, r, v, cfg):
+        return tree_zeros_like(backend.ops, r.upper)

@@ -1,0 +1,189 @@
+"""The ``mlo-bench`` command: ``list``, ``run``, ``report`` (and ``verify`` once several backends exist).
+
+``run`` is a Hydra application (``key=value`` overrides, ``-m`` for sweeps); names and values are checked before any
+work starts, and a bad one is a single line on stderr with exit code 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import sys
+from importlib import resources
+
+from suite import __version__, registry
+
+USAGE = f"""mlo-bench {__version__} — benchmark multilevel-optimization backends and hypergradient methods
+
+usage: mlo-bench <command> [args]
+
+commands:
+  list                      registered tasks, backends and methods; which are installed here and why not
+  run [KEY=VALUE ...]       one run -> one record (Hydra overrides), e.g.
+                              mlo-bench run task=quadratic backend=torch method=cg seed=0
+                              mlo-bench run task=quadratic task.levels=3 method=exact dtype=float64
+  run -m [KEY=V1,V2 ...]    a sweep (Hydra multirun), e.g. mlo-bench run -m method=cg,exact seed=0,1,2
+                              named experiments: mlo-bench run -m +experiment=demo
+  report [DIR ...] [--out DIR]
+                            read run records into tables (CSV, Parquet, Markdown, HTML)
+
+`mlo-bench run --help` lists every config key and option. Exit codes: 0 ok, 1 a run did not end ok
+(its record is still written), 2 bad input (nothing was run).
+"""
+
+
+def _fail(command: str, message: str) -> int:
+    print(f"mlo-bench {command}: error: {message}", file=sys.stderr)
+    return 2
+
+
+def experiments() -> list[str]:
+    folder = resources.files("suite.conf").joinpath("experiment")
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def check_overrides(args: list[str]) -> str | None:
+    """One-line message for the first unknown key or plugin name among ``args``; ``None`` when all are known."""
+    from suite.plan import TOP_LEVEL_KEYS
+
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        plus = key.startswith("+")
+        key = key.lstrip("+~")
+        root = key.split(".", 1)[0].split("/", 1)[0]
+        if root == "hydra":
+            continue
+        if key == "experiment":
+            known = experiments()
+            for name in value.split(","):
+                if name not in known:
+                    return f"unknown experiment {name!r}; valid experiments: {', '.join(known)}"
+            if not plus:
+                return "experiments are added with a plus sign: +experiment=NAME"
+            continue
+        if root not in TOP_LEVEL_KEYS:
+            close = difflib.get_close_matches(root, TOP_LEVEL_KEYS, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            return f"unknown config key {root!r}{hint} valid keys: {', '.join(TOP_LEVEL_KEYS)}"
+        if key in registry.ROLES:
+            for name in value.split(","):
+                if name not in registry.names(key):
+                    return registry.unknown_name_message(key, name)
+    return None
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module(config_module="suite.conf", version_base=None):
+        return compose(config_name="config", overrides=overrides)
+
+
+def _first_line(exc: BaseException) -> str:
+    parts = [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
+    cause = exc.__cause__ or exc.__context__
+    if cause is not None and str(cause):
+        text = str(cause)
+        parts.append(text.splitlines()[0])
+        key = [ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.strip().startswith("full_key:")]
+        if key and key[0]:
+            parts.append(f"(key {key[0]})")
+    return ": ".join(parts[:2]) + (f" {parts[2]}" if len(parts) > 2 else "")
+
+
+def cmd_run(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        return _run_help()
+    registry.discover()
+    problem = check_overrides(args)
+    if problem:
+        return _fail("run", problem)
+    hydra_flags = [a for a in args if a.startswith("-")]
+    if hydra_flags:
+        # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
+        from suite.app import app
+
+        sys.argv = ["mlo-bench run", *args]
+        return app() or 0
+    from suite.plan import ConfigError, prepare
+    from suite.runner import execute
+    from suite.summary import print_summary
+
+    try:
+        plan = prepare(_compose(args))
+    except ConfigError as exc:
+        return _fail("run", str(exc))
+    except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
+        return _fail("run", _first_line(exc))
+    record = execute(plan)
+    print_summary(record)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _run_help() -> int:
+    from omegaconf import OmegaConf
+
+    registry.discover()
+    cfg = _compose([])
+    print("usage: mlo-bench run [-m] [KEY=VALUE ...]   (Hydra overrides; -m sweeps comma-separated values)\n")
+    print("config groups (choose with GROUP=NAME; their knobs are GROUP.KEY=VALUE):")
+    for role in registry.ROLES:
+        print(f"  {role:<10} {', '.join(registry.names(role))}")
+    print(f"  {'+experiment':<10} {', '.join(experiments())}   (named sweeps, with -m)")
+    print("  hydra/launcher  basic (default), joblib, submitit_local, submitit_slurm — when installed\n")
+    print("defaults (mlo-bench run --cfg job prints the composed config):")
+    print("  " + OmegaConf.to_yaml(cfg).replace("\n", "\n  ").rstrip())
+    return 0
+
+
+def cmd_list(args: list[str]) -> int:
+    if args and args[0] in ("-h", "--help"):
+        print("usage: mlo-bench list\n\nRegistered tasks, backends and methods; availability and knobs of each.")
+        return 0
+    registry.discover()
+    import dataclasses
+
+    for role in registry.ROLES:
+        print(f"{role}s:")
+        for name in registry.names(role):
+            cls = registry.get(role, name)
+            why = registry.availability(role, name)
+            state = "available" if why is None else f"UNAVAILABLE ({why})"
+            doc = (cls.__doc__ or sys.modules[cls.__module__].__doc__ or "").strip()
+            doc = doc.splitlines()[0] if doc else ""
+            cfg = getattr(cls, "Config", None)
+            knobs = ", ".join(f"{f.name}" for f in dataclasses.fields(cfg)) if cfg else ""
+            print(f"  {name:<12} {state:<12} {doc}")
+            if knobs:
+                print(f"  {'':<12} knobs: {knobs}")
+    return 0
+
+
+def cmd_report(args: list[str]) -> int:
+    from suite.report import main as report_main
+
+    return report_main(args)
+
+
+COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report}
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE)
+        return 0
+    if argv[0] == "--version":
+        print(__version__)
+        return 0
+    command, rest = argv[0], argv[1:]
+    if command not in COMMANDS:
+        close = difflib.get_close_matches(command, COMMANDS, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        return _fail("", f"unknown command {command!r}{hint} commands: {', '.join(COMMANDS)}")
+    return COMMANDS[command](rest)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""The three roles of mlo-bench as small typed contracts (docstrings are the spec).
+
+- :class:`Ops` — the array operations a backend supplies; models, losses and optimizers are written once against it.
+- :class:`Backend` — an autodiff engine: arrays, grad / vjp / jvp / hvp, compile, device, sync, memory.
+- :class:`Task` and :class:`Level` — a multilevel program: levels, data, metrics, optional closed-form oracle.
+- :class:`Method` — a hypergradient algorithm, expressed as the vector–Jacobian product of one best response.
+"""
+
+from suite.contract.backend import Backend, Unavailable
+from suite.contract.method import Method, Response
+from suite.contract.ops import Ops
+from suite.contract.task import Level, Oracle, Task
+
+__all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Task", "Unavailable"]

@@ -1,0 +1,113 @@
+"""The Backend contract: an autodiff engine behind the ops protocol."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import numpy as np
+
+from suite.contract.ops import Ops
+
+Tree = Any
+
+
+class Unavailable(RuntimeError):
+    """Raised by ``Backend.check_available`` when the backend's package is missing; the message says why."""
+
+
+class Backend(ABC):
+    """An autodiff engine. Functions it differentiates take and return pytrees (nested dicts) of its arrays.
+
+    Spec:
+    - ``name`` is the registry name; ``ops`` implements :class:`suite.contract.Ops` for this backend's arrays.
+    - ``setup(dtype, device, seed)`` is called once per run before any array is made. ``device`` is
+      ``cpu``, ``cuda`` or ``auto`` (cuda when present). ``self.device`` then names the device actually used.
+      ``teardown()`` is called once at the end of the run (also after a failure) to undo process-wide settings.
+    - ``asarray``/``to_numpy`` convert between numpy and backend arrays (``asarray`` keeps integer dtypes and casts
+      floating arrays to the run's dtype).
+    - ``grad(f)(x, *args)`` is the gradient of scalar ``f`` w.r.t. its first argument; ``vjp(f, x)`` returns
+      ``(f(x), pullback)``; ``jvp(f, x, t)`` returns ``(f(x), directional derivative)``; ``hvp(f, x, v)`` is the
+      Hessian of scalar ``f`` at ``x`` applied to ``v``; ``hessian(f, x)`` materialises the Hessian of ``f`` over the
+      flat vector ``x`` (d×d); ``solve(A, b)`` solves a dense linear system.
+    - ``compile(fn, example_args)`` returns ``(callable, seconds spent compiling)``; eager backends return
+      ``(fn, 0.0)``. ``block(tree)`` waits until every array of ``tree`` is computed (device sync) and returns it.
+    - ``memory_kind`` names what ``peak_memory_bytes`` measures; ``reset_peak_memory()`` starts a new window.
+    - ``supports(method)`` returns ``None`` or the reason the backend cannot run that method (recorded as
+      ``unsupported``). ``override(method)`` may return an idiomatic replacement for a method's generic
+      ``response_vjp``; agreement tests keep the two equal.
+    - ``versions()`` names the packages whose versions go into a record's provenance.
+    """
+
+    name: ClassVar[str]
+    ops: Ops
+    dtype: str = "float32"
+    device: str = "cpu"
+
+    @classmethod
+    def check_available(cls) -> None:
+        """Raise :class:`Unavailable` with the reason when this backend cannot run here."""
+
+    @abstractmethod
+    def setup(self, dtype: str, device: str, seed: int) -> None: ...
+
+    def teardown(self) -> None:
+        """Undo any process-wide setting made by ``setup`` (called once per run, also after a failure)."""
+
+    @abstractmethod
+    def asarray(self, x: np.ndarray) -> Any: ...
+
+    @abstractmethod
+    def to_numpy(self, x: Any) -> np.ndarray: ...
+
+    @abstractmethod
+    def grad(self, f: Callable[..., Any]) -> Callable[..., Tree]: ...
+
+    @abstractmethod
+    def vjp(self, f: Callable[[Tree], Tree], x: Tree) -> tuple[Tree, Callable[[Tree], Tree]]: ...
+
+    @abstractmethod
+    def jvp(self, f: Callable[[Tree], Tree], x: Tree, t: Tree) -> tuple[Tree, Tree]: ...
+
+    @abstractmethod
+    def hvp(self, f: Callable[[Tree], Any], x: Tree, v: Tree) -> Tree: ...
+
+    @abstractmethod
+    def hessian(self, f: Callable[[Any], Any], x: Any) -> Any: ...
+
+    @abstractmethod
+    def solve(self, a: Any, b: Any) -> Any: ...
+
+    def compile(self, fn: Callable[..., Any], example_args: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:
+        return fn, 0.0
+
+    @abstractmethod
+    def block(self, tree: Tree) -> Tree: ...
+
+    memory_kind: str = "cpu_rss_delta"
+
+    @abstractmethod
+    def reset_peak_memory(self) -> None: ...
+
+    @abstractmethod
+    def peak_memory_bytes(self) -> int | None: ...
+
+    def supports(self, method: str) -> str | None:
+        return None
+
+    def override(self, method: str) -> Callable[..., Tree] | None:
+        return None
+
+    def versions(self) -> dict[str, str]:
+        return {}
+
+    def tree_to_numpy(self, tree: Tree) -> Any:
+        from suite.trees import tree_map
+
+        return tree_map(self.to_numpy, tree)
+
+    def tree_asarray(self, tree: Any) -> Tree:
+        from suite.trees import tree_map
+
+        return tree_map(self.asarray, tree)

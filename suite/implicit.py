@@ -1,0 +1,31 @@
+"""The implicit-function rule shared by every implicit hypergradient method.
+
+For θ*(λ) = argmin_θ f(θ, λ):  (dθ*/dλ)ᵀ v = −∂²f/∂λ∂θ · H⁻¹ v, with H = ∇²_θθ f.
+Methods differ only in how they produce ``x ≈ H⁻¹ v`` (``exact``: materialised Hessian and a dense solve;
+``cg``/``neumann``: matrix-free ``solve(matvec, v)``); the mixed term is always one reverse-mode product.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from suite.contract.method import Response
+from suite.trees import tree_map, tree_vdot
+
+Tree = Any
+
+
+def hessian_matvec(backend: Any, r: Response):
+    """``u ↦ H u`` for the lower level's loss at the current state (Hessian-vector products, never H itself)."""
+    return lambda u: backend.hvp(lambda th: r.loss(th, r.upper), r.lower, u)
+
+
+def mixed_vjp(backend: Any, r: Response, x: Tree) -> Tree:
+    """``−∂²f/∂λ∂θ · x`` = −∇_λ ⟨∇_θ f(θ, λ), x⟩, one reverse-over-reverse product."""
+    grad_theta = backend.grad(lambda th, lam: r.loss(th, lam))
+
+    def inner(lam: Tree) -> Any:
+        return tree_vdot(backend.ops, grad_theta(r.lower, lam), x)
+
+    g = backend.grad(inner)(r.upper)
+    return tree_map(lambda a: -a, g)

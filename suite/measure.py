@@ -1,0 +1,72 @@
+"""Measurement primitives: synchronised timers and the run's own peak memory.
+
+CPU memory is the peak resident set size above the run's baseline: on Linux the kernel's high-water mark
+(``VmHWM``) is reset by writing ``5`` to ``/proc/self/clear_refs``, so the window starts at ``reset()`` and earlier
+allocations of the same process do not inflate it. Where that reset is not possible the figure is reported as
+``None`` rather than a number that includes other work.
+"""
+
+from __future__ import annotations
+
+import re
+import statistics
+import time
+from collections.abc import Callable
+from typing import Any
+
+_STATUS = "/proc/self/status"
+
+
+def _status_kib(field: str) -> int | None:
+    try:
+        with open(_STATUS) as fh:
+            match = re.search(rf"^{field}:\s+(\d+)\s+kB", fh.read(), re.MULTILINE)
+    except OSError:
+        return None
+    return int(match.group(1)) if match else None
+
+
+class CpuPeakRSS:
+    """Peak RSS above the baseline taken at :meth:`reset`, in bytes."""
+
+    kind = "cpu_rss_delta"
+
+    def __init__(self) -> None:
+        self._baseline: int | None = None
+        self._resettable = False
+
+    def reset(self) -> None:
+        try:
+            with open("/proc/self/clear_refs", "w") as fh:
+                fh.write("5")
+            self._resettable = True
+        except OSError:
+            self._resettable = False
+        self._baseline = _status_kib("VmRSS")
+
+    def peak_bytes(self) -> int | None:
+        peak = _status_kib("VmHWM")
+        if not self._resettable or peak is None or self._baseline is None:
+            return None
+        return max(0, peak - self._baseline) * 1024
+
+
+class PhaseTimer:
+    """Wall-clock seconds per named phase and per step; the caller synchronises before reading (``block``)."""
+
+    def __init__(self, block: Callable[[Any], Any]) -> None:
+        self._block = block
+        self.samples: dict[str, list[float]] = {}
+
+    def time(self, phase: str, fn: Callable[..., Any], *args: Any) -> Any:
+        start = time.perf_counter()
+        out = self._block(fn(*args))
+        self.samples.setdefault(phase, []).append(time.perf_counter() - start)
+        return out
+
+    def median(self, phase: str, skip_warmup: bool = True) -> float | None:
+        """Median seconds per call, leaving out the first (warm-up) call when there are later ones."""
+        xs = self.samples.get(phase, [])
+        if skip_warmup and len(xs) > 1:
+            xs = xs[1:]
+        return statistics.median(xs) if xs else None

@@ -1,0 +1,88 @@
+"""Turn a composed config into a validated run plan, before any work is done.
+
+Every bad value is reported as one line naming the key (``ConfigError``); the CLI exits with code 2 on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from suite import registry
+
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda", "auto")
+TOP_LEVEL_KEYS = (
+    "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
+    "log_every", "progress", "hypergrad_check",
+)
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be run; the message is one line naming the key."""
+
+
+@dataclass
+class Plan:
+    task_cls: type
+    task_cfg: Any
+    backend_cls: type
+    backend_cfg: Any
+    method: Any
+    method_cfg: Any
+    seed: int
+    steps: int
+    inner_steps: int
+    dtype: str
+    device: str
+    results_dir: str
+    log_every: int
+    progress: bool
+    hypergrad_check: bool
+    config: dict[str, Any]
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def prepare(cfg: DictConfig | dict) -> Plan:
+    """Validate ``cfg`` (names, ranges, types) and build the plan. Raises :class:`ConfigError`."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    classes, plugin_cfgs = {}, {}
+    for role in ("task", "backend", "method"):
+        node = cfg.get(role)
+        _check(node is not None and "name" in node, f"no {role} given; choose one with {role}=NAME")
+        name = node["name"]
+        try:
+            classes[role] = registry.get(role, name)
+            plugin_cfgs[role] = registry.make_config(role, name, node)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+    for key in ("seed", "steps", "inner_steps", "log_every"):
+        _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
+    _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
+    _check(config["steps"] >= 1, f"steps must be >= 1 (got {config['steps']})")
+    _check(config["inner_steps"] >= 1, f"inner_steps must be >= 1 (got {config['inner_steps']})")
+    _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
+    _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
+    _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
+    return Plan(
+        task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
+        backend_cls=classes["backend"], backend_cfg=plugin_cfgs["backend"],
+        method=classes["method"](), method_cfg=plugin_cfgs["method"],
+        seed=config["seed"], steps=config["steps"], inner_steps=config["inner_steps"],
+        dtype=config["dtype"], device=config["device"], results_dir=str(config["results_dir"]),
+        log_every=config["log_every"], progress=bool(config["progress"]),
+        hypergrad_check=bool(config["hypergrad_check"]), config=config,
+    )

@@ -1,0 +1,112 @@
+"""Run records: one directory per run, written atomically, and their readers.
+
+A run's files are written into ``<results_dir>/runs/.tmp-<run_id>/`` and the directory is renamed to
+``<results_dir>/runs/<run_id>/`` only when complete, so a killed run leaves no partial record (a stale ``.tmp-*``
+directory is ignored by readers). The schema is documented in ``results/README.md``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+SCHEMA_VERSION = 1
+STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "error")
+#: config keys that do not change the numbers a run produces (left out of the config hash)
+NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress")
+
+
+def config_hash(config: dict[str, Any]) -> str:
+    """sha256 of the canonical JSON of the resolved config, without keys that do not affect the numbers."""
+    relevant = {k: v for k, v in config.items() if k not in NON_NUMERIC_KEYS}
+    blob = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` through a temporary file in the same directory and an atomic rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _json_default(obj: Any) -> Any:
+    if hasattr(obj, "item"):
+        return obj.item()
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    return str(obj)
+
+
+def commit_run(results_dir: Path, run_id: str, record: dict[str, Any], files: dict[str, str] | None = None) -> Path:
+    """Write ``record.json`` (and extra text files) for ``run_id`` and publish the directory atomically.
+
+    Never overwrites: if ``runs/<run_id>`` exists, a numeric suffix is added and ``record["run_id"]`` updated.
+    """
+    runs = Path(results_dir) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=runs, prefix=f".tmp-{run_id}-"))
+    try:
+        suffix = 0
+        while True:
+            final_id = run_id if suffix == 0 else f"{run_id}-{suffix}"
+            final = runs / final_id
+            record["run_id"] = final_id
+            for name, text in (files or {}).items():
+                (staging / name).write_text(text)
+            write_json_atomic(staging / "record.json", record)
+            try:
+                os.rename(staging, final)  # atomic; fails if ``final`` exists and is not empty
+                return final
+            except OSError:
+                if not final.exists():
+                    raise
+                suffix += 1
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def iter_record_paths(paths: Iterable[Path]) -> Iterator[Path]:
+    """Every ``record.json`` under the given results directories or run directories (staging dirs excluded)."""
+    for root in paths:
+        root = Path(root)
+        if root.is_file():
+            yield root
+            continue
+        for path in sorted(root.rglob("record.json")):
+            if not any(part.startswith(".tmp-") for part in path.parts):
+                yield path
+
+
+def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
+    """Load records; a corrupt or truncated one is reported by path (a warning) and skipped."""
+    records = []
+    for path in iter_record_paths(paths):
+        try:
+            with open(path) as fh:
+                rec = json.load(fh)
+            if not isinstance(rec, dict) or "status" not in rec or "metrics" not in rec:
+                raise ValueError("not a run record (no status/metrics)")
+        except (OSError, ValueError) as exc:
+            warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
+            continue
+        rec["_path"] = str(path)
+        records.append(rec)
+    return records

@@ -1,0 +1,124 @@
+"""Registries of tasks, backends and methods, discovered from their plugin folders.
+
+A plugin is one module in ``tasks/``, ``backends/`` or ``methods/`` that decorates its class with
+:func:`register`. Modules whose names start with ``_`` (templates, shared helpers) are not plugins. Importing a
+plugin module must never fail because an optional package is missing: backends import their framework lazily and
+report it through ``check_available``.
+
+Each plugin's ``Config`` dataclass becomes a Hydra config-group option (``task=quadratic``, ``method=cg``…) through
+Hydra's ConfigStore, so adding a plugin means adding one file and nothing else.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import pkgutil
+from typing import Any
+
+ROLES = {"task": "tasks", "backend": "backends", "method": "methods"}
+_REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ROLES}
+_DISCOVERED = False
+
+
+@dataclasses.dataclass
+class NoConfig:
+    """For plugins without knobs."""
+
+    def validate(self) -> None:
+        return None
+
+
+def register(role: str):
+    """Class decorator: ``@register("task")`` adds the class under its ``name``."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
+
+    def deco(cls: type) -> type:
+        name = cls.name
+        if name in _REGISTRY[role] and _REGISTRY[role][name] is not cls:
+            raise ValueError(f"two {role} plugins are named {name!r}")
+        _REGISTRY[role][name] = cls
+        return cls
+
+    return deco
+
+
+def discover() -> None:
+    """Import every plugin module once (idempotent) and register their configs with Hydra."""
+    global _DISCOVERED
+    if _DISCOVERED:
+        return
+    for package in ROLES.values():
+        pkg = importlib.import_module(package)
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
+            if not info.name.startswith("_"):
+                importlib.import_module(f"{package}.{info.name}")
+    _register_configs()
+    _DISCOVERED = True
+
+
+def names(role: str) -> list[str]:
+    discover()
+    return sorted(_REGISTRY[role])
+
+
+def get(role: str, name: str) -> type:
+    """The plugin class registered as ``name``; ``KeyError`` with the valid names otherwise."""
+    discover()
+    try:
+        return _REGISTRY[role][name]
+    except KeyError:
+        raise KeyError(unknown_name_message(role, name)) from None
+
+
+def unknown_name_message(role: str, name: str) -> str:
+    valid = names(role)
+    close = difflib.get_close_matches(name, valid, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"unknown {role} {name!r}{hint} valid {role}s: {', '.join(valid)}"
+
+
+def config_class(cls: type) -> type:
+    """The plugin's config dataclass with a leading ``name`` field (what Hydra stores for the group option)."""
+    base = getattr(cls, "Config", NoConfig)
+    fields = [("name", str, dataclasses.field(default=cls.name))]
+    return dataclasses.make_dataclass(f"{cls.__name__}Config", fields, bases=(base,))
+
+
+def _register_configs() -> None:
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    for role, plugins in _REGISTRY.items():
+        for name, cls in plugins.items():
+            store.store(group=role, name=name, node=config_class(cls))
+
+
+def availability(role: str, name: str) -> str | None:
+    """``None`` when the plugin can run here, else the reason (e.g. the import error of a missing package)."""
+    cls = get(role, name)
+    check = getattr(cls, "check_available", None)
+    if check is None:
+        return None
+    try:
+        check()
+    except Exception as exc:  # noqa: BLE001 - any failure to load is a reason to report
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def make_config(role: str, name: str, values: Any) -> Any:
+    """Instantiate the plugin's config dataclass from a mapping (the composed Hydra node), then validate it."""
+    from omegaconf import OmegaConf
+
+    cls = get(role, name)
+    base = getattr(cls, "Config", NoConfig)
+    data = OmegaConf.to_object(values) if not isinstance(values, dict) else dict(values)
+    if dataclasses.is_dataclass(data):
+        data = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
+    data.pop("name", None)
+    cfg = base(**data)
+    cfg.validate()
+    return cfg

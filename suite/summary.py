@@ -1,0 +1,58 @@
+"""The short summary printed after a run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _fmt_time(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    if seconds < 1:
+        return f"{seconds * 1e3:.2f} ms"
+    return f"{seconds:.2f} s"
+
+
+def _fmt_bytes(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def summary_lines(record: dict[str, Any]) -> list[str]:
+    m = record["metrics"]
+    cfg = record["config"]
+    head = (
+        f"{record['task']} × {record['backend']} × {record['method']}  "
+        f"(seed {record['seed']}, {cfg.get('dtype')}, {record['provenance'].get('device') or cfg.get('device')})"
+    )
+    lines = [head, f"  status               {record['status']}" + (f": {record['reason']}" if record["reason"] else "")]
+    if record["status"] == "ok" or m.get("steps_done"):
+        if m.get("outer_loss") is not None:
+            lines.append(f"  outer_loss           {m['outer_loss']:.6g}")
+        for key in ("hypergrad_rel_error", "hypergrad_cosine"):
+            if m.get(key) is not None:
+                lines.append(f"  {key:<20} {m[key]:.3e}")
+        lines.append(
+            "  time per outer step  "
+            f"inner {_fmt_time(m.get('time_inner_s'))}, hypergrad {_fmt_time(m.get('time_hypergrad_s'))}, "
+            f"outer {_fmt_time(m.get('time_outer_s'))}  (median after warm-up)"
+        )
+        compile_s = m.get("compile_s")
+        lines.append(
+            f"  total                {_fmt_time(m.get('time_total_s'))} for {m.get('steps_done')} steps"
+            + (f"; compile {_fmt_time(compile_s)} (apart)" if compile_s else "")
+        )
+        lines.append(f"  peak memory          {_fmt_bytes(m.get('peak_memory_bytes'))} ({m.get('memory_kind')})")
+    lines.append(f"  record               {record.get('_path')}")
+    return lines
+
+
+def print_summary(record: dict[str, Any]) -> None:
+    print("\n".join(summary_lines(record)), flush=True)

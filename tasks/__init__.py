@@ -1,0 +1,1 @@
+"""Task plugins: one module per multilevel program (see ``_template.py``)."""

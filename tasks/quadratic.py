@@ -1,0 +1,174 @@
+"""The oracle task: an L-level chain of strongly convex quadratics with closed-form best responses.
+
+Levels x_0 (top) … x_{L-1} (bottom), each in R^d. For k ≥ 1 the level's loss, given its parent x_{k-1}, is
+
+    f_k(x_k; x_{k-1}) = ½ x_kᵀ A_k x_k − x_kᵀ (s · B_k x_{k-1} + c_k)
+
+with A_k symmetric positive definite, eigenvalues spread geometrically over [1/κ, 1] (κ = ``condition``), B_k a random
+orthogonal matrix and s = ``coupling``. The best response is linear, x_k* = A_k⁻¹(s B_k x_{k-1} + c_k), with
+Jacobian J_k = s A_k⁻¹ B_k. The top level's loss reads the bottom level and its own parameters,
+
+    g(x_0, x_{L-1}) = ½ ‖x_{L-1} − b‖² + ½ ρ ‖x_0‖²      (ρ = ``ridge``),
+
+so its hypergradient is ρ x_0 + J_1ᵀ ⋯ J_{L-1}ᵀ (x_{L-1}* − b), in closed form. The top problem is itself a
+quadratic in x_0, so the optimum F* is closed-form too: the metric ``outer_gap`` = F(x_0) − F* (with the lower
+levels at their exact best response) says how far the whole multilevel optimisation got.
+
+Everything is generated from the seed in numpy float64; the oracle works in float64.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from suite.contract import Level, Oracle, Task
+from suite.optim import OptimizerConfig
+from suite.registry import register
+
+
+@dataclass
+class QuadraticConfig:
+    d: int = 100
+    levels: int = 2
+    condition: float = 10.0
+    coupling: float = 1.0
+    ridge: float = 0.1
+    inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1.0))
+    outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.01))
+
+    def validate(self) -> None:
+        if self.d < 1:
+            raise ValueError(f"task.d must be >= 1 (got {self.d})")
+        if self.levels < 2:
+            raise ValueError(f"task.levels must be >= 2 (got {self.levels})")
+        if not self.condition >= 1:
+            raise ValueError(f"task.condition must be >= 1 (got {self.condition})")
+        if self.ridge < 0:
+            raise ValueError(f"task.ridge must be >= 0 (got {self.ridge})")
+        self.inner.validate("task.inner")
+        self.outer.validate("task.outer")
+
+
+def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
+    q, r = np.linalg.qr(rng.standard_normal((d, d)))
+    return q * np.sign(np.diag(r))
+
+
+def _names(levels: int) -> list[str]:
+    return [f"x{k}" for k in range(levels)]
+
+
+def _lower_loss(k: int, coupling: float):
+    def loss(ops, params, batch):
+        x, parent = params[f"x{k}"]["w"], params[f"x{k - 1}"]["w"]
+        a, b, c = batch[f"A{k}"], batch[f"B{k}"], batch[f"c{k}"]
+        return 0.5 * ops.sum(x * ops.matmul(a, x)) - ops.sum(x * (coupling * ops.matmul(b, parent) + c))
+
+    return loss
+
+
+def _top_loss(levels: int, ridge: float):
+    bottom = f"x{levels - 1}"
+
+    def loss(ops, params, batch):
+        r = params[bottom]["w"] - batch["b"]
+        top = params["x0"]["w"]
+        return 0.5 * ops.sum(r * r) + 0.5 * ridge * ops.sum(top * top)
+
+    return loss
+
+
+@register("task")
+class Quadratic(Task):
+    """L-level chain of strongly convex quadratics (L = 2 is bilevel) with a closed-form oracle."""
+
+    name = "quadratic"
+    Config = QuadraticConfig
+
+    def __init__(self, cfg: QuadraticConfig, seed: int) -> None:
+        super().__init__(cfg, seed)
+        rng = np.random.default_rng([seed, 0x9A5])
+        d = cfg.d
+        spectrum = np.geomspace(1.0 / cfg.condition, 1.0, d)
+        self.arrays: dict[str, np.ndarray] = {}
+        for k in range(1, cfg.levels):
+            q = _orthogonal(rng, d)
+            self.arrays[f"A{k}"] = (q * spectrum) @ q.T
+            self.arrays[f"B{k}"] = _orthogonal(rng, d)
+            self.arrays[f"c{k}"] = rng.standard_normal(d) / np.sqrt(d)
+        self.arrays["b"] = rng.standard_normal(d)
+
+    def levels(self) -> list[Level]:
+        names = _names(self.cfg.levels)
+        top = Level(names[0], _top_loss(self.cfg.levels, self.cfg.ridge), self.cfg.outer)
+        lower = [
+            Level(n, _lower_loss(k, self.cfg.coupling), self.cfg.inner, parent=names[k - 1])
+            for k, n in enumerate(names)
+            if k
+        ]
+        return [top, *lower]
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+        return {n: {"w": rng.standard_normal(self.cfg.d)} for n in _names(self.cfg.levels)}
+
+    def data(self) -> dict[str, np.ndarray]:
+        return self.arrays
+
+    def oracle(self) -> QuadraticOracle:
+        return QuadraticOracle(self.arrays, self.cfg)
+
+    def metrics(self, backend, params) -> dict[str, float]:
+        top = {"w": backend.to_numpy(params["x0"]["w"]).astype(np.float64)}
+        oracle = self.oracle()
+        return {"outer_gap": float(oracle.objective(top) - oracle.optimum())}
+
+
+class QuadraticOracle(Oracle):
+    """Closed forms in float64 for :class:`Quadratic`."""
+
+    def __init__(self, arrays: dict[str, np.ndarray], cfg: QuadraticConfig) -> None:
+        self.a, self.cfg = arrays, cfg
+        self.s = float(cfg.coupling)
+
+    def _solve(self, k: int, rhs: np.ndarray) -> np.ndarray:
+        return np.linalg.solve(self.a[f"A{k}"], rhs)
+
+    def best_response(self, top):
+        out = {"x0": {"w": np.asarray(top["w"], dtype=np.float64)}}
+        x = out["x0"]["w"]
+        for k in range(1, self.cfg.levels):
+            x = self._solve(k, self.s * self.a[f"B{k}"] @ x + self.a[f"c{k}"])
+            out[f"x{k}"] = {"w": x}
+        return out
+
+    def hypergradient(self, top):
+        levels = self.cfg.levels
+        x0 = np.asarray(top["w"], dtype=np.float64)
+        v = self.best_response(top)[f"x{levels - 1}"]["w"] - self.a["b"]
+        for k in range(levels - 1, 0, -1):
+            v = self.s * self.a[f"B{k}"].T @ self._solve(k, v)  # J_kᵀ v, A_k symmetric
+        return {"w": v + self.cfg.ridge * x0}
+
+    def objective(self, top) -> float:
+        """F(x_0) = g(x_0, x_{L-1}*(x_0))."""
+        bottom = self.best_response(top)[f"x{self.cfg.levels - 1}"]["w"]
+        x0 = np.asarray(top["w"], dtype=np.float64)
+        r = bottom - self.a["b"]
+        return 0.5 * float(r @ r) + 0.5 * self.cfg.ridge * float(x0 @ x0)
+
+    def affine_map(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, m) with x_{L-1}*(x_0) = M x_0 + m."""
+        d = self.cfg.d
+        m_mat, m_vec = np.eye(d), np.zeros(d)
+        for k in range(1, self.cfg.levels):
+            m_mat = self.s * self._solve(k, self.a[f"B{k}"] @ m_mat)
+            m_vec = self._solve(k, self.s * self.a[f"B{k}"] @ m_vec + self.a[f"c{k}"])
+        return m_mat, m_vec
+
+    def optimum(self) -> float:
+        m_mat, m_vec = self.affine_map()
+        lhs = m_mat.T @ m_mat + self.cfg.ridge * np.eye(self.cfg.d)
+        x0 = np.linalg.lstsq(lhs, m_mat.T @ (self.a["b"] - m_vec), rcond=None)[0]
+        return self.objective({"w": x0})
