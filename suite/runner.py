@@ -98,8 +98,10 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple])
             params[lv.name], states[lv.name] = optim.update(ops, lv.optimizer, g, states[lv.name], params[lv.name])
         return params, states
 
+    chain = backend.chain() or hypergradient
+
     def hyper_fn(params, states, batches):
-        return hypergradient(
+        return chain(
             backend, response_vjp, plan.method_cfg, levels, params, states, batches, plan.inner_steps
         )
 

@@ -36,7 +36,7 @@ class Backend(ABC):
     - ``memory_kind`` names what ``peak_memory_bytes`` measures; ``reset_peak_memory()`` starts a new window.
     - ``supports(method)`` returns ``None`` or the reason the backend cannot run that method (recorded as
       ``unsupported``). ``override(method)`` may return an idiomatic replacement for a method's generic
-      ``response_vjp``; agreement tests keep the two equal.
+      ``response_vjp``; agreement tests keep the two equal. ``chain()`` may replace the whole multilevel chain.
     - ``versions()`` names the packages whose versions go into a record's provenance.
     """
 
@@ -97,6 +97,12 @@ class Backend(ABC):
         return None
 
     def override(self, method: str) -> Callable[..., Tree] | None:
+        return None
+
+    def chain(self) -> Callable[..., Tree] | None:
+        """A replacement for :func:`suite.hypergrad.hypergradient` (same signature), or ``None`` for the
+        reverse-mode chain. Only a backend that measures a different chaining strategy (``naive`` materialises
+        best-response Jacobians and multiplies them) sets this."""
         return None
 
     def versions(self) -> dict[str, str]:
