@@ -81,7 +81,7 @@ def _compose(overrides: list[str]):
 
 
 def _first_line(exc: BaseException) -> str:
-    parts = [str(exc).splitlines()[0] if str(exc) else type(exc).__name__]
+    parts = [str(exc).splitlines()[0].rstrip(".") if str(exc) else type(exc).__name__]
     cause = exc.__cause__ or exc.__context__
     if cause is not None and str(cause):
         text = str(cause)

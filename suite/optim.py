@@ -52,10 +52,11 @@ def init(ops: Any, cfg: OptimizerConfig, params: Any) -> dict[str, Any]:
 
 def learning_rate(cfg: OptimizerConfig, count: Any) -> Any:
     """Learning rate at update ``count`` (an array), with the step schedule applied."""
-    lr = cfg.lr
-    for m in cfg.milestones:
-        lr = lr * (1.0 - (1.0 - cfg.gamma) * ((count >= m) * 1.0))
-    return lr
+    if not cfg.milestones:
+        return cfg.lr
+    one = count * 0.0 + 1.0  # in count's dtype: a bare ``bool * 1.0`` would be float32 in torch
+    passed = sum((count >= m) * one for m in cfg.milestones)
+    return cfg.lr * cfg.gamma**passed
 
 
 def update(ops: Any, cfg: OptimizerConfig, grads: Any, state: dict[str, Any], params: Any) -> tuple[Any, dict]:

@@ -1,0 +1,61 @@
+"""Shared fixtures: a float64 torch backend and helpers to evaluate one hypergradient at the oracle state."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from suite import optim, registry
+from suite.hypergrad import hypergradient
+
+registry.discover()
+
+
+def make_backend(name: str = "torch", dtype: str = "float64"):
+    cls = registry.get("backend", name)
+    why = registry.availability("backend", name)
+    if why is not None:
+        pytest.skip(f"backend {name} unavailable: {why}")
+    backend = cls()
+    backend.setup(dtype, "cpu", 0)
+    return backend
+
+
+def make_task(seed: int = 0, **knobs):
+    cls = registry.get("task", "quadratic")
+    cfg = cls.Config(**knobs)
+    cfg.validate()
+    return cls(cfg, seed)
+
+
+def method_cfg(name: str, **knobs):
+    cls = registry.get("method", name)
+    cfg = getattr(cls, "Config", registry.NoConfig)(**knobs)
+    cfg.validate()
+    return cfg
+
+
+def hypergrad_at_best_response(backend, task, method: str, unroll_steps: int = 1, top=None, **knobs):
+    """The method's hypergradient (numpy) at the task's initial top parameters with exact lower levels."""
+    rng = np.random.default_rng(task.seed)
+    init = task.init_params(rng)
+    top = init["x0"] if top is None else top
+    params = backend.tree_asarray(task.oracle().best_response(top))
+    levels = task.levels()
+    states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
+    data = backend.tree_asarray(task.data())
+    batches = {lv.name: data for lv in levels}
+    m = registry.get("method", method)()
+    hg = hypergradient(backend, m.response_vjp, method_cfg(method, **knobs), levels, params, states, batches,
+                       unroll_steps)
+    return backend.tree_to_numpy(hg), top
+
+
+def rel_error(a, b) -> float:
+    a, b = np.ravel(a["w"]), np.ravel(b["w"])
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture
+def torch64():
+    return make_backend("torch", "float64")

@@ -1,0 +1,96 @@
+"""Contract tests over every registered plugin: whatever is added to tasks/, backends/ or methods/ is covered."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+
+import numpy as np
+import pytest
+from conftest import make_backend
+
+from suite import registry
+from suite.contract import Backend, Level, Ops, Task
+from suite.plan import prepare
+from suite.runner import execute
+
+TASKS, BACKENDS, METHODS = (registry.names(r) for r in ("task", "backend", "method"))
+
+
+def test_registries_are_populated():
+    assert "quadratic" in TASKS and "torch" in BACKENDS
+    assert {"exact", "cg", "neumann", "darts", "unroll", "first_order"} <= set(METHODS)
+
+
+@pytest.mark.parametrize("role", list(registry.ROLES))
+def test_every_plugin_has_a_name_docs_and_a_validating_config(role):
+    for name in registry.names(role):
+        cls = registry.get(role, name)
+        assert cls.name == name
+        assert (cls.__doc__ or inspect.getmodule(cls).__doc__), f"{role} {name} has no docstring"
+        cfg_cls = getattr(cls, "Config", registry.NoConfig)
+        assert dataclasses.is_dataclass(cfg_cls)
+        cfg_cls().validate()  # defaults are valid
+
+
+@pytest.mark.parametrize("name", BACKENDS)
+def test_backend_contract(name):
+    cls = registry.get("backend", name)
+    assert issubclass(cls, Backend)
+    backend = make_backend(name, "float64")
+    assert isinstance(backend.ops, Ops)
+    x = backend.asarray(np.array([1.0, -2.0, 3.0]))
+    f = lambda t: backend.ops.sum(t * t * t)  # noqa: E731
+    np.testing.assert_allclose(backend.to_numpy(backend.grad(f)(x)), 3 * np.array([1.0, 4.0, 9.0]))
+    v = backend.asarray(np.array([1.0, 0.0, 1.0]))
+    np.testing.assert_allclose(backend.to_numpy(backend.hvp(f, x, v)), [6.0, 0.0, 18.0])
+    np.testing.assert_allclose(backend.to_numpy(backend.hessian(f, x)), np.diag([6.0, -12.0, 18.0]))
+    _, pull = backend.vjp(lambda t: t * 2.0, x)
+    np.testing.assert_allclose(backend.to_numpy(pull(v)), [2.0, 0.0, 2.0])
+    _, tangent = backend.jvp(lambda t: t * t, x, v)
+    np.testing.assert_allclose(backend.to_numpy(tangent), [2.0, 0.0, 6.0])
+    idx = backend.asarray(np.array([0, 2]))
+    assert np.issubdtype(backend.to_numpy(idx).dtype, np.integer), "integer arrays must stay integer"
+    assert backend.memory_kind in ("cpu_rss_delta", "cuda_allocated", "jax_device")
+    backend.teardown()
+
+
+@pytest.mark.parametrize("name", TASKS)
+def test_task_contract(name):
+    cls = registry.get("task", name)
+    assert issubclass(cls, Task)
+    task = cls(cls.Config(), 0)
+    levels = task.levels()
+    assert len(levels) >= 2 and all(isinstance(lv, Level) for lv in levels)
+    assert levels[0].parent is None
+    assert [lv.parent for lv in levels[1:]] == [lv.name for lv in levels[:-1]], "levels form a chain, top first"
+    a, b = task.init_params(np.random.default_rng(3)), task.init_params(np.random.default_rng(3))
+    assert set(a) == {lv.name for lv in levels}
+    for lv in a:
+        for k in a[lv]:
+            np.testing.assert_array_equal(a[lv][k], b[lv][k])
+
+
+@pytest.mark.parametrize("task", TASKS)
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("method", METHODS)
+def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method):
+    """Two outer steps of every task × backend × method: ``ok``, or ``unsupported`` with a reason — never an error."""
+    from omegaconf import OmegaConf
+
+    from suite.cli import _compose
+
+    cfg = _compose([f"task={task}", f"backend={backend}", f"method={method}", "steps=2", "progress=false",
+                    f"results_dir={tmp_path}", "dtype=float64"])
+    if task == "quadratic":
+        OmegaConf.update(cfg, "task.d", 6)
+    record = execute(prepare(cfg))
+    assert record["status"] in ("ok", "unsupported"), record.get("traceback") or record["reason"]
+    if record["status"] == "unsupported":
+        assert record["reason"]
+    else:
+        m = record["metrics"]
+        assert m["steps_done"] == 2 and np.isfinite(m["outer_loss"])
+        for key in ("time_inner_s", "time_hypergrad_s", "time_outer_s", "time_total_s", "compile_s"):
+            assert m[key] is not None and m[key] >= 0
+        assert m["memory_kind"]

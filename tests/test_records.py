@@ -1,0 +1,98 @@
+"""Records: reproducible from a seed, written atomically, never overwritten, robust to corrupt files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from suite.cli import _compose
+from suite.plan import prepare
+from suite.records import commit_run, config_hash, read_records
+from suite.runner import execute
+
+MEASURED = ("time_", "peak_memory_bytes", "compile_s")
+
+
+def _numbers(record):
+    return {k: v for k, v in record["metrics"].items() if not k.startswith(MEASURED)}
+
+
+@pytest.mark.parametrize("method", ["cg", "unroll", "darts"])
+def test_same_config_and_seed_give_identical_metrics(tmp_path, method):
+    overrides = [f"method={method}", "task.d=12", "steps=15", "progress=false", f"results_dir={tmp_path}"]
+    first = execute(prepare(_compose(overrides)))
+    second = execute(prepare(_compose(overrides)))
+    assert first["status"] == second["status"] == "ok"
+    assert _numbers(first) == _numbers(second)
+    assert first["config_hash"] == second["config_hash"]
+    assert first["run_id"] != second["run_id"], "a second run must not overwrite the first"
+    third = execute(prepare(_compose([*overrides, "seed=1"])))
+    assert _numbers(third) != _numbers(first), "a different seed must change the numbers"
+
+
+def test_record_holds_the_schema_fields(tmp_path):
+    rec = execute(prepare(_compose(["task.d=5", "steps=2", "progress=false", f"results_dir={tmp_path}"])))
+    for key in ("schema", "run_id", "task", "backend", "method", "seed", "status", "reason", "config",
+                "config_hash", "metrics", "provenance"):
+        assert key in rec
+    for key in ("outer_loss", "hypergrad_rel_error", "peak_memory_bytes", "memory_kind", "time_inner_s",
+                "time_hypergrad_s", "time_outer_s", "time_total_s", "compile_s"):
+        assert key in rec["metrics"]
+    for key in ("python", "cpu", "torch", "torch_threads", "numpy", "command", "start", "end", "git_commit"):
+        assert key in rec["provenance"]
+    on_disk = json.loads(open(rec["_path"]).read())
+    assert on_disk["metrics"] == rec["metrics"]
+
+
+def test_config_hash_ignores_where_results_go():
+    a = {"seed": 0, "task": {"d": 3}, "results_dir": "a", "progress": True}
+    b = {"seed": 0, "task": {"d": 3}, "results_dir": "b", "progress": False}
+    assert config_hash(a) == config_hash(b)
+    assert config_hash(a) != config_hash({**a, "seed": 1})
+
+
+def test_commit_never_overwrites_and_leaves_no_staging(tmp_path):
+    first = commit_run(tmp_path, "run", {"status": "ok", "metrics": {"x": 1}})
+    second = commit_run(tmp_path, "run", {"status": "ok", "metrics": {"x": 2}})
+    assert first.name == "run" and second.name == "run-1"
+    assert json.loads((first / "record.json").read_text())["metrics"] == {"x": 1}
+    assert not list((tmp_path / "runs").glob(".tmp-*"))
+
+
+def test_reader_skips_corrupt_records_by_path(tmp_path):
+    commit_run(tmp_path, "good", {"status": "ok", "metrics": {}})
+    bad = tmp_path / "runs" / "bad"
+    bad.mkdir()
+    (bad / "record.json").write_text('{"status": "ok", "metr')  # truncated
+    stale = tmp_path / "runs" / ".tmp-killed-123"
+    stale.mkdir()
+    (stale / "record.json").write_text("{}")
+    with pytest.warns(UserWarning, match="bad/record.json"):
+        records = read_records([tmp_path])
+    assert [r["run_id"] if "run_id" in r else r["_path"] for r in records] == ["good"]
+
+
+def test_unsupported_and_error_are_recorded_not_raised(tmp_path, monkeypatch):
+    from tasks.quadratic import Quadratic
+
+    monkeypatch.setattr(Quadratic, "supports", lambda self, m: "not for this test" if m == "darts" else None)
+    rec = execute(prepare(_compose(["method=darts", "task.d=4", "steps=2", "progress=false",
+                                    f"results_dir={tmp_path}"])))
+    assert rec["status"] == "unsupported" and rec["reason"] == "not for this test"
+
+    def boom(self, backend, params):
+        raise RuntimeError("metrics exploded")
+
+    monkeypatch.setattr(Quadratic, "metrics", boom)
+    rec = execute(prepare(_compose(["method=cg", "task.d=4", "steps=2", "progress=false",
+                                    f"results_dir={tmp_path}"])))
+    assert rec["status"] == "error" and "metrics exploded" in rec["reason"] and "Traceback" in rec["traceback"]
+    assert rec["metrics"]["steps_done"] == 2, "what was measured before the failure is kept"
+
+
+def test_divergence_is_a_status_with_its_step(tmp_path):
+    rec = execute(prepare(_compose(["method=exact", "task.d=6", "steps=200", "task.outer.lr=1000",
+                                    "progress=false", f"results_dir={tmp_path}"])))
+    assert rec["status"] == "diverged"
+    assert "non-finite" in rec["reason"] and isinstance(rec["metrics"]["diverged_step"], int)
