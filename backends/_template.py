@@ -1,0 +1,62 @@
+"""Template for a new backend: copy to ``backends/<name>.py``, fill in, and uncomment ``@register``.
+
+Import the framework lazily (inside ``check_available`` / ``setup``) so that the module imports when the framework is
+missing: ``mlo-bench list`` then shows the backend as unavailable with the import error, and its tests skip.
+The contract is :class:`suite.contract.Backend`; ``backends/torch.py`` is the reference implementation.
+"""
+
+from __future__ import annotations
+
+from suite.contract import Backend
+from suite.measure import CpuPeakRSS
+from suite.registry import register  # noqa: F401
+
+
+# @register("backend")   # uncomment in the copy
+class TemplateBackend(Backend):
+    """One line saying what engine this is."""
+
+    name = "template"
+
+    @classmethod
+    def check_available(cls) -> None:
+        import numpy  # noqa: F401  -- replace with the framework's import; an ImportError says why it's missing
+
+    def setup(self, dtype, device, seed):
+        self.dtype, self.device = dtype, "cpu"
+        self.ops = ...  # an object implementing suite.contract.Ops for this framework's arrays
+        self._mem = CpuPeakRSS()
+        raise NotImplementedError("fill in the template")
+
+    def asarray(self, x):
+        raise NotImplementedError
+
+    def to_numpy(self, x):
+        raise NotImplementedError
+
+    def grad(self, f):
+        raise NotImplementedError
+
+    def vjp(self, f, x):
+        raise NotImplementedError
+
+    def jvp(self, f, x, t):
+        raise NotImplementedError
+
+    def hvp(self, f, x, v):
+        raise NotImplementedError
+
+    def hessian(self, f, x):
+        raise NotImplementedError
+
+    def solve(self, a, b):
+        raise NotImplementedError
+
+    def block(self, tree):
+        return tree
+
+    def reset_peak_memory(self):
+        self._mem.reset()
+
+    def peak_memory_bytes(self):
+        return self._mem.peak_bytes()
