@@ -1,4 +1,9 @@
-"""The torch backend: torch.func transforms (grad, vjp, jvp, forward-over-reverse HVPs), eager execution."""
+"""The torch backend: torch.func transforms (grad, vjp, jvp), eager execution.
+
+Second-order products are reverse-over-reverse: on CPU with torch 2.13, ``jvp(grad(f))`` (forward-over-reverse) was
+5–7× slower than ``vjp(grad(f))`` for a dense quadratic (d = 1000: 5.1 ms vs 0.70 ms per HVP; d = 4000: 110 ms vs
+23 ms), and ``torch.func.hessian`` (jacfwd of jacrev) 7× slower than ``jacrev(grad(f))`` (d = 1000: 366 ms vs 50 ms).
+"""
 
 from __future__ import annotations
 
@@ -131,10 +136,10 @@ class TorchBackend(Backend):
         return self.func.jvp(f, (x,), (t,))
 
     def hvp(self, f, x, v):
-        return self.func.jvp(self.func.grad(f), (x,), (v,))[1]
+        return self.func.vjp(self.func.grad(f), x)[1](v)[0]
 
     def hessian(self, f, x):
-        return self.func.hessian(f)(x)
+        return self.func.jacrev(self.func.grad(f))(x)
 
     def solve(self, a, b):
         return self.torch.linalg.solve(a, b)
