@@ -163,9 +163,46 @@ class TorchBackend(Backend):
             return int(self.torch.cuda.max_memory_allocated())
         return self._cpu_mem.peak_bytes()
 
+    def live_peak_bytes(self, fn, args):
+        tracker = _live_bytes_mode(self.torch)
+        with tracker:
+            self.block(fn(*args))
+        return tracker.peak
+
     def versions(self) -> dict[str, str]:
         info = {"torch": self.torch.__version__, "torch_threads": str(self.torch.get_num_threads())}
         if self.device == "cuda":
             info["cuda"] = str(self.torch.version.cuda)
             info["gpu"] = self.torch.cuda.get_device_name()
         return info
+
+
+def _live_bytes_mode(torch: Any) -> Any:
+    """A dispatch mode that sees every tensor an op creates and tracks, through weak references to the C++ storages
+    (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[int, tuple[Any, int]] = {}
+            self.total = 0
+            self.peak = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for dead in [k for k, (ref, _) in self.live.items() if ref.expired()]:
+                self.total -= self.live.pop(dead)[1]
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    ref = StorageWeakRef(storage)
+                    if ref.cdata not in self.live:
+                        self.live[ref.cdata] = (ref, storage.nbytes())
+                        self.total += storage.nbytes()
+            self.peak = max(self.peak, self.total)
+            return out
+
+    return LiveBytes()

@@ -9,8 +9,7 @@ from omegaconf import DictConfig
 
 from suite import registry
 from suite.plan import ConfigError, prepare
-from suite.runner import execute
-from suite.summary import print_summary
+from suite.job import run_job
 
 registry.discover()
 
@@ -22,6 +21,5 @@ def app(cfg: DictConfig) -> int:
     except ConfigError as exc:
         print(f"mlo-bench run: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    record = execute(plan)
-    print_summary(record)
+    record = run_job(plan)
     return 0 if record["status"] == "ok" else 1

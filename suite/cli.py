@@ -1,4 +1,4 @@
-"""The ``mlo-bench`` command: ``list``, ``run``, ``report`` (and ``verify`` once several backends exist).
+"""The ``mlo-bench`` command: ``list``, ``run``, ``verify``, ``report``.
 
 ``run`` is a Hydra application (``key=value`` overrides, ``-m`` for sweeps); names and values are checked before any
 work starts, and a bad one is a single line on stderr with exit code 2.
@@ -23,6 +23,10 @@ commands:
                               mlo-bench run task=quadratic task.levels=3 method=exact dtype=float64
   run -m [KEY=V1,V2 ...]    a sweep (Hydra multirun), e.g. mlo-bench run -m method=cg,exact seed=0,1,2
                               named experiments: mlo-bench run -m +experiment=demo
+  verify [KEY=VALUE ...] [--tol F] [--reference B] [--steps N]
+                            cross-backend agreement table (first hypergradient, parameters after N steps)
+                            of every installed backend x method against torch, e.g.
+                              mlo-bench verify task=quadratic dtype=float64
   report [DIR ...] [--out DIR]
                             read run records into tables (CSV, Parquet, Markdown, HTML)
 
@@ -106,9 +110,8 @@ def cmd_run(args: list[str]) -> int:
 
         sys.argv = ["mlo-bench run", *args]
         return app() or 0
+    from suite.job import run_job
     from suite.plan import ConfigError, prepare
-    from suite.runner import execute
-    from suite.summary import print_summary
 
     try:
         plan = prepare(_compose(args))
@@ -116,8 +119,7 @@ def cmd_run(args: list[str]) -> int:
         return _fail("run", str(exc))
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
         return _fail("run", _first_line(exc))
-    record = execute(plan)
-    print_summary(record)
+    record = run_job(plan)
     return 0 if record["status"] == "ok" else 1
 
 
@@ -160,13 +162,19 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
+def cmd_verify(args: list[str]) -> int:
+    from suite.verify import main as verify_main
+
+    return verify_main(args)
+
+
 def cmd_report(args: list[str]) -> int:
     from suite.report import main as report_main
 
     return report_main(args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "report": cmd_report}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "verify": cmd_verify, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,7 @@ DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
-    "log_every", "progress", "hypergrad_check",
+    "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits",
 )
 
 
@@ -41,6 +41,8 @@ class Plan:
     log_every: int
     progress: bool
     hypergrad_check: bool
+    isolate: bool
+    resume: bool
     config: dict[str, Any]
 
 
@@ -55,6 +57,10 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         cfg = OmegaConf.create(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
+    # keys added after schema 1's first records: a plain-dict config without them runs in-process, unlimited
+    config.setdefault("isolate", False)
+    config.setdefault("resume", False)
+    config.setdefault("limits", {"time_s": None, "memory_gb": None})
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     classes, plugin_cfgs = {}, {}
@@ -76,6 +82,14 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     _check(config["inner_steps"] >= 1, f"inner_steps must be >= 1 (got {config['inner_steps']})")
     _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
+    limits = config.get("limits") or {}
+    _check(set(limits) <= {"time_s", "memory_gb"}, f"unknown limits key(s) {sorted(set(limits) - {'time_s', 'memory_gb'})}"
+           "; valid: limits.time_s, limits.memory_gb")
+    for key in ("time_s", "memory_gb"):
+        value = limits.get(key)
+        _check(value is None or (isinstance(value, int | float) and value > 0),
+               f"limits.{key} must be a positive number or null (got {value!r})")
+        _check(value is None or config["isolate"], f"limits.{key} needs isolate=true (the parent enforces it)")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
     return Plan(
         task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
@@ -84,5 +98,6 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         seed=config["seed"], steps=config["steps"], inner_steps=config["inner_steps"],
         dtype=config["dtype"], device=config["device"], results_dir=str(config["results_dir"]),
         log_every=config["log_every"], progress=bool(config["progress"]),
-        hypergrad_check=bool(config["hypergrad_check"]), config=config,
+        hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
+        resume=bool(config["resume"]), config=config,
     )

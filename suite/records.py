@@ -20,7 +20,7 @@ from typing import Any
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "error")
 #: config keys that do not change the numbers a run produces (left out of the config hash)
-NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress")
+NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -110,3 +110,20 @@ def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
         rec["_path"] = str(path)
         records.append(rec)
     return records
+
+
+#: statuses after which re-running the same config would only repeat the same outcome
+FINAL_STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported")
+
+
+def find_completed(results_dir: str | Path, hash_: str) -> dict[str, Any] | None:
+    """A complete record in ``results_dir`` with config hash ``hash_`` and a final status (``error`` is retried)."""
+    runs = Path(results_dir) / "runs"
+    if not runs.is_dir():
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for rec in read_records([runs]):
+            if rec.get("config_hash") == hash_ and rec.get("status") in FINAL_STATUSES:
+                return rec
+    return None

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import importlib
 import pkgutil
 from typing import Any
@@ -80,6 +81,7 @@ def unknown_name_message(role: str, name: str) -> str:
     return f"unknown {role} {name!r}{hint} valid {role}s: {', '.join(valid)}"
 
 
+@functools.cache
 def config_class(cls: type) -> type:
     """The plugin's config dataclass with a leading ``name`` field (what Hydra stores for the group option)."""
     base = getattr(cls, "Config", NoConfig)
@@ -110,15 +112,19 @@ def availability(role: str, name: str) -> str | None:
 
 
 def make_config(role: str, name: str, values: Any) -> Any:
-    """Instantiate the plugin's config dataclass from a mapping (the composed Hydra node), then validate it."""
+    """The plugin's config dataclass filled from ``values`` (a composed Hydra node or a plain dict), validated.
+
+    Values are merged into the structured schema first, so a plain dict (e.g. a record's ``config``) gets the same
+    type checks and nested dataclasses as a composed config.
+    """
     from omegaconf import OmegaConf
 
     cls = get(role, name)
     base = getattr(cls, "Config", NoConfig)
-    data = OmegaConf.to_object(values) if not isinstance(values, dict) else dict(values)
-    if dataclasses.is_dataclass(data):
-        data = {f.name: getattr(data, f.name) for f in dataclasses.fields(data)}
-    data.pop("name", None)
-    cfg = base(**data)
+    if OmegaConf.is_config(values):  # a plain container: a config unpickled in a launcher's worker has a copy of
+        values = OmegaConf.to_container(values, resolve=True)  # the dynamic schema class, which would not merge
+    merged = OmegaConf.merge(OmegaConf.structured(config_class(cls)), values)
+    data = OmegaConf.to_object(merged)
+    cfg = base(**{f.name: getattr(data, f.name) for f in dataclasses.fields(base)})
     cfg.validate()
     return cfg

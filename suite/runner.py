@@ -6,7 +6,9 @@ is read. Per-phase figures are medians over outer steps after the first (warm-up
 its own (``compile_s``) before the loop. Peak memory covers the training loop only, above the baseline that holds the
 data and parameters. The hypergradient check (``hypergrad_rel_error``) runs after the loop, untimed: at the initial top
 parameters with every lower level at its exact best response, so it isolates the method's error from the inner solver's.
-A failure is a result: it is recorded with its status and the run's record is still written.
+A failure is a result: it is recorded with its status and the run's record is still written. ``execute`` can also hand
+back, through a ``capture`` dict, the first hypergradient (at the initial state, before any inner step) and every
+level's parameters after the last outer step, as numpy (``mlo-bench verify`` compares them across backends).
 """
 
 from __future__ import annotations
@@ -70,8 +72,11 @@ def _compare(h: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
-def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple]) -> None:
-    """The measured work. Fills ``metrics`` and ``trace`` as it goes (so a failure keeps what was measured)."""
+def train(
+    plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple], capture: dict[str, Any] | None = None
+) -> None:
+    """The measured work. Fills ``metrics`` and ``trace`` as it goes (so a failure keeps what was measured), and
+    ``capture`` (when given) with ``first_hypergrad`` and ``params`` as numpy."""
     ops = backend.ops
     task = plan.task_cls(plan.task_cfg, plan.seed)
     reason = task.supports(plan.method.name)
@@ -118,11 +123,19 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple])
     hyper_c, s = backend.compile(hyper_fn, (params, states, batches0))
     compile_s += s
     hg0 = hyper_c(params, states, batches0)
+    if capture is not None:
+        capture["first_hypergrad"] = backend.tree_to_numpy(hg0)
     outer_c, s = backend.compile(outer_fn, (params[top], states[top], hg0))
     compile_s += s
     loss_c, s = backend.compile(loss_fn, (params, batches0))
     compile_s += s
     metrics["compile_s"] = compile_s
+
+    def one_step(params, states, batches):
+        params, states = inner_c(params, states, batches)
+        return outer_c(params[top], states[top], hyper_c(params, states, batches))
+
+    metrics["peak_live_bytes"] = backend.live_peak_bytes(one_step, (params, states, batches0))
 
     timer = PhaseTimer(backend.block)
     log_every = plan.log_every or max(1, plan.steps // 10)
@@ -164,6 +177,8 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple])
         metrics["steps_done"] = len(timer.samples.get("outer", []))
         progress.close()
 
+    if capture is not None:
+        capture["params"] = backend.tree_to_numpy(params)
     metrics.update(task.metrics(backend, params))
     oracle = task.oracle() if plan.hypergrad_check else None
     if oracle is not None:
@@ -175,15 +190,13 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple])
         metrics.update(_compare(h, oracle.hypergradient(top0)))
 
 
-def execute(plan: Plan) -> dict[str, Any]:
-    """Run the plan, write its record, return the record. Run failures become statuses, never exceptions."""
-    started = provenance.now()
-    backend_cls = plan.backend_cls
-    record: dict[str, Any] = {
+def new_record(plan: Plan) -> dict[str, Any]:
+    """The record of ``plan`` before it runs (status ``ok`` until something says otherwise)."""
+    return {
         "schema": SCHEMA_VERSION,
         "run_id": None,
         "task": plan.task_cls.name,
-        "backend": backend_cls.name,
+        "backend": plan.backend_cls.name,
         "method": plan.method.name,
         "seed": plan.seed,
         "status": "ok",
@@ -193,6 +206,31 @@ def execute(plan: Plan) -> dict[str, Any]:
         "metrics": {},
         "provenance": {},
     }
+
+
+def commit(plan: Plan, record: dict[str, Any], started: str, backend: Any = None, trace: list[tuple] = ()) -> dict:
+    """Fill provenance, drop non-finite numbers, and write the record atomically; returns it with ``_path``."""
+    metrics = record["metrics"]
+    metrics.setdefault("outer_loss", None)
+    for key, value in list(metrics.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            metrics[key] = None  # JSON has no NaN; the status says what happened
+    record["provenance"] = provenance.collect(backend.versions() if backend and hasattr(backend, "ops") else {})
+    record["provenance"].update({"start": started, "end": provenance.now(), "device": getattr(backend, "device", None)})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = f"{stamp}-{record['task']}-{record['backend']}-{record['method']}-s{plan.seed}-{record['config_hash'][:8]}"
+    files = {"trace.csv": "step,outer_loss,elapsed_s\n" + "".join(f"{s},{v!r},{t:.6f}\n" for s, v, t in trace)}
+    path = commit_run(Path(plan.results_dir), run_id, record, files)
+    record["_path"] = str(path / "record.json")
+    return record
+
+
+def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the plan, write its record, return the record. Run failures become statuses, never exceptions.
+    ``capture``, when given, is filled as :func:`train` describes."""
+    started = provenance.now()
+    backend_cls = plan.backend_cls
+    record = new_record(plan)
     metrics: dict[str, Any] = record["metrics"]
     trace: list[tuple] = []
     backend = None
@@ -201,13 +239,14 @@ def execute(plan: Plan) -> dict[str, Any]:
         try:
             backend_cls.check_available()
         except Exception as exc:  # noqa: BLE001
-            raise Unsupported(f"backend {backend_cls.name} is not installed here ({type(exc).__name__}: {exc})") from exc
+            why = f"{type(exc).__name__}: {exc}"
+            raise Unsupported(f"backend {backend_cls.name} is not installed here ({why})") from exc
         reason = backend.supports(plan.method.name)
         if reason:
             raise Unsupported(reason)
         backend.setup(plan.dtype, plan.device, plan.seed)
         try:
-            train(plan, backend, metrics, trace)
+            train(plan, backend, metrics, trace, capture)
         finally:
             backend.teardown()
     except (Unsupported, Unavailable) as exc:
@@ -221,15 +260,4 @@ def execute(plan: Plan) -> dict[str, Any]:
         else:
             record["status"], record["reason"] = "error", f"{type(exc).__name__}: {exc}"
             record["traceback"] = traceback.format_exc()
-    metrics.setdefault("outer_loss", None)
-    for key, value in list(metrics.items()):
-        if isinstance(value, float) and not math.isfinite(value):
-            metrics[key] = None  # JSON has no NaN; the status says what happened
-    record["provenance"] = provenance.collect(backend.versions() if backend and hasattr(backend, "ops") else {})
-    record["provenance"].update({"start": started, "end": provenance.now(), "device": getattr(backend, "device", None)})
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
-    run_id = f"{stamp}-{record['task']}-{record['backend']}-{record['method']}-s{plan.seed}-{record['config_hash'][:8]}"
-    files = {"trace.csv": "step,outer_loss,elapsed_s\n" + "".join(f"{s},{v!r},{t:.6f}\n" for s, v, t in trace)}
-    path = commit_run(Path(plan.results_dir), run_id, record, files)
-    record["_path"] = str(path / "record.json")
-    return record
+    return commit(plan, record, started, backend, trace)

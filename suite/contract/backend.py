@@ -93,6 +93,13 @@ class Backend(ABC):
     @abstractmethod
     def peak_memory_bytes(self) -> int | None: ...
 
+    def live_peak_bytes(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> int | None:
+        """Peak bytes of arrays allocated by ``fn(*args)`` and alive at the same time, counted at allocator level.
+
+        Deterministic (it does not depend on the machine's noise, as counted FLOPs are for time); ``None`` when the
+        backend cannot count it."""
+        return None
+
     def supports(self, method: str) -> str | None:
         return None
 

@@ -1,0 +1,110 @@
+"""Run one plan in a worker process of its own, under optional time and memory limits.
+
+Isolation makes each run's memory figure its own (a fresh process: no allocator caches or compiled kernels of earlier
+runs) and lets the parent turn a run that hangs or grows without bound into a result: past ``limits.time_s`` the worker
+is killed and the record says ``timeout``; past ``limits.memory_gb`` of resident memory (the whole worker: runtime,
+data and the run; about 0.4–0.6 GiB is torch itself) it is killed and the record says ``oom``. A worker that dies on its
+own (e.g. killed by the kernel's OOM killer) is recorded as ``oom`` when the signal was SIGKILL, otherwise ``error``.
+The worker writes its own record when it finishes; the parent writes one only when the worker could not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from suite import provenance
+from suite.plan import Plan
+
+POLL_S = 0.05
+
+
+def _worker(config_path: str, result_path: str) -> None:
+    """Worker side: run the config in ``config_path``; write the record (or the failure) to ``result_path``."""
+    from suite.records import write_json_atomic
+
+    try:
+        from suite import registry
+        from suite.plan import prepare
+        from suite.runner import execute
+
+        registry.discover()
+        config = json.loads(Path(config_path).read_text())
+        write_json_atomic(Path(result_path), {"record": execute(prepare(config))})
+    except BaseException:  # noqa: BLE001 - the parent records it
+        import traceback
+
+        write_json_atomic(Path(result_path), {"error": traceback.format_exc()})
+
+
+def _rss_bytes(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
+
+
+def run_isolated(plan: Plan) -> dict[str, Any]:
+    """Execute ``plan`` in a fresh Python process (``python -m suite.isolate``); always returns a committed record.
+
+    A subprocess rather than ``multiprocessing``: launchers such as joblib/loky change the process start method, and a
+    plain interpreter is the most isolated worker anyway.
+    """
+    from suite.runner import commit, new_record
+
+    limits = plan.config.get("limits") or {}
+    time_s, memory_gb = limits.get("time_s"), limits.get("memory_gb")
+    started = provenance.now()
+    deadline = time.monotonic() + time_s if time_s else None
+    cap = int(memory_gb * 2**30) if memory_gb else None
+    status = reason = error = None
+    with tempfile.TemporaryDirectory(prefix="mlo-bench-worker-") as tmp:
+        config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
+        config_path.write_text(json.dumps(plan.config))
+        worker = subprocess.Popen([sys.executable, "-m", "suite.isolate", str(config_path), str(result_path)])
+        try:
+            while True:
+                code = worker.poll()
+                if code is not None:
+                    result = json.loads(result_path.read_text()) if result_path.exists() else {}
+                    if "record" in result:
+                        return result["record"]
+                    if "error" in result:
+                        error = result["error"]
+                        status, reason = "error", "worker failed: " + error.strip().splitlines()[-1]
+                    elif code == -signal.SIGKILL:
+                        status, reason = "oom", "worker killed by SIGKILL (the kernel's OOM killer, most likely)"
+                    else:
+                        status, reason = "error", f"worker exited with code {code} before writing its record"
+                    break
+                if deadline is not None and time.monotonic() > deadline:
+                    status, reason = "timeout", f"exceeded limits.time_s={time_s}"
+                    break
+                if cap is not None and _rss_bytes(worker.pid) > cap:
+                    status, reason = "oom", f"worker resident memory exceeded limits.memory_gb={memory_gb}"
+                    break
+                time.sleep(POLL_S)
+        finally:
+            if worker.poll() is None:
+                os.kill(worker.pid, signal.SIGKILL)
+                worker.wait()
+    record = new_record(plan)
+    record["status"], record["reason"] = status, reason
+    if error:
+        record["traceback"] = error
+    return commit(plan, record, started)
+
+
+if __name__ == "__main__":
+    _worker(sys.argv[1], sys.argv[2])

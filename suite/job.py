@@ -1,0 +1,55 @@
+"""One job of ``mlo-bench run`` (a single run or one point of a sweep): resume, isolate, record, summarise."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+from suite.plan import Plan
+from suite.records import config_hash, find_completed
+from suite.summary import print_summary
+
+SWEEP_ENV = "MLO_BENCH_SWEEP_DIR"
+
+
+def run_job(plan: Plan) -> dict[str, Any]:
+    """Run ``plan`` unless ``resume`` finds a finished record with the same config hash; returns the record."""
+    done = find_completed(plan.results_dir, config_hash(plan.config)) if plan.resume else None
+    if done is not None:
+        print(f"skipped: same config already recorded ({done['status']}) at {done['_path']}", flush=True)
+        record = done
+        skipped = True
+    else:
+        if plan.isolate:
+            from suite.isolate import run_isolated
+
+            record = run_isolated(plan)
+        else:
+            from suite.runner import execute
+
+            record = execute(plan)
+        print_summary(record)
+        skipped = False
+    _ledger(record, skipped)
+    return record
+
+
+def _ledger(record: dict[str, Any], skipped: bool) -> None:
+    """Inside a sweep, append this job's outcome to the sweep's ledger (one JSON line, a single O_APPEND write)."""
+    sweep = os.environ.get(SWEEP_ENV)
+    if not sweep:
+        return
+    line = json.dumps({"run_id": record.get("run_id"), "status": record["status"], "skipped": skipped,
+                       "task": record["task"], "backend": record["backend"], "method": record["method"],
+                       "seed": record["seed"]}) + "\n"
+    path = Path(sweep) / "ledger.jsonl"
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, line.encode())
+    finally:
+        os.close(fd)
+    from suite.callbacks import print_sweep_progress
+
+    print_sweep_progress(Path(sweep))
