@@ -8,8 +8,8 @@ import hydra
 from omegaconf import DictConfig
 
 from suite import registry
-from suite.plan import ConfigError, prepare
 from suite.job import run_job
+from suite.plan import ConfigError, prepare
 
 registry.discover()
 

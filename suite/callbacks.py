@@ -48,7 +48,9 @@ def _read(sweep: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
 
 def _fmt_duration(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
 def status_counts(rows: list[dict[str, Any]]) -> str:

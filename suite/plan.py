@@ -83,8 +83,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
     limits = config.get("limits") or {}
-    _check(set(limits) <= {"time_s", "memory_gb"}, f"unknown limits key(s) {sorted(set(limits) - {'time_s', 'memory_gb'})}"
-           "; valid: limits.time_s, limits.memory_gb")
+    extra = sorted(set(limits) - {"time_s", "memory_gb"})
+    _check(not extra, f"unknown limits key(s) {extra}; valid: limits.time_s, limits.memory_gb")
     for key in ("time_s", "memory_gb"):
         value = limits.get(key)
         _check(value is None or (isinstance(value, int | float) and value > 0),

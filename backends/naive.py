@@ -1,0 +1,265 @@
+"""The naive backend: plain torch autograd, the way the original Meta-Weight-Net and ``higher`` code is written.
+
+Every derivative is ``torch.autograd.grad`` (``create_graph=True`` whenever the result may be differentiated again),
+with the whole graph kept until the outer backward; torch.func is never used. Multilevel chains are not
+differentiated in reverse mode: for every lower level the best-response Jacobian dθ*/dλ is MATERIALISED as a dense
+(d_lower × d_upper) matrix, row by row with autograd — for ``exact`` J = −H⁻¹ ∂²f/∂θ∂λ (Hessian and mixed matrix
+built row by row, then a dense solve), for ``unroll`` the Jacobian of the K-step unrolled inner update — the
+Jacobians are multiplied along the chain (dx_k/dx_0 = J_k ⋯ J_1, the O(d³) path the Betty paper contrasts with
+reverse mode), and only at the end is the top loss's gradient applied. Only ``unroll`` and ``exact`` have such a
+Jacobian; every other method is ``unsupported`` here. Arrays, ops, devices, timing and memory are the torch backend's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from backends.torch import TorchBackend
+from suite.contract.method import Response
+from suite.hypergrad import level_loss, level_step
+from suite.registry import register
+from suite.trees import ravel, tree_leaves, tree_map
+
+Tree = Any
+METHODS = ("exact", "unroll")
+
+
+def _rebuild(tree: Tree, leaves: list[Any]) -> Tree:
+    it = iter(leaves)
+    return tree_map(lambda _leaf: next(it), tree)
+
+
+def _tensors(obj: Any) -> Iterator[Any]:
+    """Every leaf of nested dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from _tensors(value)
+    else:
+        yield obj
+
+
+class _Materialised:
+    """A response VJP computed from the materialised best-response Jacobian: (dθ*/dλ)ᵀ v = Jᵀ v.
+
+    ``jacobian(backend, response, cfg)`` returns J as a dense (d_lower × d_upper) matrix; the naive chain multiplies
+    these matrices, and calling the object gives the method's ``response_vjp`` (so the generic reverse-mode chain
+    can run on it too, which the agreement tests use).
+    """
+
+    def __init__(self, method: str, jacobian: Callable[[Any, Response, Any], Any]) -> None:
+        self.method = method
+        self.jacobian = jacobian
+
+    def __call__(self, backend: Any, r: Response, v: Tree, cfg: Any) -> Tree:
+        ops = backend.ops
+        _, unravel_upper = ravel(ops, r.upper)
+        v_flat, _ = ravel(ops, v)
+        return unravel_upper(ops.matmul(ops.transpose(self.jacobian(backend, r, cfg)), v_flat))
+
+
+def _rows(torch: Any, out: Any, inputs: list[Any]) -> list[Any]:
+    """Row by row: for each entry out[i], one ``autograd.grad`` w.r.t. every tensor of ``inputs`` (zeros if unused)."""
+    rows: list[list[Any]] = [[] for _ in inputs]
+    for i in range(out.shape[0]):
+        if out.requires_grad:
+            grads = torch.autograd.grad(out[i], inputs, retain_graph=True, allow_unused=True)
+        else:
+            grads = (None,) * len(inputs)
+        for j, (g, x) in enumerate(zip(grads, inputs, strict=True)):
+            rows[j].append(torch.zeros_like(x) if g is None else g)
+    return [torch.stack(r) for r in rows]
+
+
+def exact_jacobian(backend: Any, r: Response, cfg: Any) -> Any:
+    """J = −H⁻¹ ∂²f/∂θ∂λ, with H and the mixed matrix built row by row with autograd and a dense solve."""
+    torch, ops = backend.torch, backend.ops
+    theta_flat, unravel_lower = ravel(ops, r.lower)
+    lam_flat, unravel_upper = ravel(ops, r.upper)
+    with torch.enable_grad():
+        theta = theta_flat.detach().requires_grad_(True)
+        lam = lam_flat.detach().requires_grad_(True)
+        loss = r.loss(unravel_lower(theta), unravel_upper(lam))
+        (g,) = torch.autograd.grad(loss, theta, create_graph=True)
+        hessian, mixed = _rows(torch, g, [theta, lam])  # (d_l × d_l), (d_l × d_u): ∂(∂f/∂θ_i)/∂θ, ∂(∂f/∂θ_i)/∂λ
+    return -backend.solve(hessian, mixed)
+
+
+def unroll_jacobian(backend: Any, r: Response, cfg: Any) -> Any:
+    """The Jacobian of λ ↦ θ_K(λ), K steps of the lower level's own optimizer, built row by row with autograd."""
+    torch, ops = backend.torch, backend.ops
+    lam_flat, unravel_upper = ravel(ops, r.upper)
+    with torch.enable_grad():
+        lam = lam_flat.detach().requires_grad_(True)
+        upper = unravel_upper(lam)
+        lower, state = r.lower, r.state
+        for _ in range(r.unroll_steps):
+            lower, state = r.step(lower, state, upper)  # create_graph=True: λ requires grad
+        out, _ = ravel(ops, lower)
+        (jac,) = _rows(torch, out, [lam])
+    return jac
+
+
+JACOBIANS = {"exact": exact_jacobian, "unroll": unroll_jacobian}
+
+
+def materialised_chain(
+    backend: Any,
+    response_vjp: Any,
+    method_cfg: Any,
+    levels: list[Any],
+    params: dict[str, Tree],
+    opt_states: dict[str, Tree],
+    batches: dict[str, Any],
+    unroll_steps: int,
+) -> Tree:
+    """The top level's hypergradient by multiplying materialised Jacobians (same signature and numbers as
+    :func:`suite.hypergrad.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
+    jacobian = getattr(response_vjp, "jacobian", None)
+    if jacobian is None:
+        raise TypeError("the naive chain needs a materialised response (NaiveBackend.override of exact or unroll)")
+    ops = backend.ops
+    top = levels[0]
+    direct = backend.grad(lambda p: top.loss(ops, p, batches.get(top.name)))(params)
+    total = None  # dx_k/dx_0 as a dense (d_k × d_0) matrix
+    products = []
+    for k in range(1, len(levels)):
+        level, parent = levels[k], levels[k - 1].name
+        batch = batches.get(level.name)
+        response = Response(
+            loss=level_loss(ops, level, params, batch, parent),
+            lower=params[level.name],
+            upper=params[parent],
+            step=level_step(ops, level, params, batch, parent, backend.grad),
+            state=opt_states[level.name],
+            unroll_steps=unroll_steps,
+        )
+        jac = jacobian(backend, response, method_cfg)  # (d_k × d_{k-1})
+        total = jac if total is None else ops.matmul(jac, total)
+        products.append((level.name, total))
+    # Only now the top loss's gradient: ∂g/∂x_0 + Σ_k totalᵀ ∂g/∂x_k.
+    out, unravel_top = ravel(ops, direct[top.name])
+    for name, total in products:
+        g_k, _ = ravel(ops, direct[name])
+        out = out + ops.matmul(ops.transpose(total), g_k)
+    return unravel_top(out)
+
+
+@register("backend")
+class NaiveBackend(TorchBackend):
+    """Plain torch autograd with the graph kept (like `higher` / the original MWN); materialises Jacobians."""
+
+    name = "naive"
+
+    def setup(self, dtype: str, device: str, seed: int) -> None:
+        super().setup(dtype, device, seed)
+        self.func = None  # never torch.func: every derivative below is torch.autograd.grad
+        self._depth = 0
+
+    def supports(self, method: str) -> str | None:
+        if method in METHODS:
+            return None
+        return (
+            f"backend naive runs only {' and '.join(METHODS)}: it materialises best-response Jacobians, "
+            "which the other methods never form"
+        )
+
+    def override(self, method: str) -> Callable[..., Tree] | None:
+        return _Materialised(method, JACOBIANS[method]) if method in JACOBIANS else None
+
+    def chain(self) -> Callable[..., Tree] | None:
+        return materialised_chain
+
+    # autodiff with torch.autograd.grad -------------------------------------------------------------------------
+    @contextmanager
+    def _nested(self) -> Iterator[None]:
+        """While a function is being differentiated, derivatives taken inside it must keep their graph."""
+        self._depth += 1
+        try:
+            with self.torch.enable_grad():
+                yield
+        finally:
+            self._depth -= 1
+
+    def _keep_graph(self, *trees: Tree) -> bool:
+        """create_graph for a derivative: inside another transform, or when an input is itself on a graph."""
+        if self._depth > 0:
+            return True
+        return any(isinstance(t, self.torch.Tensor) and t.requires_grad for t in _tensors(trees))
+
+    def _variables(self, x: Tree) -> tuple[Tree, list[Any]]:
+        """Fresh differentiable aliases of ``x``'s leaves (so the derivative is w.r.t. this argument only)."""
+        leaves = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True) for t in tree_leaves(x)]
+        return _rebuild(x, leaves), leaves
+
+    def _grad(self, outs: list[Any], inputs: list[Any], cts: list[Any] | None, create: bool) -> list[Any]:
+        """Σ_i ⟨ct_i, ∂out_i/∂inputs⟩ with autograd (zeros for inputs that the outputs do not depend on)."""
+        pairs = [(o, c) for o, c in zip(outs, cts or [None] * len(outs), strict=True) if o.requires_grad]
+        if not pairs:
+            return [self.torch.zeros_like(x) for x in inputs]
+        grads = self.torch.autograd.grad(
+            [o for o, _ in pairs], inputs, grad_outputs=[c for _, c in pairs] if cts is not None else None,
+            retain_graph=True, create_graph=create, allow_unused=True,
+        )
+        return [self.torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
+    def grad(self, f: Callable[..., Any]) -> Callable[..., Any]:
+        def grad_f(x, *args):
+            create = self._keep_graph(x, args)
+            xs, leaves = self._variables(x)
+            with self._nested():
+                out = f(xs, *args)
+            return _rebuild(x, self._grad([out], leaves, None, create))
+
+        return grad_f
+
+    def vjp(self, f, x):
+        create = self._keep_graph(x)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            out = f(xs)
+
+        def pullback(ct):
+            keep = create or self._keep_graph(ct)
+            return _rebuild(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep))
+
+        return (out if create else tree_map(lambda t: t.detach(), out)), pullback
+
+    def jvp(self, f, x, t):
+        """Forward mode by the double-backward trick: J t = ∂/∂u ⟨Jᵀ u, t⟩ for a dummy cotangent u."""
+        create = self._keep_graph(x, t)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            out = f(xs)
+            outs = tree_leaves(out)
+            dummies = [self.torch.zeros_like(o).requires_grad_(True) for o in outs]
+            back = self._grad(outs, leaves, dummies, True)
+        tangent = self._grad(back, dummies, tree_leaves(t), create)
+        out = out if create else tree_map(lambda o: o.detach(), out)
+        return out, _rebuild(out, tangent)
+
+    def hvp(self, f, x, v):
+        """Reverse over reverse: H v = ∇_x ⟨∇_x f, v⟩ (the Hessian of a scalar loss is symmetric)."""
+        create = self._keep_graph(x, v)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            g = self._grad([f(xs)], leaves, None, True)
+        return _rebuild(x, self._grad(g, leaves, tree_leaves(v), create))
+
+    def hessian(self, f, x):
+        """The d×d Hessian of ``f`` over the flat vector ``x``, row by row with autograd."""
+        create = self._keep_graph(x)
+        (var,) = self._variables(x)[1]
+        with self._nested():
+            (g,) = self._grad([f(var)], [var], None, True)
+        if not create:
+            return _rows(self.torch, g, [var])[0]
+        rows = [self._grad([g[i]], [var], None, True)[0] for i in range(g.shape[0])]
+        return self.torch.stack(rows)
+
+    def versions(self) -> dict[str, str]:
+        return {**super().versions(), "autodiff": "torch.autograd (graph kept, Jacobians materialised)"}
