@@ -100,6 +100,11 @@ class Backend(ABC):
         backend cannot count it."""
         return None
 
+    def count_flops(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> int | None:
+        """Floating-point operations of one call ``fn(*args)``, counted by the framework (not timed); ``None`` when
+        the backend cannot count them."""
+        return None
+
     def supports(self, method: str) -> str | None:
         return None
 
