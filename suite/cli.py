@@ -27,8 +27,9 @@ commands:
                             cross-backend agreement table (first hypergradient, parameters after N steps)
                             of every installed backend x method against torch, e.g.
                               mlo-bench verify task=quadratic dtype=float64
-  report [DIR ...] [--out DIR]
-                            read run records into tables (CSV, Parquet, Markdown, HTML)
+  report [DIR ...] [--out DIR] [--bench FILE]
+                            read run records (and pytest-benchmark JSON) into tables and figures
+                            (CSV, Parquet, Markdown, self-contained HTML, PNG)
 
 `mlo-bench run --help` lists every config key and option. Exit codes: 0 ok, 1 a run did not end ok
 (its record is still written), 2 bad input (nothing was run).
