@@ -16,11 +16,8 @@ from typing import Any
 import numpy as np
 
 from suite.contract import Backend, Unavailable
-from suite.implicit import hessian_matvec, mixed_vjp
 from suite.measure import CpuPeakRSS
 from suite.registry import register
-from suite.solvers import _safe_div
-from suite.trees import tree_axpy, tree_scale, tree_vdot, tree_zeros_like
 
 
 class JaxOps:
@@ -94,42 +91,9 @@ class JaxOps:
     def stop_gradient(self, x):
         return self.lax.stop_gradient(x)
 
-
-def _cg_loop(backend: Any, r: Any, v: Any, cfg: Any) -> Any:
-    """``methods/cg.py`` with its iterations in ``lax.fori_loop``: the same arithmetic as :func:`suite.solvers.cg`,
-    step for step, but traced once instead of unrolled (compile time independent of ``iterations``)."""
-    ops, matvec = backend.ops, hessian_matvec(backend, r)
-
-    def body(_, carry):
-        x, res, p, rs = carry
-        ap = matvec(p)
-        step = _safe_div(ops, rs, tree_vdot(ops, p, ap))
-        x = tree_axpy(step, p, x)
-        res = tree_axpy(-step, ap, res)
-        rs_new = tree_vdot(ops, res, res)
-        p = tree_axpy(_safe_div(ops, rs_new, rs), p, res)
-        return x, res, p, rs_new
-
-    init = (tree_zeros_like(ops, v), v, v, tree_vdot(ops, v, v))
-    x = backend.jax.lax.fori_loop(0, cfg.iterations, body, init)[0]
-    return mixed_vjp(backend, r, x)
-
-
-def _neumann_loop(backend: Any, r: Any, v: Any, cfg: Any) -> Any:
-    """``methods/neumann.py`` with its series in ``lax.fori_loop`` (the arithmetic of :func:`suite.solvers.neumann`)."""
-    matvec = hessian_matvec(backend, r)
-
-    def body(_, carry):
-        term, total = carry
-        term = tree_axpy(-cfg.alpha, matvec(term), term)
-        return term, tree_axpy(1.0, term, total)
-
-    total = backend.jax.lax.fori_loop(0, cfg.iterations, body, (v, v))[1]
-    return mixed_vjp(backend, r, tree_scale(cfg.alpha, total))
-
-
-#: idiomatic replacements of generic ``response_vjp``s (tests keep them equal to the generic methods)
-OVERRIDES = {"cg": _cg_loop, "neumann": _neumann_loop}
+    def fori_loop(self, lower, upper, body, init):
+        """Traced once (``lax.fori_loop``): compile time does not grow with a solver's iteration count."""
+        return self.lax.fori_loop(lower, upper, body, init)
 
 
 def _import_jax() -> Any:
@@ -228,8 +192,6 @@ class JaxBackend(Backend):
     def solve(self, a, b):
         return self.jnp.linalg.solve(a, b)
 
-    def override(self, method: str) -> Callable[..., Any] | None:
-        return OVERRIDES.get(method)
 
     # execution and measurement
     def compile(self, fn: Callable[..., Any], example_args: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:

@@ -1,6 +1,8 @@
 """Matrix-free linear solvers on pytrees: every solver is ``solve(matvec, b)`` (the jaxopt reduction).
 
 ``matvec`` applies a symmetric positive-definite operator (here: a Hessian, through Hessian-vector products).
+Iterations go through :func:`fori_loop`, so a tracing backend (JAX) compiles the loop body once instead of unrolling
+it: compile time does not grow with the number of iterations, and there is still one implementation per solver.
 """
 
 from __future__ import annotations
@@ -18,25 +20,36 @@ def _safe_div(ops: Any, a: Any, b: Any) -> Any:
     return ops.where(nonzero, a / ops.where(nonzero, b, b * 0 + 1), a * 0)
 
 
+def fori_loop(ops: Any, iterations: int, body: Callable[[int, Any], Any], init: Any) -> Any:
+    """``body`` applied ``iterations`` times to the carry: the backend's ``ops.fori_loop`` where it has one (e.g.
+    ``jax.lax.fori_loop``), a Python loop otherwise."""
+    loop = getattr(ops, "fori_loop", None)
+    if loop is not None:
+        return loop(0, iterations, body, init)
+    carry = init
+    for i in range(iterations):
+        carry = body(i, carry)
+    return carry
+
+
 def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int) -> Tree:
     """``iterations`` steps of conjugate gradient on ``A x = b`` from ``x = 0``.
 
     The search direction is built from the *new* residual (the bug in betty-ml 0.2.1 used the old one). A direction
     whose curvature is exactly zero (converged) contributes nothing instead of producing NaN.
     """
-    x = tree_zeros_like(ops, b)
-    r = b
-    p = b
-    rs = tree_vdot(ops, r, r)
-    for _ in range(iterations):
+
+    def body(_: int, carry: tuple) -> tuple:
+        x, r, p, rs = carry
         ap = matvec(p)
         step = _safe_div(ops, rs, tree_vdot(ops, p, ap))
         x = tree_axpy(step, p, x)
         r = tree_axpy(-step, ap, r)
         rs_new = tree_vdot(ops, r, r)
         p = tree_axpy(_safe_div(ops, rs_new, rs), p, r)
-        rs = rs_new
-    return x
+        return x, r, p, rs_new
+
+    return fori_loop(ops, iterations, body, (tree_zeros_like(ops, b), b, b, tree_vdot(ops, b, b)))[0]
 
 
 def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, alpha: float) -> Tree:
@@ -44,9 +57,10 @@ def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, 
 
     Converges to ``A⁻¹ b`` when ``0 < alpha < 2 / λ_max(A)``; the error shrinks like ``(1 − alpha·λ_min)^(K+1)``.
     """
-    term = b
-    total = b
-    for _ in range(iterations):
+
+    def body(_: int, carry: tuple) -> tuple:
+        term, total = carry
         term = tree_axpy(-alpha, matvec(term), term)
-        total = tree_axpy(1.0, term, total)
-    return tree_scale(alpha, total)
+        return term, tree_axpy(1.0, term, total)
+
+    return tree_scale(alpha, fori_loop(ops, iterations, body, (b, b))[1])

@@ -42,3 +42,6 @@ class Ops(Protocol):
         ...
 
     def stop_gradient(self, x: Array) -> Array: ...
+
+    # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
+    # (JAX) supplies it so iterative solvers compile once; otherwise :func:`suite.solvers.fori_loop` loops in Python.
