@@ -21,6 +21,15 @@ def run_job(plan: Plan) -> dict[str, Any]:
         print(f"skipped: same config already recorded ({done['status']}) at {done['_path']}", flush=True)
         record = done
         skipped = True
+    elif (reason := _cannot_run(plan)) is not None:
+        from suite import provenance
+        from suite.runner import commit, new_record
+
+        record = new_record(plan)
+        record["status"], record["reason"] = "unsupported", reason
+        record = commit(plan, record, provenance.now())
+        print_summary(record)
+        skipped = False
     else:
         if plan.isolate:
             from suite.isolate import run_isolated
@@ -34,6 +43,16 @@ def run_job(plan: Plan) -> dict[str, Any]:
         skipped = False
     _ledger(record, skipped)
     return record
+
+
+def _cannot_run(plan: Plan) -> str | None:
+    """Why the backend cannot run this method, found without starting a worker (cheap: no framework import)."""
+    from suite import registry
+
+    why = registry.availability("backend", plan.backend_cls.name)
+    if why is not None:
+        return f"backend {plan.backend_cls.name} is not installed here ({why})"
+    return plan.backend_cls().supports(plan.method.name)
 
 
 def _ledger(record: dict[str, Any], skipped: bool) -> None:
