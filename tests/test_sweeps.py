@@ -103,7 +103,7 @@ def test_killed_sweep_resumes_to_the_same_records(tmp_path):
 def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
     results = tmp_path / "results"
     proc = sweep(results, "method=cg", "task.d=6", "task.outer.lr=0.01,1000", "steps=60,2000000",
-                 "limits.time_s=12", "limits.memory_gb=4")
+                 "limits.time_s=20", "limits.memory_gb=4")
     assert proc.returncode == 0, proc.stderr[-3000:]
     statuses = sorted((r["config"]["task"]["outer"]["lr"], r["config"]["steps"], r["status"])
                       for r in read_records([results]))
