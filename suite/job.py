@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from suite.budget import over_budget
 from suite.plan import Plan
 from suite.records import config_hash, find_completed
 from suite.summary import print_summary
@@ -16,17 +17,20 @@ SWEEP_ENV = "MLO_BENCH_SWEEP_DIR"
 
 def run_job(plan: Plan) -> dict[str, Any]:
     """Run ``plan`` unless ``resume`` finds a finished record with the same config hash; returns the record."""
-    done = find_completed(plan.results_dir, config_hash(plan.config)) if plan.resume else None
+    over = over_budget(plan)
+    # a run skipped under a smaller budget is run once the budget admits it
+    done = find_completed(plan.results_dir, config_hash(plan.config), ignore=() if over else ("skipped",)) \
+        if plan.resume else None
     if done is not None:
         print(f"skipped: same config already recorded ({done['status']}) at {done['_path']}", flush=True)
         record = done
         skipped = True
-    elif (reason := _cannot_run(plan)) is not None:
+    elif (reason := _cannot_run(plan)) is not None or over is not None:
         from suite import provenance
         from suite.runner import commit, new_record
 
         record = new_record(plan)
-        record["status"], record["reason"] = "unsupported", reason
+        record["status"], record["reason"] = ("unsupported", reason) if reason is not None else ("skipped", over)
         record = commit(plan, record, provenance.now())
         print_summary(record)
         skipped = False

@@ -10,13 +10,13 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite import registry
+from suite import budget, registry
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
-    "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits",
+    "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
 )
 
 
@@ -61,6 +61,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("isolate", False)
     config.setdefault("resume", False)
     config.setdefault("limits", {"time_s": None, "memory_gb": None})
+    config.setdefault("budget", dict(budget.DEFAULT))
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     classes, plugin_cfgs = {}, {}
@@ -90,6 +91,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         _check(value is None or (isinstance(value, int | float) and value > 0),
                f"limits.{key} must be a positive number or null (got {value!r})")
         _check(value is None or config["isolate"], f"limits.{key} needs isolate=true (the parent enforces it)")
+    problem = budget.validate(config.get("budget"))
+    _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
     return Plan(
         task_cls=classes["task"], task_cfg=plugin_cfgs["task"],

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "error")
+STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error")
 #: config keys that do not change the numbers a run produces (left out of the config hash)
-NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume")
+NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume", "budget")
 
 
 def config_hash(config: dict[str, Any]) -> str:
@@ -113,17 +113,22 @@ def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
 
 
 #: statuses after which re-running the same config would only repeat the same outcome
-FINAL_STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported")
+FINAL_STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped")
 
 
-def find_completed(results_dir: str | Path, hash_: str) -> dict[str, Any] | None:
-    """A complete record in ``results_dir`` with config hash ``hash_`` and a final status (``error`` is retried)."""
+def find_completed(results_dir: str | Path, hash_: str, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
+    """A complete record in ``results_dir`` with config hash ``hash_`` and a final status (``error`` is retried),
+    other than the statuses in ``ignore`` (``skipped`` once the budget admits the run); a run that was recorded
+    ``skipped`` and later run is found as run."""
     runs = Path(results_dir) / "runs"
     if not runs.is_dir():
         return None
+    found = None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for rec in read_records([runs]):
-            if rec.get("config_hash") == hash_ and rec.get("status") in FINAL_STATUSES:
-                return rec
-    return None
+            if rec.get("config_hash") == hash_ and rec.get("status") in FINAL_STATUSES and rec["status"] not in ignore:
+                if rec["status"] != "skipped":
+                    return rec
+                found = found or rec
+    return found

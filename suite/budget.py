@@ -1,0 +1,73 @@
+"""Run budgets: points of a sweep that would cost too much here are recorded with status ``skipped`` and the reason,
+never run (``mlo-bench run`` applies them before starting a run; see :mod:`suite.job`). Both keys apply to tasks with
+a ``d`` knob (the dimension of each level, e.g. ``quadratic``); other tasks are not limited. null: no limit.
+
+- ``budget.max_d_materialised``: a *materialised* path — a method that forms the lower level's Hessian (``exact``) or
+  a backend that materialises best-response Jacobians and multiplies them (``naive``), i.e. a plugin whose class sets
+  ``materialises = True`` — costs O(d³) time per hypergradient; such a run with ``task.d`` above this is skipped.
+- ``budget.max_dense_gb``: skip a run whose estimated d×d matrices exceed this many GiB: per edge of the chain
+  (``task.levels`` − 1, 1 without that knob) two for the task's data (the quadratic's A_k and B_k) and, on a
+  materialised path, three more (Hessian, mixed second derivative, Jacobian), at 8 bytes an entry (the data is
+  generated in float64). Time grows with it too: generating d×d data takes O(d³).
+
+The budget is not part of the config hash (it changes no number): a run skipped under one budget is run by the same
+command under a larger one, and a run already recorded is never redone.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+KEYS = ("max_d_materialised", "max_dense_gb")
+DEFAULT = {key: None for key in KEYS}
+
+
+def validate(budget: Any) -> str | None:
+    """One line naming the bad key or value of the ``budget`` config node, or ``None``."""
+    if budget is None:
+        return None
+    if not isinstance(budget, dict):
+        return f"budget must be a mapping of {', '.join(KEYS)} (got {budget!r})"
+    extra = sorted(set(budget) - set(KEYS))
+    if extra:
+        return f"unknown budget key(s) {extra}; valid: {', '.join('budget.' + k for k in KEYS)}"
+    value = budget.get("max_d_materialised")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        return f"budget.max_d_materialised must be a positive integer or null (got {value!r})"
+    value = budget.get("max_dense_gb")
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int | float) or not value > 0):
+        return f"budget.max_dense_gb must be a positive number or null (got {value!r})"
+    return None
+
+
+def materialised(plan: Any) -> bool:
+    """Whether the plan's path forms dense d×d matrices: its method or its backend says it ``materialises``."""
+    return bool(getattr(plan.method, "materialises", False) or getattr(plan.backend_cls, "materialises", False))
+
+
+def dense_bytes(plan: Any) -> int | None:
+    """Estimated bytes of the run's d×d matrices (see the module docstring); ``None`` without a ``d`` knob."""
+    d = getattr(plan.task_cfg, "d", None)
+    if not isinstance(d, int):
+        return None
+    edges = max(1, int(getattr(plan.task_cfg, "levels", 2)) - 1)
+    return edges * (2 + (3 if materialised(plan) else 0)) * d * d * 8
+
+
+def over_budget(plan: Any) -> str | None:
+    """The reason the plan exceeds the config's ``budget`` (the run is then recorded as ``skipped``), or ``None``."""
+    budget = plan.config.get("budget") or {}
+    d = getattr(plan.task_cfg, "d", None)
+    if not isinstance(d, int):
+        return None
+    limit = budget.get("max_d_materialised")
+    if limit is not None and d > limit and materialised(plan):
+        what = plan.method.name if getattr(plan.method, "materialises", False) else f"backend {plan.backend_cls.name}"
+        return (f"over budget: task.d={d} > budget.max_d_materialised={limit} for a materialised path ({what} "
+                "forms d×d matrices: O(d³) time per hypergradient)")
+    gib = budget.get("max_dense_gb")
+    estimate = dense_bytes(plan)
+    if gib is not None and estimate is not None and estimate > gib * 2**30:
+        return (f"over budget: an estimated {estimate / 2**30:.2f} GiB of d×d matrices (task.d={d}) > "
+                f"budget.max_dense_gb={gib:g}")
+    return None
