@@ -9,6 +9,7 @@ Process-wide jax settings a run needs (64-bit floats, full-precision matmuls) ar
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 from typing import Any
@@ -91,9 +92,52 @@ class JaxOps:
     def stop_gradient(self, x):
         return self.lax.stop_gradient(x)
 
+    def conv2d(self, x, w, stride=1, padding=0):
+        return self.lax.conv_general_dilated(
+            x, w, (stride, stride), [(padding, padding), (padding, padding)],
+            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        )
+
+    def avg_pool2d(self, x, size):
+        n, c, h, w = x.shape
+        return self.np.mean(self.np.reshape(x, (n, c, h // size, size, w // size, size)), axis=(3, 5))
+
+    #: set while FLOPs are counted: XLA's cost analysis counts a while loop's body once, whatever its trip count,
+    #: so the loops are traced fully unrolled for the count (the same arithmetic, every iteration visible)
+    unroll_loops = False
+
     def fori_loop(self, lower, upper, body, init):
         """Traced once (``lax.fori_loop``): compile time does not grow with a solver's iteration count."""
-        return self.lax.fori_loop(lower, upper, body, init)
+        return self.lax.fori_loop(lower, upper, body, init, unroll=True if self.unroll_loops else None)
+
+
+_HLO_SHAPE = re.compile(r"[a-z]+[0-9]*\[([0-9,]*)\]")  # an HLO array shape, e.g. f64[64,64]: its dimensions
+
+
+def _hlo_shapes(text: str) -> list[list[int]]:
+    return [[int(x) for x in m.group(1).split(",") if x] for m in _HLO_SHAPE.finditer(text)]
+
+
+def _custom_call_flops(hlo: str) -> int:
+    """FLOPs of the LAPACK / cuSOLVER custom calls in compiled HLO text, which XLA's cost analysis counts as zero:
+    LU (``getrf``) of n×n: 2/3·n³; Cholesky (``potrf``): 1/3·n³; triangular solve (``trsm``) of an n×n triangle
+    against B: n² per column of B — per batch item. The same formulas as the torch backend's dense solve."""
+    total = 0
+    for line in hlo.splitlines():
+        target = re.search(r'custom_call_target="([^"]+)"', line)
+        if target is None or "=" not in line:
+            continue
+        name = target.group(1).lower()
+        if "getrf" in name or "potrf" in name:
+            result = _hlo_shapes(line.split("=", 1)[1])
+            if result and len(result[0]) >= 2:
+                *batch, _, n = result[0]
+                total += int(np.prod(batch, dtype=np.int64)) * (2 if "getrf" in name else 1) * n**3 // 3
+        elif "trsm" in name and "operand_layout_constraints=" in line:
+            operands = _hlo_shapes(line.split("operand_layout_constraints=", 1)[1].split("}}", 1)[0])
+            if len(operands) >= 2 and len(operands[0]) >= 2:
+                total += operands[0][-1] * int(np.prod(operands[1], dtype=np.int64))
+    return total
 
 
 def _import_jax() -> Any:
@@ -201,6 +245,30 @@ class JaxBackend(Backend):
 
     def block(self, tree):
         return self.jax.block_until_ready(tree)
+
+    def count_flops(self, fn, args):
+        """FLOPs of ``fn(*args)`` from XLA's cost analysis of the compiled program (its loops traced unrolled: the
+        analysis counts a while loop's body once), plus :func:`_custom_call_flops` for the LAPACK calls it sees as
+        opaque (a dense solve's LU factorisation and triangular solves)."""
+        self.ops.unroll_loops = True
+        try:  # a fresh function object: jit would otherwise reuse its trace of ``fn`` with the loops rolled
+            compiled = self.jax.jit(lambda *a: fn(*a)).lower(*args).compile()
+        finally:
+            self.ops.unroll_loops = False
+        cost = compiled.cost_analysis()
+        if isinstance(cost, list | tuple):  # a list of one dict per computation in older jax versions
+            cost = cost[0] if cost else None
+        if not cost or cost.get("flops") is None:
+            return None
+        return int(cost["flops"]) + _custom_call_flops(compiled.as_text())
+
+    def live_peak_bytes(self, fn, args):
+        """XLA's memory analysis of the compiled ``fn``: the temporaries it allocates plus its outputs (arguments,
+        i.e. the data and parameters it reads, are not counted) — a static figure, deterministic like torch's."""
+        mem = self.jax.jit(fn).lower(*args).compile().memory_analysis()
+        if mem is None:
+            return None
+        return int(mem.temp_size_in_bytes + mem.output_size_in_bytes)
 
     def reset_peak_memory(self) -> None:
         if self.device == "cuda":

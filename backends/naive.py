@@ -154,6 +154,7 @@ class NaiveBackend(TorchBackend):
     """Plain torch autograd with the graph kept (like `higher` / the original MWN); materialises Jacobians."""
 
     name = "naive"
+    materialises = True  # d×d best-response Jacobians, multiplied along the chain (``budget.max_d_materialised``)
 
     def setup(self, dtype: str, device: str, seed: int) -> None:
         super().setup(dtype, device, seed)

@@ -86,6 +86,12 @@ class TorchOps:
     def stop_gradient(self, x):
         return x.detach()
 
+    def conv2d(self, x, w, stride=1, padding=0):
+        return self.t.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+
+    def avg_pool2d(self, x, size):
+        return self.t.nn.functional.avg_pool2d(x, size)
+
 
 @register("backend")
 class TorchBackend(Backend):
@@ -164,10 +170,32 @@ class TorchBackend(Backend):
         return self._cpu_mem.peak_bytes()
 
     def live_peak_bytes(self, fn, args):
-        tracker = _live_bytes_mode(self.torch)
+        from torch.multiprocessing.reductions import StorageWeakRef
+        from torch.utils._pytree import tree_leaves
+
+        # Views of the arguments (e.g. ``A.T`` of the task's data) share the arguments' storage: not allocated by fn.
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args)
+                  if isinstance(t, self.torch.Tensor)}
+        tracker = _live_bytes_mode(self.torch, exclude=inputs)
         with tracker:
             self.block(fn(*args))
         return tracker.peak
+
+    def count_flops(self, fn, args):
+        """FLOPs of ``fn(*args)`` with the formulas of ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
+        convolutions, attention) and those it lacks, added as its ``custom_mapping`` (:func:`_flop_formulas`: mv, dot,
+        addmv, dense solves). Like FlopCounterMode, elementwise ops and reductions are not counted (O(size)).
+
+        The ops are seen by a lean dispatch mode over FlopCounterMode's formula registry rather than by
+        FlopCounterMode itself, which per op also tries a decomposition and tracks modules: on the naive backend's
+        row-by-row Jacobians (10⁵ small ops) that costs 2–3× more for the same count (the tests compare the two)."""
+        from torch.utils.flop_counter import FlopCounterMode
+
+        formulas = FlopCounterMode(display=False, custom_mapping=_flop_formulas(self.torch)).flop_registry
+        counter = _flop_mode(formulas)
+        with counter:
+            self.block(fn(*args))
+        return int(counter.total)
 
     def versions(self) -> dict[str, str]:
         info = {"torch": self.torch.__version__, "torch_threads": str(self.torch.get_num_threads())}
@@ -177,12 +205,88 @@ class TorchBackend(Backend):
         return info
 
 
-def _live_bytes_mode(torch: Any) -> Any:
+def _prod(shape: Any) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _flop_formulas(torch: Any) -> dict[Any, Any]:
+    """FLOP formulas (FlopCounterMode's ``custom_mapping``: called with the arguments' shapes) for the ops that
+    torch's counter leaves out and our programs dispatch: a multiply-add is 2 FLOPs, as in its ``mm`` formula.
+
+    - ``mv`` (m×n matrix, n vector): 2mn; ``addmv``: 2mn (the add is not counted, as for ``addmm``);
+      ``dot`` / ``vdot``: 2n.
+    - dense solve ``_linalg_solve_ex`` (what ``torch.linalg.solve`` dispatches to) of an n×n system with k right-hand
+      sides: an LU factorisation, 2/3·n³, and a forward and a back substitution per right-hand side, 2·n²·k;
+      ``linalg_lu_factor_ex``: 2/3·n³; ``linalg_lu_solve``: 2·n²·k; ``linalg_solve_triangular``: n²·k; per batch item.
+    """
+    aten = torch.ops.aten
+
+    def mv(a, x, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0]) * int(a[1])
+
+    def addmv(c, a, x, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0]) * int(a[1])
+
+    def dot(a, b, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0])
+
+    def _rhs(a, b) -> int:
+        return 1 if len(b) == len(a) - 1 else int(b[-1])
+
+    def solve(a, b, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * (2 * n**3 // 3 + 2 * n * n * _rhs(a, b))
+
+    def lu_factor(a, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * (2 * n**3 // 3)
+
+    def lu_solve(lu, pivots, b, *args, out_shape=None, **kwargs):
+        n = int(lu[-1])
+        return _prod(lu[:-2]) * 2 * n * n * _rhs(lu, b)
+
+    def triangular(a, b, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * n * n * _rhs(a, b)
+
+    return {aten.mv: mv, aten.addmv: addmv, aten.dot: dot, aten.vdot: dot, aten._linalg_solve_ex: solve,
+            aten.linalg_lu_factor_ex: lu_factor, aten.linalg_lu_solve: lu_solve,
+            aten.linalg_solve_triangular: triangular}
+
+
+def _flop_mode(formulas: dict[Any, Any]) -> Any:
+    """A dispatch mode that adds up ``formulas[op](*args, out_val=out)`` (FlopCounterMode's registry: op packet →
+    shape-wrapped formula) over every op ``fn`` dispatches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Flops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = formulas.get(func.overloadpacket)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    return Flops()
+
+
+def _live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
     """A dispatch mode that sees every tensor an op creates and tracks, through weak references to the C++ storages
-    (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once."""
+    (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once. Storages
+    in ``exclude`` (the arguments', whose views cost nothing) are never counted."""
     from torch.multiprocessing.reductions import StorageWeakRef
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils._pytree import tree_leaves
+
+    expired = torch.UntypedStorage._expired  # what StorageWeakRef.expired() calls, without its Python layers
 
     class LiveBytes(TorchDispatchMode):
         def __init__(self) -> None:
@@ -193,16 +297,20 @@ def _live_bytes_mode(torch: Any) -> Any:
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            for dead in [k for k, (ref, _) in self.live.items() if ref.expired()]:
-                self.total -= self.live.pop(dead)[1]
             for t in tree_leaves(out):
                 if isinstance(t, torch.Tensor):
                     storage = t.untyped_storage()
-                    ref = StorageWeakRef(storage)
-                    if ref.cdata not in self.live:
+                    ref = StorageWeakRef(storage)  # held: its storage's address is not reused while tracked
+                    if ref.cdata not in self.live and ref.cdata not in exclude:
                         self.live[ref.cdata] = (ref, storage.nbytes())
                         self.total += storage.nbytes()
-            self.peak = max(self.peak, self.total)
+            # ``total`` still counts storages that died since the last sweep, so it bounds the bytes alive from
+            # above: only when it exceeds the peak can this be a new peak, and only then are the dead swept out
+            # (exact, and far cheaper than a sweep after every op when many storages are alive).
+            if self.total > self.peak:
+                for dead in [k for k in self.live if expired(k)]:
+                    self.total -= self.live.pop(dead)[1]
+                self.peak = max(self.peak, self.total)
             return out
 
     return LiveBytes()

@@ -10,6 +10,7 @@ from suite.trees import ravel
 @register("method")
 class Exact:
     name = "exact"
+    materialises = True  # forms the d×d Hessian: O(d³) per hypergradient (``budget.max_d_materialised`` applies)
 
     def response_vjp(self, backend, r, v, cfg):
         ops = backend.ops

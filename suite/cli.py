@@ -46,10 +46,40 @@ def experiments() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
+def normalize_overrides(args: list[str]) -> list[str]:
+    """``+preset=NAME`` (and ``++preset=``) → ``preset=NAME``: the primary config already has a ``preset`` default
+    (``none``), which Hydra would refuse to append to; both spellings choose the task's preset."""
+    return [("preset=" + a.split("=", 1)[1]) if a.split("=", 1)[0] in ("+preset", "++preset") else a for a in args]
+
+
+def _preset_problem(args: list[str], value: str) -> str | None:
+    """One line when a preset name is unknown, or not defined by a task chosen on the command line (or the
+    default task); tasks chosen by an experiment are left to Hydra."""
+    known = registry.preset_names()
+    chosen = [n for n in value.split(",") if n]
+    for name in chosen:
+        if name != registry.NO_PRESET and name not in known:
+            return f"unknown preset {name!r}; valid presets: {', '.join(known) or 'none'} (each task defines its own)"
+    pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith("-")]
+    if any(k.lstrip("+") == "experiment" for k, _ in pairs):
+        return None
+    tasks = [t for k, v in pairs if k.lstrip("+") == "task" for t in v.split(",") if t]
+    if not tasks:
+        tasks = [str(_compose([]).task.name)]
+    for task in tasks:
+        if task in registry.names("task"):
+            for name in chosen:
+                problem = registry.preset_problem(task, name)
+                if problem:
+                    return problem
+    return None
+
+
 def check_overrides(args: list[str]) -> str | None:
     """One-line message for the first unknown key or plugin name among ``args``; ``None`` when all are known."""
     from suite.plan import TOP_LEVEL_KEYS
 
+    args = normalize_overrides(args)
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -58,6 +88,11 @@ def check_overrides(args: list[str]) -> str | None:
         key = key.lstrip("+~")
         root = key.split(".", 1)[0].split("/", 1)[0]
         if root == "hydra":
+            continue
+        if key == "preset":
+            problem = _preset_problem(args, value)
+            if problem:
+                return problem
             continue
         if key == "experiment":
             known = experiments()
@@ -82,7 +117,7 @@ def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_module
 
     with initialize_config_module(config_module="suite.conf", version_base=None):
-        return compose(config_name="config", overrides=overrides)
+        return compose(config_name="config", overrides=normalize_overrides(overrides))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -101,6 +136,7 @@ def cmd_run(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         return _run_help()
     registry.discover()
+    args = normalize_overrides(args)
     problem = check_overrides(args)
     if problem:
         return _fail("run", problem)
@@ -134,6 +170,9 @@ def _run_help() -> int:
     for role in registry.ROLES:
         print(f"  {role:<10} {', '.join(registry.names(role))}")
     print(f"  {'+experiment':<10} {', '.join(experiments())}   (named sweeps, with -m)")
+    print(f"  {'+preset':<10} {', '.join(registry.preset_names())}   (the chosen task's own values; "
+          "tasks: " + "; ".join(f"{t}: {', '.join(registry.presets(t))}" for t in registry.names("task")
+                                if registry.presets(t)) + ")")
     print("  hydra/launcher  basic (default), joblib, submitit_local, submitit_slurm — when installed\n")
     print("defaults (mlo-bench run --cfg job prints the composed config):")
     print("  " + OmegaConf.to_yaml(cfg).replace("\n", "\n  ").rstrip())

@@ -96,6 +96,50 @@ def _register_configs() -> None:
     for role, plugins in _REGISTRY.items():
         for name, cls in plugins.items():
             store.store(group=role, name=name, node=config_class(cls))
+    _register_presets(store)
+
+
+#: the preset option that applies nothing (the default of the ``preset`` group in suite/conf/config.yaml)
+NO_PRESET = "none"
+
+
+def presets(task: str) -> list[str]:
+    """The preset names that task ``task`` defines (its ``presets`` class attribute)."""
+    return sorted(getattr(get("task", task), "presets", {}) or {})
+
+
+def preset_names() -> list[str]:
+    """Every preset name some task defines."""
+    return sorted({p for t in names("task") for p in presets(t)})
+
+
+def preset_problem(task: str, preset: str) -> str | None:
+    """One line when ``task`` does not define ``preset`` (``None`` when it does, or for ``none``)."""
+    if preset == NO_PRESET or preset in presets(task):
+        return None
+    own = ", ".join(presets(task)) or "none"
+    others = [t for t in names("task") if preset in presets(t)]
+    where = f"; tasks with preset {preset!r}: {', '.join(others)}" if others else \
+        f"; presets of any task: {', '.join(preset_names()) or 'none'}"
+    return f"task {task} has no preset {preset!r} (its presets: {own}){where}"
+
+
+def _register_presets(store: Any) -> None:
+    """Presets as Hydra options. ``preset/<name>`` is an empty marker option for every name some task defines;
+    ``task_preset/<task>/<name>`` holds that task's values (package ``_global_``: ``task.*`` and top-level keys).
+    The primary config's defaults list ends with ``preset: none`` and ``task_preset@_global_: ${task}/${preset}``,
+    a defaults-list interpolation resolved after the task and preset are chosen, so ``preset=demo`` merges the chosen
+    task's own demo values after the primary config (command-line overrides still win; ``+preset=`` is accepted by
+    the CLI as the same thing). A task without that preset fails composition; the CLI says so in one line first."""
+    every = sorted({p for cls in _REGISTRY["task"].values() for p in getattr(cls, "presets", {}) or {}})
+    for name in [NO_PRESET, *every]:
+        store.store(group="preset", name=name, node={}, package="_global_")
+    for task, cls in _REGISTRY["task"].items():
+        store.store(group=f"task_preset/{task}", name=NO_PRESET, node={}, package="_global_")
+        for name, values in (getattr(cls, "presets", {}) or {}).items():
+            if name == NO_PRESET:
+                raise ValueError(f"task {task}: a preset cannot be named {NO_PRESET!r}")
+            store.store(group=f"task_preset/{task}", name=name, node=values, package="_global_")
 
 
 def availability(role: str, name: str) -> str | None:

@@ -5,7 +5,9 @@ Phases are timed separately per outer step (``inner``: the lower levels' ``inner
 is read. Per-phase figures are medians over outer steps after the first (warm-up) one; JIT compile time is measured on
 its own (``compile_s``) before the loop. Peak memory covers the training loop only, above the baseline that holds the
 data and parameters. The hypergradient check (``hypergrad_rel_error``) runs after the loop, untimed: at the initial top
-parameters with every lower level at its exact best response, so it isolates the method's error from the inner solver's.
+parameters with every lower level at its exact best response, so it isolates the method's error from the inner solver's;
+a task without an oracle whose lower level is small (``Task.exact_reference()``) is checked instead against the
+``exact`` method on the same backend at the final state (last parameters, optimizer states and batches).
 A failure is a result: it is recorded with its status and the run's record is still written. ``execute`` can also hand
 back, through a ``capture`` dict, the first hypergradient (at the initial state, before any inner step) and every
 level's parameters after the last outer step, as numpy (``mlo-bench verify`` compares them across backends).
@@ -72,6 +74,27 @@ def _compare(h: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, 
     }
 
 
+def _exact_reference(plan: Plan, backend: Any, levels: list[Any], hyper_c: Any, params: Any, states: Any,
+                     batches: Any) -> dict[str, float]:
+    """``hypergrad_rel_error`` / ``hypergrad_cosine`` of the run's method against the ``exact`` method on the same
+    backend, chain and state: the final parameters and optimizer states, on the last step's batches (for a task
+    without an oracle whose lower levels are small enough to materialise their Hessians)."""
+    from suite import registry
+
+    exact = registry.get("method", "exact")()
+    vjp = backend.override("exact") or exact.response_vjp
+    chain = backend.chain() or hypergradient
+    cfg = registry.make_config("method", "exact", {})
+
+    def reference(params, states, batches):
+        return chain(backend, vjp, cfg, levels, params, states, batches, plan.inner_steps)
+
+    ref_c = backend.compile(reference, (params, states, batches))[0]
+    ref = backend.tree_to_numpy(ref_c(params, states, batches))
+    h = backend.tree_to_numpy(hyper_c(params, states, batches))
+    return _compare(h, ref)
+
+
 def train(
     plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[tuple], capture: dict[str, Any] | None = None
 ) -> None:
@@ -131,9 +154,14 @@ def train(
     compile_s += s
     metrics["compile_s"] = compile_s
 
+    # Counted, not timed, before the loop: FLOPs of one hypergradient at the initial state, and the peak bytes alive
+    # during one outer step. Both get the uncompiled functions (a backend that counts by compiling, as jax does,
+    # compiles them itself; an eager backend runs them once under its counter).
+    metrics["flops_hypergrad"] = backend.count_flops(hyper_fn, (params, states, batches0))
+
     def one_step(params, states, batches):
-        params, states = inner_c(params, states, batches)
-        return outer_c(params[top], states[top], hyper_c(params, states, batches))
+        params, states = inner_fn(params, states, batches)
+        return outer_fn(params[top], states[top], hyper_fn(params, states, batches))
 
     metrics["peak_live_bytes"] = backend.live_peak_bytes(one_step, (params, states, batches0))
 
@@ -188,6 +216,9 @@ def train(
         probe_states = {lv.name: optim.init(ops, lv.optimizer, probe[lv.name]) for lv in levels}
         h = backend.tree_to_numpy(hyper_c(probe, probe_states, batches0))
         metrics.update(_compare(h, oracle.hypergradient(top0)))
+    elif plan.hypergrad_check and task.exact_reference():
+        last = _batches(task, backend, data, levels, plan.steps * plan.inner_steps - 1)
+        metrics.update(_exact_reference(plan, backend, levels, hyper_c, params, states, last))
 
 
 def new_record(plan: Plan) -> dict[str, Any]:

@@ -50,6 +50,10 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
             + (f"; compile {_fmt_time(compile_s)} (apart)" if compile_s else "")
         )
         lines.append(f"  peak memory          {_fmt_bytes(m.get('peak_memory_bytes'))} ({m.get('memory_kind')})")
+        if m.get("flops_hypergrad") is not None or m.get("peak_live_bytes") is not None:
+            flops = m.get("flops_hypergrad")
+            lines.append(f"  counted              {'-' if flops is None else f'{flops:.4g}'} FLOP per hypergradient; "
+                         f"peak live {_fmt_bytes(m.get('peak_live_bytes'))} per outer step")
     lines.append(f"  record               {record.get('_path')}")
     return lines
 

@@ -258,7 +258,7 @@ def test_exponent_claim_on_synthetic_scaling_records():
         config = {"task": {"name": "quadratic", "d": d}, "backend": {"name": backend},
                   "method": {"name": "unroll"}, "seed": seed, "steps": 10, "dtype": "float32"}
         return {"task": "quadratic", "backend": backend, "method": "unroll", "seed": seed, "status": "ok",
-                "config": config, "metrics": {"time_hypergrad_s": t}}
+                "config": config, "metrics": {"flops_hypergrad": t}}
 
     rng = np.random.default_rng(1)
     records = [rec(b, d, s, 1e-9 * d**p * math.exp(0.05 * rng.standard_normal()))

@@ -61,10 +61,17 @@ class Task(ABC):
     - ``metrics(backend, params)``: task metrics of the trained parameters (floats).
     - ``oracle()``: an :class:`Oracle` or ``None``.
     - ``supports(method)``: ``None`` or the reason this task cannot be run with that method.
+    - ``exact_reference()``: for a task without an oracle, whether its lower levels are small enough for their
+      Hessians to be materialised; then the runner measures ``hypergrad_rel_error`` / ``hypergrad_cosine`` of the
+      run's method against the ``exact`` method on the same backend at the same state (the final one).
+    - ``presets``: named sets of config values, ``{name: {"task": {knob: value}, top-level key: value}}``; each is a
+      Hydra option (``+preset=NAME`` applies the chosen task's values; command-line overrides still win). Preset
+      names are shared between tasks (``demo``: seconds per run; ``full``: the embedded data to convergence; …).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type]
+    presets: ClassVar[dict[str, dict[str, Any]]] = {}
 
     def __init__(self, cfg: Any, seed: int) -> None:
         self.cfg = cfg
@@ -90,3 +97,6 @@ class Task(ABC):
 
     def supports(self, method: str) -> str | None:
         return None
+
+    def exact_reference(self) -> bool:
+        return False

@@ -17,7 +17,7 @@ from suite import __version__
 from suite.records import iter_record_paths, read_records
 from suite.report import bench as bench_mod
 from suite.report import claims as claims_mod
-from suite.report import figures, html, markdown, tables
+from suite.report import complexity, figures, html, markdown, tables
 from suite.report.doc import Bullets, Document, Para, Section, slug
 from suite.report.io import write_atomic, write_text_atomic
 from suite.report.tidy import tidy, wide
@@ -190,6 +190,11 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         doc.sections.append(bench_mod.section(bench, bench_files, fig))
         write_atomic(out / "bench.csv", lambda tmp: bench.to_csv(tmp, index=False))
 
+    cx = complexity.build(records, out, draw=why_no_figures is None)  # the O(d²)/O(d³) size sweep, when present
+    if cx is not None:
+        doc.sections.append(cx.section)
+        written.extend(cx.figures)
+
     results = claims_mod.evaluate(claims_mod.load_claims(), records)
     doc.sections.append(claims_mod.section(results))
 
@@ -208,7 +213,8 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     write_text_atomic(out / "report.md", markdown.render(doc, out))
     write_text_atomic(out / "report.html", html.render(doc))
     return {"out": out, "runs": len(w), "not_ok": not_ok, "corrupt": loaded.corrupt, "figures": written,
-            "claims": Counter(r.verdict for r in results), "bench": 0 if bench is None else len(bench)}
+            "claims": Counter(r.verdict for r in results), "bench": 0 if bench is None else len(bench),
+            "complexity": None if cx is None else cx.verdict.verdict}
 
 
 def _runs(n: int) -> str:
@@ -290,5 +296,7 @@ def print_done(info: dict[str, Any]) -> None:
           f"{len(info['corrupt'])} corrupt skipped; {len(info['figures'])} figures; claims: {claims}"
           + (f"; {info['bench']} benchmarks" if info["bench"] else "") + ")")
     print(f"also:   {out / 'report.md'}, {out / 'results.csv'}, {out / 'results.parquet'}")
+    if info.get("complexity"):
+        print(f"complexity: {out / 'complexity_fit.csv'} (O(d³) → O(d²) claim: {info['complexity']})")
     for c in info["corrupt"]:
         print(f"mlo-bench report: warning: skipped unreadable record {c}", file=sys.stderr)

@@ -14,7 +14,7 @@ from importlib import resources
 from typing import Any
 
 from suite.report import analogues as A
-from suite.report import stats
+from suite.report import complexity, stats
 from suite.report.doc import Bullets, Cell, Para, Section, Table, cell
 from suite.report.tidy import COMPARED_KEYS, flatten, setting_key
 
@@ -39,9 +39,10 @@ RULE = [
     "supported when the paper's figure lies in the 95% interval of our mean, not supported when outside, "
     "inconclusive with one seed. Absolute memory, time and throughput depend on the paper's hardware and are never "
     "compared in absolute terms (their ratios are, in the other rows).",
-    "**Exponent claims** (O(d²) vs O(d³)): least-squares slope of log(time per hypergradient) on log d, per side, "
-    "with 95% intervals (at least three distinct d): supported when the materialised side's interval lies wholly "
-    "above the reverse-mode side's, not supported when wholly below, inconclusive when they overlap.",
+    "**Exponent claims** (O(d²) vs O(d³)): least-squares slope of log(counted FLOPs per hypergradient) on log d, "
+    "per side, over the complexity section's range (d ≥ 256, or the three largest sizes), with 95% intervals (at "
+    "least three distinct d): supported when the materialised side's interval lies wholly above the reverse-mode "
+    "side's, not supported when wholly below, inconclusive when they overlap.",
     "**not measured**: the mapping finds no ok run with the metric for one of the sides (the task, method or "
     "backend has not run, or no run matches the claim's setting).",
 ]
@@ -326,7 +327,8 @@ def _explicit(c: Claim, e: A.Explicit, runs: list[Run]) -> Result:
     for side in (a, b):
         xs = [r.flat.get(e.x) for r in side]
         ys = [_value(r, e.metric) for r in side]
-        slopes.append(stats.loglog_slope([float(x) if x is not None else math.nan for x in xs], ys))
+        f = complexity.fit_xy([float(x) if x is not None else math.nan for x in xs], ys, e.metric)
+        slopes.append((f.exponent, f.ci_low, f.ci_high, f.n_points))
     (sa, la, ha, na), (sb, lb, hb, nb) = slopes
     res.verdict = exponent_verdict((la, ha), (lb, hb))
     res.measured = (f"{e.num.backend} {_g(sa)} [{_g(la)}, {_g(ha)}] vs {e.den.backend} {_g(sb)} "

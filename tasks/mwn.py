@@ -1,0 +1,320 @@
+"""Meta-Weight-Net on long-tailed data (Shu et al. 2019; Betty Table 1), bilevel.
+
+Levels, top first:
+
+- ``mwn`` (upper): Meta-Weight-Net, an MLP 1 → ``weight_net_hidden`` → 1 with a sigmoid output that maps an example's
+  training loss to its weight. Its loss is the classifier's mean cross-entropy on a batch of the small *balanced*
+  meta set; it reads the classifier only, so its whole gradient is the best-response term.
+- ``classifier`` (lower): a classifier (``mlp`` | ``cnn`` | ``resnet32``, :mod:`suite.nn`) trained on the
+  *long-tailed* training set with each example's loss weighted by the MWN:
+  ``f(θ, λ) = Σ_i w_i ℓ_i(θ) / Σ_i w_i + ½ wd ‖θ‖²`` with ``w_i = MWN_λ(sg(ℓ_i(θ)))`` (``normalize=false``: the plain
+  mean ``Σ_i w_i ℓ_i / n``).
+
+Choices, and why:
+
+- The weight net sees the loss *value*, detached (``detach=true``, ``sg`` above), as in the original MWN code
+  (``vnet(cost_v.data)``): only the weights' dependence on λ is differentiated, never their dependence on θ. So the
+  lower Hessian the implicit methods use is Σ_i w_i ∇²ℓ_i / Σ_i w_i + wd·I (w held fixed), the same operator every
+  backend and ``unroll`` differentiate. ``detach=false`` differentiates through the input too.
+- Weights are normalised over the batch (``normalize=true``) as in the MWN code for class imbalance.
+- The classifier's weight decay is a term of its loss (``weight_decay``), not of its optimizer: the update is the
+  same as torch SGD's coupled weight decay, and the implicit methods see ``H + wd·I`` (softmax cross-entropy alone
+  has an exactly singular Hessian: adding one constant to every logit changes nothing).
+- ERM is the same task with ``reweight=false``: the classifier's loss is the plain mean cross-entropy (+ weight decay),
+  the MWN is present but unused (every method's hypergradient is exactly zero, so it never moves). Same data, batches,
+  initialisation, schedule and budget; run it with ``method=first_order`` (the cheapest: no best-response term).
+
+Data (``dataset``):
+
+- ``digits`` (default, embedded): scikit-learn's 1,797 8×8 digits. Per class, from a seeded permutation: a balanced
+  test set (``test_per_class``) held out first, then a balanced meta set (``meta_per_class``), then the long-tailed
+  training set ``n_c = int(n_max · IF^(−c/9))`` (``n_max`` = the smallest remaining class pool; ≥ 1, the classes that
+  needed the clamp are reported in ``clamped_classes``), see :mod:`tasks.data.longtail`.
+- ``cifar10``: the python pickle batches under ``data_root`` (``cifar-10-batches-py``). The meta set
+  (``meta_per_class`` = 10 → 100 images) is held out of the training batches first (the paper's "validation set"),
+  the rest is long-tailed with ``n_max`` = 5000 − 10; the test set is ``test_batch``. Images are standardised per
+  channel; ``augment=true`` adds the MWN code's reflect-pad-4 random crop and horizontal flip to training batches.
+- ``noise_rate``: uniform label noise on the training set only (a label replaced by a uniformly drawn class).
+
+Metrics: ``test_accuracy`` (balanced: the mean over classes of per-class accuracy on the balanced test set),
+``per_class_accuracy`` (list, class 0 = head … class 9 = tail), ``train_class_sizes`` (list), ``clamped_classes``
+(how many class sizes were raised to 1), ``noisy_labels`` (how many training labels the noise changed).
+The classifier is small enough for an ``exact`` reference (``hypergrad_rel_error`` against ``exact`` at the final
+state) when it has at most ``exact_max_params`` parameters; above that ``exact`` is unsupported.
+
+Presets (``+preset=NAME``): ``demo`` (MLP on digits, 300 steps: seconds per run), ``full`` (the embedded data to
+convergence: 2,000 classifier steps with the lr divided by 10 at 50 % and 75 %), ``paper`` (Betty's hyperparameters:
+ResNet-32 on long-tailed CIFAR-10, needs ``task.data_root`` and a GPU).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from suite import nn
+from suite.contract import Level, Task
+from suite.optim import OptimizerConfig
+from suite.registry import register
+from tasks.data import images
+from tasks.data.longtail import long_tailed_split, uniform_noise
+
+DATASETS = ("digits", "cifar10")
+MODELS = ("mlp", "cnn", "resnet32")
+#: (channels, height/width, classes) of each data set
+SHAPES = {"digits": (1, 8, 10), "cifar10": (3, 32, 10)}
+
+
+@dataclass
+class MWNConfig:
+    dataset: str = "digits"
+    data_root: str | None = None
+    imbalance_factor: float = 100.0
+    noise_rate: float = 0.0
+    meta_per_class: int = 10
+    test_per_class: int = 50
+    model: str = "mlp"
+    hidden: int = 16
+    weight_net_hidden: int = 100
+    reweight: bool = True
+    detach: bool = True
+    normalize: bool = True
+    weight_decay: float = 5e-3
+    batch_size: int = 100
+    meta_batch_size: int = 100
+    augment: bool = False
+    eval_batch_size: int = 500
+    exact_max_params: int = 10000
+    lower: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1, momentum=0.9))
+    upper: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
+
+    def validate(self) -> None:
+        if self.dataset not in DATASETS:
+            raise ValueError(f"task.dataset must be one of {', '.join(DATASETS)} (got {self.dataset!r})")
+        if self.model not in MODELS:
+            raise ValueError(f"task.model must be one of {', '.join(MODELS)} (got {self.model!r})")
+        if not self.imbalance_factor >= 1:
+            raise ValueError(f"task.imbalance_factor must be >= 1 (got {self.imbalance_factor})")
+        if not 0 <= self.noise_rate < 1:
+            raise ValueError(f"task.noise_rate must be in [0, 1) (got {self.noise_rate})")
+        for key in ("meta_per_class", "hidden", "weight_net_hidden", "batch_size", "meta_batch_size",
+                    "eval_batch_size"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"task.{key} must be >= 1 (got {getattr(self, key)})")
+        if self.test_per_class < 1 and self.dataset == "digits":
+            raise ValueError(f"task.test_per_class must be >= 1 (got {self.test_per_class})")
+        if self.weight_decay < 0:
+            raise ValueError(f"task.weight_decay must be >= 0 (got {self.weight_decay})")
+        if self.exact_max_params < 0:
+            raise ValueError(f"task.exact_max_params must be >= 0 (got {self.exact_max_params})")
+        if self.dataset == "cifar10":
+            if not self.data_root:
+                raise ValueError(f"task.data_root must be given for task.dataset=cifar10; {images.CIFAR_LAYOUT}")
+            try:
+                images.check_cifar10(self.data_root)
+            except ValueError as exc:
+                raise ValueError(f"task.data_root: {exc}") from None
+        self.lower.validate("task.lower")
+        self.upper.validate("task.upper")
+
+
+def make_model(cfg: MWNConfig) -> nn.Model:
+    channels, size, classes = SHAPES[cfg.dataset]
+    if cfg.model == "mlp":
+        return nn.mlp(channels * size * size, classes, (cfg.hidden,))
+    if cfg.model == "cnn":
+        return nn.cnn(channels, size, classes)
+    return nn.resnet32(channels, classes)
+
+
+def _per_example_ce(ops: Any, logits: Any, labels: Any) -> Any:
+    return -ops.take_along_last(ops.log_softmax(logits), labels)
+
+
+def _l2(ops: Any, params: dict[str, Any]) -> Any:
+    total = None
+    for key in sorted(params):
+        term = ops.sum(params[key] * params[key])
+        total = term if total is None else total + term
+    return total
+
+
+@register("task")
+class MetaWeightNet(Task):
+    """Meta-Weight-Net reweighting a classifier on long-tailed data (digits embedded; CIFAR-10 pickles)."""
+
+    name = "mwn"
+    Config = MWNConfig
+    presets = {
+        "demo": {
+            "task": {"dataset": "digits", "model": "mlp", "hidden": 16, "imbalance_factor": 100.0,
+                     "batch_size": 100, "meta_batch_size": 100, "weight_decay": 5e-3,
+                     "lower": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "milestones": [200], "gamma": 0.1},
+                     "upper": {"name": "adam", "lr": 3e-3}},
+            "steps": 300,
+        },
+        "full": {
+            "task": {"dataset": "digits", "model": "mlp", "hidden": 32, "batch_size": 100, "meta_batch_size": 100,
+                     "weight_decay": 5e-3,
+                     "lower": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "milestones": [1000, 1500],
+                               "gamma": 0.1},
+                     "upper": {"name": "adam", "lr": 1e-3}},
+            "steps": 2000,
+        },
+        "paper": {
+            "task": {"dataset": "cifar10", "model": "resnet32", "imbalance_factor": 100.0, "meta_per_class": 10,
+                     "batch_size": 100, "meta_batch_size": 100, "augment": True, "weight_decay": 5e-4,
+                     "lower": {"name": "sgd", "lr": 0.1, "momentum": 0.9, "weight_decay": 0.0,
+                               "milestones": [5000, 7500], "gamma": 0.1},
+                     "upper": {"name": "adam", "lr": 1e-5, "beta1": 0.9, "beta2": 0.999, "weight_decay": 0.0}},
+            "steps": 10000,
+        },
+    }
+
+    def __init__(self, cfg: MWNConfig, seed: int) -> None:
+        super().__init__(cfg, seed)
+        self.model = make_model(cfg)
+        self.weight_net = nn.weight_net(cfg.weight_net_hidden)
+        self.n_classes = SHAPES[cfg.dataset][2]
+        self.unavailable: str | None = None
+        rng = np.random.default_rng([seed, 0x3A1])
+        if cfg.dataset == "digits":
+            try:
+                x, y = images.load_digits()
+            except ImportError as exc:
+                self.unavailable = str(exc)
+                return
+            split = long_tailed_split(y, self.n_classes, cfg.imbalance_factor, cfg.meta_per_class,
+                                      cfg.test_per_class, rng)
+            x_pool, y_pool = x, y
+            self.x_test, self.y_test = x[split.test], y[split.test]
+        else:
+            x_tr, y_tr, x_te, y_te = images.load_cifar10(cfg.data_root)
+            split = long_tailed_split(y_tr, self.n_classes, cfg.imbalance_factor, cfg.meta_per_class, 0, rng)
+            x_pool, y_pool = x_tr, y_tr
+            order = rng.permutation(len(y_te))  # class-mixed evaluation chunks (batch-statistics BN)
+            self.x_test, self.y_test = images.cifar_normalise(x_te[order]), y_te[order]
+        self.split = split
+        convert = images.cifar_normalise if cfg.dataset == "cifar10" else (lambda a: a)
+        self.x_train, self.x_meta = convert(x_pool[split.train]), convert(x_pool[split.meta])
+        clean = y_pool[split.train]
+        self.y_train = uniform_noise(clean, cfg.noise_rate, self.n_classes, rng) if cfg.noise_rate else clean
+        self.noisy = int((self.y_train != clean).sum())
+        self.y_meta = y_pool[split.meta]
+        self._perms: dict[tuple[str, int], np.ndarray] = {}
+
+    # ---- the program ------------------------------------------------------------------------------------------
+    def levels(self) -> list[Level]:
+        return [
+            Level("mwn", self._meta_loss, self.cfg.upper, data="meta"),
+            Level("classifier", self._train_loss, self.cfg.lower, parent="mwn", data="train"),
+        ]
+
+    def _meta_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
+        idx = batch["meta_idx"]
+        logits = self.model.apply(ops, params["classifier"], batch["x_meta"][idx])
+        return ops.mean(_per_example_ce(ops, logits, batch["y_meta"][idx]))
+
+    def _train_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
+        cfg, idx = self.cfg, batch["idx"]
+        x = batch["x_aug"] if "x_aug" in batch else batch["x_train"][idx]
+        theta = params["classifier"]
+        losses = _per_example_ce(ops, self.model.apply(ops, theta, x), batch["y_train"][idx])
+        if cfg.reweight:
+            w = self.weight_net.apply(ops, params["mwn"], ops.stop_gradient(losses) if cfg.detach else losses)
+            if cfg.normalize:
+                # Σ w ℓ / Σ w, written around its own (detached) value c: the same function with the same
+                # derivatives of every order (∂/∂c ≡ 0), but its λ-gradient Σ ∂w_i (ℓ_i − f) / Σ w is summed from the
+                # small ℓ_i − c rather than from ℓ_i ≈ f, which keeps float32 round-off ~10× lower (darts divides it
+                # by its step: torch and jax then agree to ~5e-5 instead of ~2e-3 in float32).
+                total = ops.sum(w)
+                c = ops.stop_gradient(ops.sum(w * losses) / total)
+                loss = ops.sum(w * (losses - c)) / total + c
+            else:
+                loss = ops.mean(w * losses)
+        else:
+            loss = ops.mean(losses)
+        if cfg.weight_decay:
+            loss = loss + 0.5 * cfg.weight_decay * _l2(ops, theta)
+        return loss
+
+    def init_params(self, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
+        return {"mwn": self.weight_net.init(rng), "classifier": self.model.init(rng)}
+
+    def data(self) -> dict[str, np.ndarray]:
+        out = {"y_train": self.y_train, "x_meta": self.x_meta, "y_meta": self.y_meta}
+        if not self.cfg.augment:  # augmented batches bring their own images
+            out["x_train"] = self.x_train
+        return out
+
+    def _perm(self, tag: str, n: int, epoch: int) -> np.ndarray:
+        key = (tag, epoch)
+        if key not in self._perms:
+            if len(self._perms) > 8:
+                self._perms.clear()
+            stream = {"train": 1, "meta": 2}[tag]
+            self._perms[key] = np.random.default_rng([self.seed, 0xB47, stream, epoch]).permutation(n)
+        return self._perms[key]
+
+    def _epoch_batch(self, tag: str, n: int, size: int, step: int) -> np.ndarray:
+        """Batch ``step`` of shuffled epochs without replacement (incomplete last batches dropped)."""
+        size = min(size, n)
+        epoch, pos = divmod(step, n // size)
+        return self._perm(tag, n, epoch)[pos * size : (pos + 1) * size].astype(np.int64)
+
+    def batch(self, level: str, step: int) -> dict[str, np.ndarray] | None:
+        if level == "classifier":
+            idx = self._epoch_batch("train", len(self.y_train), self.cfg.batch_size, step)
+            out = {"idx": idx}
+            if self.cfg.augment:
+                rng = np.random.default_rng([self.seed, 0xA06, step])
+                out["x_aug"] = images.augment_crop_flip(self.x_train[idx], rng)
+            return out
+        n_meta = len(self.y_meta)
+        if self.cfg.meta_batch_size >= n_meta:
+            return {"meta_idx": np.arange(n_meta, dtype=np.int64)}
+        return {"meta_idx": self._epoch_batch("meta", n_meta, self.cfg.meta_batch_size, step)}
+
+    # ---- metrics and checks -----------------------------------------------------------------------------------
+    def n_lower_params(self) -> int:
+        return nn.n_params(self.model.init(np.random.default_rng(0)))
+
+    def supports(self, method: str) -> str | None:
+        if self.unavailable:
+            return self.unavailable
+        if method == "exact" and self.n_lower_params() > self.cfg.exact_max_params:
+            return (f"the {self.cfg.model} classifier has {self.n_lower_params()} parameters; exact materialises their "
+                    f"Hessian (limit task.exact_max_params={self.cfg.exact_max_params})")
+        return None
+
+    def exact_reference(self) -> bool:
+        return not self.unavailable and self.n_lower_params() <= self.cfg.exact_max_params
+
+    def predict(self, backend: Any, theta: dict[str, Any], x: np.ndarray) -> np.ndarray:
+        """Class predictions for numpy images ``x``, in chunks of ``eval_batch_size`` (the last one wrapped around
+        with earlier images, so batch statistics never see padding)."""
+        ops, n = backend.ops, len(x)
+        size = min(self.cfg.eval_batch_size, n)
+
+        def forward(params: Any, xb: Any) -> Any:
+            return ops.argmax(self.model.apply(ops, params, xb), axis=-1)
+
+        fn = backend.compile(forward, (theta, backend.asarray(x[:size])))[0]
+        out = []
+        for start in range(0, n, size):
+            idx = np.arange(start, start + size) % n
+            out.append(backend.to_numpy(fn(theta, backend.asarray(x[idx])))[: n - start])
+        return np.concatenate(out)
+
+    def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
+        pred = self.predict(backend, params["classifier"], self.x_test)
+        per_class = [float(np.mean(pred[self.y_test == c] == c)) for c in range(self.n_classes)]
+        return {
+            "test_accuracy": float(np.mean(per_class)),
+            "per_class_accuracy": per_class,
+            "train_class_sizes": [int(n) for n in self.split.sizes],
+            "clamped_classes": len(self.split.clamped),
+            "noisy_labels": self.noisy,
+        }
