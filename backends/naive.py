@@ -8,12 +8,17 @@ built row by row, then a dense solve), for ``unroll`` the Jacobian of the K-step
 Jacobians are multiplied along the chain (dx_k/dx_0 = J_k ⋯ J_1, the O(d³) path the Betty paper contrasts with
 reverse mode), and only at the end is the top loss's gradient applied. Only ``unroll`` and ``exact`` have such a
 Jacobian; every other method is ``unsupported`` here. Arrays, ops, devices, timing and memory are the torch backend's.
+
+``backend.chain=reverse`` keeps the plain autograd (graph kept, ``create_graph=True``) but differentiates the chain in
+reverse mode, one vector per level, with each method's own ``response_vjp`` — what the original Meta-Weight-Net code
+does (one backward through the unrolled step; Betty Table 1's "original" row). Every method runs then.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from backends.torch import TorchBackend
@@ -24,6 +29,17 @@ from suite.trees import ravel, tree_leaves, tree_map
 
 Tree = Any
 METHODS = ("exact", "unroll")
+CHAINS = ("materialised", "reverse")
+
+
+@dataclass
+class NaiveConfig:
+    #: materialised: Jacobians multiplied along the chain (O(d³)); reverse: one VJP per level (the original MWN code)
+    chain: str = "materialised"
+
+    def validate(self) -> None:
+        if self.chain not in CHAINS:
+            raise ValueError(f"backend.chain must be one of {', '.join(CHAINS)} (got {self.chain!r})")
 
 
 def _rebuild(tree: Tree, leaves: list[Any]) -> Tree:
@@ -154,7 +170,12 @@ class NaiveBackend(TorchBackend):
     """Plain torch autograd with the graph kept (like `higher` / the original MWN); materialises Jacobians."""
 
     name = "naive"
+    Config = NaiveConfig
     materialises = True  # d×d best-response Jacobians, multiplied along the chain (``budget.max_d_materialised``)
+
+    @property
+    def reverse(self) -> bool:
+        return getattr(self.config, "chain", "materialised") == "reverse"
 
     def setup(self, dtype: str, device: str, seed: int) -> None:
         super().setup(dtype, device, seed)
@@ -162,18 +183,20 @@ class NaiveBackend(TorchBackend):
         self._depth = 0
 
     def supports(self, method: str) -> str | None:
-        if method in METHODS:
+        if method in METHODS or self.reverse:
             return None
         return (
             f"backend naive runs only {' and '.join(METHODS)}: it materialises best-response Jacobians, "
-            "which the other methods never form"
+            "which the other methods never form (backend.chain=reverse runs every method)"
         )
 
     def override(self, method: str) -> Callable[..., Tree] | None:
+        if self.reverse:
+            return None
         return _Materialised(method, JACOBIANS[method]) if method in JACOBIANS else None
 
     def chain(self) -> Callable[..., Tree] | None:
-        return materialised_chain
+        return None if self.reverse else materialised_chain
 
     # autodiff with torch.autograd.grad -------------------------------------------------------------------------
     @contextmanager

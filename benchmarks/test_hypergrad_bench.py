@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from suite import optim, registry
-from suite.hypergrad import hypergradient
+from suite.hypergrad import hypergradient_fn
 
 registry.discover()
 
@@ -60,13 +60,7 @@ def hypergrad_call(backend_name: str, method_name: str, d: int):
     states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
     data = backend.tree_asarray(task.data())
     batches = {lv.name: data for lv in levels}
-    method = registry.get("method", method_name)()
-    response_vjp = backend.override(method_name) or method.response_vjp
-    chain = backend.chain() or hypergradient
-    method_cfg = _method_cfg(method_name)
-
-    def hyper_fn(params, states, batches):
-        return chain(backend, response_vjp, method_cfg, levels, params, states, batches, 1)
+    hyper_fn = hypergradient_fn(backend, registry.get("method", method_name)(), _method_cfg(method_name), levels, 1)
 
     compiled, compile_s = backend.compile(hyper_fn, (params, states, batches))
 

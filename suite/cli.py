@@ -41,9 +41,19 @@ def _fail(command: str, message: str) -> int:
     return 2
 
 
-def experiments() -> list[str]:
-    folder = resources.files("suite.conf").joinpath("experiment")
+def option_groups() -> list[str]:
+    """The config groups kept as folders of YAML files in suite/conf (experiment, mwn_variant, …), added with ``+``."""
+    root = resources.files("suite.conf")
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and any(f.name.endswith(".yaml") for f in p.iterdir()))
+
+
+def group_options(group: str) -> list[str]:
+    folder = resources.files("suite.conf").joinpath(group)
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def experiments() -> list[str]:
+    return group_options("experiment")
 
 
 def normalize_overrides(args: list[str]) -> list[str]:
@@ -94,13 +104,15 @@ def check_overrides(args: list[str]) -> str | None:
             if problem:
                 return problem
             continue
-        if key == "experiment":
-            known = experiments()
+        if key in option_groups():
+            known = group_options(key)
             for name in value.split(","):
                 if name not in known:
-                    return f"unknown experiment {name!r}; valid experiments: {', '.join(known)}"
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    return f"unknown {key} {name!r}{hint} valid options: {', '.join(known)}"
             if not plus:
-                return "experiments are added with a plus sign: +experiment=NAME"
+                return f"{key} is added with a plus sign: +{key}=NAME"
             continue
         if root not in TOP_LEVEL_KEYS:
             close = difflib.get_close_matches(root, TOP_LEVEL_KEYS, n=1)
@@ -146,7 +158,10 @@ def cmd_run(args: list[str]) -> int:
         from suite.app import app
 
         sys.argv = ["mlo-bench run", *args]
-        return app() or 0
+        try:
+            return app() or 0
+        except ValueError as exc:  # Hydra's own argument errors (e.g. -m together with --cfg)
+            return _fail("run", _first_line(exc))
     from suite.job import run_job
     from suite.plan import ConfigError, prepare
 

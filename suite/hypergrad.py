@@ -70,3 +70,16 @@ def hypergradient(
         )
         v = tree_add(direct[parent], response_vjp(backend, response, v, method_cfg))
     return v
+
+
+def hypergradient_fn(backend: Any, method: Any, method_cfg: Any, levels: list[Level], unroll_steps: int) -> Callable:
+    """``fn(params, states, batches)`` → the top level's hypergradient, as every run computes it: the backend's own
+    chain (``Backend.chain()``) or the reverse-mode one, with the backend's override of the method's response VJP
+    (``Backend.override``) or the method's generic ``response_vjp``. ``method`` is a Method instance."""
+    response_vjp = backend.override(method.name) or method.response_vjp
+    chain = backend.chain() or hypergradient
+
+    def fn(params: dict[str, Tree], states: dict[str, Tree], batches: dict[str, Any]) -> Tree:
+        return chain(backend, response_vjp, method_cfg, levels, params, states, batches, unroll_steps)
+
+    return fn

@@ -26,7 +26,7 @@ import numpy as np
 
 from suite import optim, provenance
 from suite.contract import Unavailable
-from suite.hypergrad import hypergradient
+from suite.hypergrad import hypergradient_fn
 from suite.measure import PhaseTimer
 from suite.plan import Plan
 from suite.progress import RunProgress
@@ -81,14 +81,8 @@ def _exact_reference(plan: Plan, backend: Any, levels: list[Any], hyper_c: Any, 
     without an oracle whose lower levels are small enough to materialise their Hessians)."""
     from suite import registry
 
-    exact = registry.get("method", "exact")()
-    vjp = backend.override("exact") or exact.response_vjp
-    chain = backend.chain() or hypergradient
     cfg = registry.make_config("method", "exact", {})
-
-    def reference(params, states, batches):
-        return chain(backend, vjp, cfg, levels, params, states, batches, plan.inner_steps)
-
+    reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, levels, plan.inner_steps)
     ref_c = backend.compile(reference, (params, states, batches))[0]
     ref = backend.tree_to_numpy(ref_c(params, states, batches))
     h = backend.tree_to_numpy(hyper_c(params, states, batches))
@@ -108,7 +102,6 @@ def train(
     levels = task.levels()
     top = levels[0].name
     lower = levels[1:]
-    response_vjp = backend.override(plan.method.name) or plan.method.response_vjp
 
     rng = np.random.default_rng(plan.seed)
     init = task.init_params(rng)
@@ -126,12 +119,7 @@ def train(
             params[lv.name], states[lv.name] = optim.update(ops, lv.optimizer, g, states[lv.name], params[lv.name])
         return params, states
 
-    chain = backend.chain() or hypergradient
-
-    def hyper_fn(params, states, batches):
-        return chain(
-            backend, response_vjp, plan.method_cfg, levels, params, states, batches, plan.inner_steps
-        )
+    hyper_fn = hypergradient_fn(backend, plan.method, plan.method_cfg, levels, plan.inner_steps)
 
     def outer_fn(top_params, top_state, hg):
         return optim.update(ops, levels[0].optimizer, hg, top_state, top_params)
@@ -266,7 +254,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     trace: list[tuple] = []
     backend = None
     try:
-        backend = backend_cls()
+        backend = backend_cls(plan.backend_cfg)
         try:
             backend_cls.check_available()
         except Exception as exc:  # noqa: BLE001

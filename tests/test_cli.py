@@ -58,6 +58,11 @@ def test_run_writes_a_record_and_prints_a_summary(capsys, tmp_path):
     (["steps=0"], "steps must be >= 1"),
     (["task.d=abc"], "task.d"),
     (["method=exact", "method.iterations=3"], "iterations"),
+    (["task=mwn", "+mwn_variant=darts1"], "unknown mwn_variant 'darts1'; did you mean 'darts-1'?"),
+    (["task=mwn", "mwn_variant=darts-1"], "mwn_variant is added with a plus sign: +mwn_variant=NAME"),
+    (["+experiment=nosuch"], "unknown experiment 'nosuch'"),
+    (["backend=naive", "backend.chain=sideways"], "backend.chain must be one of materialised, reverse"),
+    (["-m", "--cfg", "job", "seed=0,1"], "Only one of --run, --multirun, --cfg"),
 ])
 def test_bad_input_is_one_line_exit_2_and_no_record(capsys, tmp_path, args, expected):
     code, out, err = run_cli(capsys, "run", *args, f"results_dir={tmp_path}")

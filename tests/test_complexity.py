@@ -11,7 +11,7 @@ import pytest
 
 from suite import optim, registry
 from suite.cli import main as cli_main
-from suite.hypergrad import hypergradient
+from suite.hypergrad import hypergradient_fn
 from suite.records import read_records
 from suite.report import complexity
 from suite.report import main as report_main
@@ -29,14 +29,7 @@ def _hyper(backend, d: int, levels: int, method: str, **knobs):
     states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels_}
     data = backend.tree_asarray(task.data())
     batches = {lv.name: data for lv in levels_}
-    m = registry.get("method", method)()
-    vjp = backend.override(method) or m.response_vjp
-    chain = backend.chain() or hypergradient
-    cfg = method_cfg(method, **knobs)
-
-    def fn(params, states, batches):
-        return chain(backend, vjp, cfg, levels_, params, states, batches, 1)
-
+    fn = hypergradient_fn(backend, registry.get("method", method)(), method_cfg(method, **knobs), levels_, 1)
     return fn, (params, states, batches)
 
 
@@ -243,3 +236,24 @@ def test_small_preset_fit_file_and_order(small):
     assert all(math.isfinite(x) for x in table["ci_low"])
     report = (out / "report.md").read_text()
     assert "## Complexity: O(d²) versus O(d³)" in report and "Betty's O(d³) → O(d²) claim:" in report
+
+
+def test_time_versus_flops_gap_is_read_off_the_achieved_rate():
+    from suite.report import complexity_gap
+
+    sizes = [256, 512, 1024, 1448, 2048]
+    rows = []
+    for backend, method, time_p in (("naive", "exact", 3.5), ("torch", "cg", 2.0), ("torch", "exact", 2.6)):
+        flop_p = 3.0 if method == "exact" else 2.0
+        for d in sizes:
+            rows.append({"task": "quadratic", "backend": backend, "method": method, "variant": "{}", "levels": 2,
+                         "d": d, "seed": 0, "group": "g", "flops_hypergrad": 2.0 * d**flop_p,
+                         "time_hypergrad_s": 1e-10 * d**time_p, "peak_live_bytes": 8.0 * d * d, "path": method})
+    pts = pd.DataFrame(rows)
+    got = {(r["backend"], r["method"]): r for r in complexity_gap.rows(pts, complexity.fit(pts))}
+    assert got[("naive", "exact")]["gap"] == pytest.approx(0.5, abs=1e-6)
+    assert got[("naive", "exact")]["rate_hi"] < got[("naive", "exact")]["rate_lo"]  # rate falls as d grows
+    assert got[("torch", "cg")]["gap"] == pytest.approx(0.0, abs=1e-6)
+    assert got[("torch", "exact")]["gap"] == pytest.approx(-0.4, abs=1e-6)
+    text = str(complexity_gap.blocks(pts, complexity.fit(pts))[-1].items)
+    assert "naive × exact L=2 (+0.50)" in text and "torch × exact L=2 (-0.40)" in text

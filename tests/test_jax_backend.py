@@ -14,7 +14,7 @@ from conftest import make_task, method_cfg, rel_error
 
 from suite import optim, registry
 from suite.cli import main
-from suite.hypergrad import hypergradient
+from suite.hypergrad import hypergradient_fn
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = registry.names("method")
@@ -48,12 +48,8 @@ def hypergrad(backend, task, method, params_np, unroll_steps=1, compiled=False, 
     states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
     data = backend.tree_asarray(task.data())
     batches = {lv.name: data for lv in levels}
-    vjp = backend.override(method) or registry.get("method", method)().response_vjp
-    chain = backend.chain() or hypergradient
-    cfg = method_cfg(method, **knobs)
-
-    def fn(params, states, batches):
-        return chain(backend, vjp, cfg, levels, params, states, batches, unroll_steps)
+    fn = hypergradient_fn(backend, registry.get("method", method)(), method_cfg(method, **knobs), levels,
+                          unroll_steps)
 
     if compiled:
         fn, _ = backend.compile(fn, (params, states, batches))

@@ -15,7 +15,7 @@ from test_data import write_cifar
 
 from suite import nn, optim, registry
 from suite.cli import _compose, main
-from suite.hypergrad import hypergradient
+from suite.hypergrad import hypergradient_fn
 from suite.plan import prepare
 from suite.records import read_records
 from suite.runner import execute
@@ -123,12 +123,7 @@ def _hypergrad(backend_name, method, dtype="float32", knobs=()):
         params["classifier"])
     params["classifier"], states["classifier"] = optim.update(b.ops, levels[1].optimizer, g, states["classifier"],
                                                               params["classifier"])
-    vjp = b.override(method) or plan.method.response_vjp
-    chain = b.chain() or hypergradient
-
-    def hyper(params, states, batches):
-        return chain(b, vjp, plan.method_cfg, levels, params, states, batches, 2)
-
+    hyper = hypergradient_fn(b, plan.method, plan.method_cfg, levels, 2)
     hg = b.tree_to_numpy(b.compile(hyper, (params, states, batches))[0](params, states, batches))  # jit on jax
     b.teardown()
     return hg

@@ -190,3 +190,20 @@ def test_cli_cg_is_unsupported_with_a_reason(tmp_path, capsys):
     record = _record(tmp_path)
     assert code == 1
     assert record["status"] == "unsupported" and "exact and unroll" in record["reason"]
+
+
+@pytest.mark.parametrize("method,knobs", [("unroll", {}), ("exact", {}), ("cg", {"iterations": 30}),
+                                          ("darts", {})])
+def test_reverse_chain_is_plain_autograd_in_reverse_mode_and_agrees_with_torch(torch64, method, knobs):
+    """backend.chain=reverse (the original MWN code's way): no materialised Jacobian, every method runs, and the
+    numbers are torch's reverse-mode chain's."""
+    reverse = registry.get("backend", "naive")(naive_mod.NaiveConfig(chain="reverse"))
+    reverse.setup("float64", "cpu", 0)
+    assert reverse.supports(method) is None and reverse.chain() is None and reverse.override(method) is None
+    task = make_task(d=12, levels=3)
+    params, _ = _at_best_response(task)
+    ours = hypergrad(reverse, task, method, params, **knobs)
+    ref = hypergrad(torch64, task, method, params, **knobs)
+    assert rel_error(ours, ref) < 1e-9
+    with pytest.raises(ValueError, match="backend.chain must be one of materialised, reverse"):
+        naive_mod.NaiveConfig(chain="forward").validate()

@@ -38,12 +38,18 @@ class Backend(ABC):
       ``unsupported``). ``override(method)`` may return an idiomatic replacement for a method's generic
       ``response_vjp``; agreement tests keep the two equal. ``chain()`` may replace the whole multilevel chain.
     - ``versions()`` names the packages whose versions go into a record's provenance.
+    - A backend with knobs declares them as a ``Config`` dataclass (``backend.<knob>=`` on the command line, in the
+      config hash); the instance is built as ``cls(config)`` and keeps it as ``self.config`` (``cls()``: defaults).
     """
 
     name: ClassVar[str]
     ops: Ops
     dtype: str = "float32"
     device: str = "cpu"
+
+    def __init__(self, config: Any = None) -> None:
+        cfg_cls = getattr(type(self), "Config", None)
+        self.config = config if config is not None or cfg_cls is None else cfg_cls()
 
     @classmethod
     def check_available(cls) -> None:

@@ -17,7 +17,7 @@ from suite import __version__
 from suite.records import iter_record_paths, read_records
 from suite.report import bench as bench_mod
 from suite.report import claims as claims_mod
-from suite.report import complexity, figures, html, markdown, tables
+from suite.report import complexity, figures, html, markdown, tables, variants
 from suite.report.doc import Bullets, Document, Para, Section, slug
 from suite.report.io import write_atomic, write_text_atomic
 from suite.report.tidy import tidy, wide
@@ -195,6 +195,7 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         doc.sections.append(cx.section)
         written.extend(cx.figures)
 
+    doc.sections.extend(variants.sections(records))  # paper-shaped tables (Betty Table 1) with computed verdicts
     results = claims_mod.evaluate(claims_mod.load_claims(), records)
     doc.sections.append(claims_mod.section(results))
 

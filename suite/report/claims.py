@@ -128,12 +128,12 @@ def select(runs: list[Run], s: A.Selector, where: dict[str, Any]) -> list[Run]:
             and all(k in r.flat and _equal(r.flat[k], v) for k, v in conds.items())]
 
 
-def _value(run: Run, metric: str) -> float | None:
+def metric_value(run: Run, metric: str) -> float | None:
     v = run.metrics.get(metric)
     return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
-def _group_key(run: Run, extra_drop: tuple[str, ...] = ()) -> str:
+def group_key(run: Run, extra_drop: tuple[str, ...] = ()) -> str:
     """Runs compared side by side share this key: the config without backend, method, inner_steps, seed."""
     config = {k: v for k, v in run.config.items() if k not in ("inner_steps",)}
     if extra_drop:
@@ -154,8 +154,8 @@ def paired_samples(num: list[Run], den: list[Run], metric: str,
     by: dict[str, tuple[list[Run], list[Run]]] = {}
     for side, runs in ((0, num), (1, den)):
         for r in runs:
-            if _value(r, metric) is not None:
-                by.setdefault(_group_key(r, extra_drop), ([], []))[side].append(r)
+            if metric_value(r, metric) is not None:
+                by.setdefault(group_key(r, extra_drop), ([], []))[side].append(r)
     shared = {k: v for k, v in by.items() if v[0] and v[1]}
     if not shared:
         return [], [], 0
@@ -210,7 +210,7 @@ def _g(x: float) -> str:
 def _record_metric(claim_metric: str, runs: list[Run]) -> str | None:
     candidates = A.METRICS.get(claim_metric, ())
     for m in candidates:
-        if any(_value(r, m) is not None for r in runs):
+        if any(metric_value(r, m) is not None for r in runs):
             return m
     return candidates[0] if candidates else None
 
@@ -231,7 +231,7 @@ def _why_missing(sides: list[tuple[A.Selector, list[Run]]], runs: list[Run], whe
                  metric: str) -> str:
     """Why a comparison has no samples: each side without a usable run, or no shared setting."""
     reasons = [_missing(s, runs, where, metric) for s, chosen in sides
-               if not any(_value(r, metric) is not None for r in chosen)]
+               if not any(metric_value(r, metric) is not None for r in chosen)]
     return "; ".join(reasons) or "the two sides never ran in the same setting"
 
 
@@ -245,7 +245,8 @@ def _ratio_result(res: Result, runs: list[Run], num: A.Selector, den: A.Selector
     if not a or not b:
         res.why = _why_missing([(num, num_runs), (den, den_runs)], runs, where, metric)
         return res
-    ratio, lo, hi, na, nb = stats.ratio_interval([_value(r, metric) for r in a], [_value(r, metric) for r in b])
+    ratio, lo, hi, na, nb = stats.ratio_interval([metric_value(r, metric) for r in a],
+                                                 [metric_value(r, metric) for r in b])
     res.verdict = ratio_verdict(expected, lo, hi)
     res.measured = (f"{_g(ratio)}× [{_g(lo)}, {_g(hi)}] (n={na} vs {nb})" if math.isfinite(lo)
                     else f"{_g(ratio)}× (n={na} vs {nb}; no interval)")
@@ -294,15 +295,15 @@ def evaluate_one(c: Claim, runs: list[Run], index: dict[tuple, Claim]) -> Result
 
 def _absolute(res: Result, runs: list[Run], sel: A.Selector, where: dict[str, Any], metric: str | None,
               expected: float) -> Result:
-    chosen = [r for r in select(runs, sel, where) if metric and _value(r, metric) is not None]
+    chosen = [r for r in select(runs, sel, where) if metric and metric_value(r, metric) is not None]
     if metric is None or not chosen:
         res.why = _missing(sel, runs, where, metric or "?") + " on the paper's data"
         return res
     groups: dict[str, list[Run]] = {}
     for r in chosen:
-        groups.setdefault(_group_key(r), []).append(r)
+        groups.setdefault(group_key(r), []).append(r)
     group = max(groups.values(), key=len)
-    mean, lo, hi, n = stats.mean_interval([_value(r, metric) for r in group])
+    mean, lo, hi, n = stats.mean_interval([metric_value(r, metric) for r in group])
     res.verdict = absolute_verdict(expected, lo, hi)
     res.measured = f"{_g(mean)} [{_g(lo)}, {_g(hi)}] (n={n})" if math.isfinite(lo) else f"{_g(mean)} (n={n})"
     res.numbers = {"mean": mean, "lo": lo, "hi": hi, "n": n, "expected": expected}
@@ -316,7 +317,8 @@ def _explicit(c: Claim, e: A.Explicit, runs: list[Run]) -> Result:
                  f"{_describe(e.num, where)} {between} {_describe(e.den, where)} · {e.metric}")
     if e.kind == "ratio":
         res.paper = f"{c.value} {c.unit} → {e.expected:.3f}×"
-        return _ratio_result(res, runs, e.num, e.den, where, e.metric, e.expected)
+        metric = _record_metric(e.metric, runs) if e.metric in A.METRICS else e.metric  # a claim metric is mapped
+        return _ratio_result(res, runs, e.num, e.den, where, metric, e.expected)
     # exponent: slope of log metric on log x per side, in the shared setting (x itself left out of the key)
     num, den = select(runs, e.num, where), select(runs, e.den, where)
     a, b, n_settings = paired_samples(num, den, e.metric, extra_drop=(e.x,))
@@ -326,7 +328,7 @@ def _explicit(c: Claim, e: A.Explicit, runs: list[Run]) -> Result:
     slopes = []
     for side in (a, b):
         xs = [r.flat.get(e.x) for r in side]
-        ys = [_value(r, e.metric) for r in side]
+        ys = [metric_value(r, e.metric) for r in side]
         f = complexity.fit_xy([float(x) if x is not None else math.nan for x in xs], ys, e.metric)
         slopes.append((f.exponent, f.ci_low, f.ci_high, f.n_points))
     (sa, la, ha, na), (sb, lb, hb, nb) = slopes

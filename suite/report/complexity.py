@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.report import stats
+from suite.report import complexity_gap, stats
 from suite.report.doc import Bullets, Cell, Figure, Para, Section, Table, cell
 from suite.report.tidy import setting_key
 
@@ -438,6 +438,7 @@ def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None
     if ranges:
         sec.add(Para("Over d ≥ " + str(RANGES["time_hypergrad_s"]) + ": " + " — ".join(ranges) + "."))
     sec.add(fit_table(table))
+    sec.add(*complexity_gap.blocks(pts, table))
     cross = crossovers(pts)
     if cross:
         lines = []
