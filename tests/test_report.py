@@ -221,7 +221,8 @@ def test_ratio_verdict_rule(expected, lo, hi, verdict):
 
 
 def _mwn(backend: str, method: str, seed: int, **metrics) -> dict:
-    config = {"task": {"name": "mwn", "dataset": "digits", "imbalance_factor": 200}, "backend": {"name": backend},
+    backend_cfg = {"name": backend, **({"chain": "reverse"} if backend == "naive" else {})}  # the original code's way
+    config = {"task": {"name": "mwn", "dataset": "digits", "imbalance_factor": 200}, "backend": backend_cfg,
               "method": {"name": method}, "seed": seed, "steps": 100, "inner_steps": 1, "dtype": "float32"}
     return {"task": "mwn", "backend": backend, "method": method, "seed": seed, "status": "ok", "config": config,
             "metrics": metrics}

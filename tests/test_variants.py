@@ -21,7 +21,8 @@ def _rec(variant: str, imbalance: float, seed: int, acc: float, live: float, tim
         "darts-5": ("torch", "darts", 5, True)}[variant]
     config = {"task": {"name": "mwn", "dataset": "digits", "imbalance_factor": imbalance, "reweight": reweight,
                        **task},
-              "backend": {"name": backend}, "method": {"name": method}, "seed": seed, "steps": 100,
+              "backend": {"name": backend, **({"chain": "reverse"} if backend == "naive" else {})},
+              "method": {"name": method}, "seed": seed, "steps": 100,
               "inner_steps": inner, "dtype": "float32"}
     return {"task": "mwn", "backend": backend, "method": method, "seed": seed, "status": "ok", "config": config,
             "metrics": {"test_accuracy": acc, "peak_live_bytes": live, "peak_memory_bytes": 1e8,
