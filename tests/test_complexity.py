@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import make_backend, make_task, method_cfg
 
 from suite import optim, registry
 from suite.cli import main as cli_main
@@ -15,7 +16,6 @@ from suite.hypergrad import hypergradient_fn
 from suite.records import read_records
 from suite.report import complexity
 from suite.report import main as report_main
-from tests.conftest import make_backend, make_task, method_cfg
 
 D = 5
 
