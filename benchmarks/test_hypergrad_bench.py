@@ -17,8 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite import optim, registry
-from suite.hypergrad import hypergradient_fn
+from suite import registry
+from suite.hypergrad import hypergradient_fn, oracle_state
 
 registry.discover()
 
@@ -55,11 +55,7 @@ def hypergrad_call(backend_name: str, method_name: str, d: int):
         pytest.skip(f"quadratic does not support {method_name}: {reason}")
     backend.setup(DTYPE, "cpu", 0)
     levels = task.levels()
-    init = task.init_params(np.random.default_rng(0))
-    params = backend.tree_asarray(task.oracle().best_response(init["x0"]))
-    states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
-    data = backend.tree_asarray(task.data())
-    batches = {lv.name: data for lv in levels}
+    params, states, batches = oracle_state(backend, task)
     hyper_fn = hypergradient_fn(backend, registry.get("method", method_name)(), _method_cfg(method_name), levels, 1)
 
     compiled, compile_s = backend.compile(hyper_fn, (params, states, batches))

@@ -83,3 +83,18 @@ def hypergradient_fn(backend: Any, method: Any, method_cfg: Any, levels: list[Le
         return chain(backend, response_vjp, method_cfg, levels, params, states, batches, unroll_steps)
 
     return fn
+
+
+def oracle_state(backend: Any, task: Any, top: Any = None) -> tuple[dict[str, Tree], dict[str, Tree], dict[str, Any]]:
+    """``(params, states, batches)`` where ``hypergrad_rel_error`` is measured: the top level at ``top`` (default: its
+    initial value from the task's seed), every lower level at its exact best response (the task's oracle), fresh
+    optimizer states, and the task's whole data as every level's batch."""
+    levels = task.levels()
+    if top is None:
+        import numpy as np
+
+        top = task.init_params(np.random.default_rng(task.seed))[levels[0].name]
+    params = backend.tree_asarray(task.oracle().best_response(top))
+    states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
+    data = backend.tree_asarray(task.data())
+    return params, states, {lv.name: data for lv in levels}

@@ -199,8 +199,7 @@ def train(
     oracle = task.oracle() if plan.hypergrad_check else None
     if oracle is not None:
         top0 = init[top]
-        exact = oracle.best_response(top0)
-        probe = backend.tree_asarray(exact)
+        probe = backend.tree_asarray(oracle.best_response(top0))
         probe_states = {lv.name: optim.init(ops, lv.optimizer, probe[lv.name]) for lv in levels}
         h = backend.tree_to_numpy(hyper_c(probe, probe_states, batches0))
         metrics.update(_compare(h, oracle.hypergradient(top0)))

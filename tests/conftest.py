@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite import optim, registry
-from suite.hypergrad import hypergradient
+from suite import registry
+from suite.hypergrad import hypergradient, oracle_state
 
 registry.discover()
 
@@ -37,16 +37,11 @@ def method_cfg(name: str, **knobs):
 
 def hypergrad_at_best_response(backend, task, method: str, unroll_steps: int = 1, top=None, **knobs):
     """The method's hypergradient (numpy) at the task's initial top parameters with exact lower levels."""
-    rng = np.random.default_rng(task.seed)
-    init = task.init_params(rng)
-    top = init["x0"] if top is None else top
-    params = backend.tree_asarray(task.oracle().best_response(top))
-    levels = task.levels()
-    states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels}
-    data = backend.tree_asarray(task.data())
-    batches = {lv.name: data for lv in levels}
+    if top is None:
+        top = task.init_params(np.random.default_rng(task.seed))["x0"]
+    params, states, batches = oracle_state(backend, task, top)
     m = registry.get("method", method)()
-    hg = hypergradient(backend, m.response_vjp, method_cfg(method, **knobs), levels, params, states, batches,
+    hg = hypergradient(backend, m.response_vjp, method_cfg(method, **knobs), task.levels(), params, states, batches,
                        unroll_steps)
     return backend.tree_to_numpy(hg), top
 

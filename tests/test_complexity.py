@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 from conftest import make_backend, make_task, method_cfg
 
-from suite import optim, registry
+from suite import registry
 from suite.cli import main as cli_main
-from suite.hypergrad import hypergradient_fn
+from suite.hypergrad import hypergradient_fn, oracle_state
 from suite.records import read_records
 from suite.report import complexity
 from suite.report import main as report_main
@@ -24,11 +24,7 @@ def _hyper(backend, d: int, levels: int, method: str, **knobs):
     """One hypergradient of the quadratic chain as the runner builds it: (function, its arguments)."""
     task = make_task(d=d, levels=levels)
     levels_ = task.levels()
-    init = task.init_params(np.random.default_rng(0))
-    params = backend.tree_asarray(task.oracle().best_response(init["x0"]))
-    states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in levels_}
-    data = backend.tree_asarray(task.data())
-    batches = {lv.name: data for lv in levels_}
+    params, states, batches = oracle_state(backend, task)
     fn = hypergradient_fn(backend, registry.get("method", method)(), method_cfg(method, **knobs), levels_, 1)
     return fn, (params, states, batches)
 
