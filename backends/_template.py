@@ -17,6 +17,9 @@ class TemplateBackend(Backend):
     """One line saying what engine this is."""
 
     name = "template"
+    # Knobs, if any: a dataclass with validate(); `backend.<knob>=` on the command line, `self.config` here
+    # (see NaiveConfig in backends/naive.py).
+    # Config = TemplateConfig
 
     @classmethod
     def check_available(cls) -> None:
