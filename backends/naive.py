@@ -171,11 +171,14 @@ class NaiveBackend(TorchBackend):
 
     name = "naive"
     Config = NaiveConfig
-    materialises = True  # d×d best-response Jacobians, multiplied along the chain (``budget.max_d_materialised``)
 
     @property
     def reverse(self) -> bool:
         return getattr(self.config, "chain", "materialised") == "reverse"
+
+    @property
+    def materialises(self) -> bool:  # d×d best-response Jacobians multiplied along the chain, unless chain=reverse
+        return not self.reverse
 
     def setup(self, dtype: str, device: str, seed: int) -> None:
         super().setup(dtype, device, seed)

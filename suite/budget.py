@@ -3,8 +3,9 @@ never run (``mlo-bench run`` applies them before starting a run; see :mod:`suite
 a ``d`` knob (the dimension of each level, e.g. ``quadratic``); other tasks are not limited. null: no limit.
 
 - ``budget.max_d_materialised``: a *materialised* path — a method that forms the lower level's Hessian (``exact``) or
-  a backend that materialises best-response Jacobians and multiplies them (``naive``), i.e. a plugin whose class sets
-  ``materialises = True`` — costs O(d³) time per hypergradient; such a run with ``task.d`` above this is skipped.
+  a backend that materialises best-response Jacobians and multiplies them (``naive``, unless
+  ``backend.chain=reverse``), i.e. a method class or a configured backend whose ``materialises`` is true — costs
+  O(d³) time per hypergradient; such a run with ``task.d`` above this is skipped.
 - ``budget.max_dense_gb``: skip a run whose estimated d×d matrices exceed this many GiB: per edge of the chain
   (``task.levels`` − 1, 1 without that knob) two for the task's data (the quadratic's A_k and B_k) and, on a
   materialised path, three more (Hessian, mixed second derivative, Jacobian), at 8 bytes an entry (the data is
@@ -41,8 +42,8 @@ def validate(budget: Any) -> str | None:
 
 
 def materialised(plan: Any) -> bool:
-    """Whether the plan's path forms dense d×d matrices: its method or its backend says it ``materialises``."""
-    return bool(getattr(plan.method, "materialises", False) or getattr(plan.backend_cls, "materialises", False))
+    """Whether the plan's path forms dense d×d matrices: its method or its configured backend ``materialises``."""
+    return bool(getattr(plan.method, "materialises", False) or plan.backend_cls(plan.backend_cfg).materialises)
 
 
 def dense_bytes(plan: Any) -> int | None:

@@ -155,6 +155,12 @@ def availability(role: str, name: str) -> str | None:
     return None
 
 
+def backend(name: str, knobs: Any = None) -> Any:
+    """An instance of backend ``name`` configured with ``knobs`` (a dict of its ``Config`` fields; defaults when
+    ``None``) — what to ask about a configured backend (``supports``, ``materialises``) without setting it up."""
+    return get("backend", name)(make_config("backend", name, knobs or {}))
+
+
 def make_config(role: str, name: str, values: Any) -> Any:
     """The plugin's config dataclass filled from ``values`` (a composed Hydra node or a plain dict), validated.
 

@@ -190,6 +190,8 @@ def test_budget_skips_then_runs_when_raised(tmp_path, capsys):
     assert cli_main([*base, "budget.max_d_materialised=4"]) == 0, "the ok record is reused, not skipped again"
     assert sorted(r["status"] for r in read_records([tmp_path])) == ["ok", "skipped"]
     assert cli_main([*base, "method=cg", "backend=torch", "budget.max_d_materialised=4"]) == 0, "matrix-free: no limit"
+    assert cli_main([*base, "method=unroll", "backend.chain=reverse", "budget.max_d_materialised=4"]) == 0, \
+        "naive in reverse mode materialises nothing: no limit"
     assert cli_main([*base, "task.d=6", "budget.max_dense_gb=1e-7"]) == 1  # (2 + 3)·6²·8 B > 107 B
     assert any("budget.max_dense_gb" in (r["reason"] or "") for r in read_records([tmp_path]))
     capsys.readouterr()
@@ -253,3 +255,12 @@ def test_time_versus_flops_gap_is_read_off_the_achieved_rate():
     assert got[("torch", "exact")]["gap"] == pytest.approx(-0.4, abs=1e-6)
     text = str(complexity_gap.blocks(pts, complexity.fit(pts))[-1].items)
     assert "naive × exact L=2 (+0.50)" in text and "torch × exact L=2 (-0.40)" in text
+
+
+def test_a_backend_configured_not_to_materialise_is_its_own_matrix_free_path():
+    label = complexity.backend_label("naive", {"chain": "reverse"})
+    assert label == 'naive {"chain": "reverse"}'
+    assert complexity.backend_label("naive", {"chain": "materialised"}) == "naive", "defaults are not in the label"
+    assert complexity.is_materialised("naive", "unroll") and not complexity.is_materialised(label, "unroll")
+    assert complexity.is_materialised(label, "exact") and not complexity.is_chain(label, "exact")
+    assert complexity.is_chain("naive", "exact")

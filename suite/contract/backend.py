@@ -46,6 +46,10 @@ class Backend(ABC):
     ops: Ops
     dtype: str = "float32"
     device: str = "cpu"
+    #: whether this backend (as configured) forms dense d×d matrices along the chain: O(d³) per hypergradient
+    #: (``budget.max_d_materialised`` applies; the complexity report counts it as a materialised path). Read it from
+    #: an instance: it may depend on ``self.config``.
+    materialises: bool = False
 
     def __init__(self, config: Any = None) -> None:
         cfg_cls = getattr(type(self), "Config", None)

@@ -28,6 +28,7 @@ A path is *materialised* when its method or backend plugin says it ``materialise
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from collections.abc import Sequence
@@ -57,19 +58,46 @@ FILE = "complexity_fit.csv"
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not supported", "inconclusive", "not measured"
 
 
+def backend_label(name: str, knobs: dict[str, Any]) -> str:
+    """``name``, or ``name {knobs}`` with the knobs that differ from the backend's defaults (e.g. ``naive
+    {"chain": "reverse"}``), so differently configured backends are never pooled into one path."""
+    from suite import registry
+
+    try:
+        defaults = dataclasses.asdict(registry.make_config("backend", name, {}))
+    except Exception:  # noqa: BLE001 - a backend not registered here: every knob counts
+        defaults = {}
+    changed = {k: v for k, v in sorted(knobs.items()) if defaults.get(k, object()) != v}
+    return f"{name} {json.dumps(changed, sort_keys=True, default=str)}" if changed else name
+
+
+def _backend_materialises(label: str) -> bool:
+    """``materialises`` of the backend a :func:`backend_label` names, as configured (``naive`` when unknown here)."""
+    from suite import registry
+
+    name, _, knobs = label.partition(" ")
+    try:
+        return bool(registry.backend(name, json.loads(knobs) if knobs else None).materialises)
+    except Exception:  # noqa: BLE001 - not registered here (or knobs it no longer has)
+        return name == "naive"
+
+
+def _method_materialises(method: str) -> bool:
+    from suite import registry
+
+    try:
+        return bool(getattr(registry.get("method", method), "materialises", False))
+    except KeyError:
+        return method == "exact"
+
+
 def is_materialised(backend: str, method: str) -> bool:
-    """Whether the backend or the method plugin sets ``materialises`` (names ``naive`` / ``exact`` when the plugin
-    is not registered here)."""
+    """Whether the configured backend (a :func:`backend_label`) or the method plugin ``materialises`` (names
+    ``naive`` / ``exact`` when the plugin is not registered here)."""
     from suite import registry
 
     registry.discover()
-    flags = []
-    for role, name, fallback in (("backend", backend, "naive"), ("method", method, "exact")):
-        try:
-            flags.append(bool(getattr(registry.get(role, name), "materialises", False)))
-        except KeyError:
-            flags.append(name == fallback)
-    return any(flags)
+    return _backend_materialises(backend) or _method_materialises(method)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -89,8 +117,10 @@ def points(records: list[dict[str, Any]]) -> pd.DataFrame:
         rest = json.loads(json.dumps(config, default=str))
         rest["task"] = {k: v for k, v in task.items() if k not in ("d", "levels")}
         knobs = {k: v for k, v in (config.get("method") or {}).items() if k != "name"}
+        backend_knobs = {k: v for k, v in (config.get("backend") or {}).items() if k != "name"}
         metrics = rec.get("metrics") or {}
-        row = {"task": rec.get("task"), "backend": str(rec.get("backend")), "method": str(rec.get("method")),
+        row = {"task": rec.get("task"), "backend": backend_label(str(rec.get("backend")), backend_knobs),
+               "method": str(rec.get("method")),
                "variant": json.dumps(knobs, sort_keys=True, default=str), "levels": int(task.get("levels", 2)),
                SIZE: d, "seed": rec.get("seed"), "group": setting_key(rest)}
         for m in MEASURES:
@@ -203,11 +233,7 @@ def is_chain(backend: str, method: str) -> bool:
     from suite import registry
 
     registry.discover()
-    try:
-        return bool(getattr(registry.get("backend", backend), "materialises", False)
-                    and getattr(registry.get("method", method), "materialises", False))
-    except KeyError:
-        return (backend, method) == ("naive", "exact")
+    return _backend_materialises(backend) and _method_materialises(method)
 
 
 def verdict(table: pd.DataFrame) -> Verdict:
