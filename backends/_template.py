@@ -2,14 +2,14 @@
 
 Import the framework lazily (inside ``check_available`` / ``setup``) so that the module imports when the framework is
 missing: ``mlo-bench list`` then shows the backend as unavailable with the import error, and its tests skip.
-The contract is :class:`suite.contract.Backend`; ``backends/torch.py`` is the reference implementation.
+The contract is :class:`mlo_bench.suite.contract.Backend`; ``backends/torch.py`` is the reference implementation.
 """
 
 from __future__ import annotations
 
-from suite.contract import Backend
-from suite.measure import CpuPeakRSS
-from suite.registry import register  # noqa: F401
+from mlo_bench.suite.contract import Backend
+from mlo_bench.suite.measure import CpuPeakRSS
+from mlo_bench.suite.registry import register  # noqa: F401
 
 
 # @register("backend")   # uncomment in the copy
@@ -27,7 +27,7 @@ class TemplateBackend(Backend):
 
     def setup(self, dtype, device, seed):
         self.dtype, self.device = dtype, "cpu"
-        self.ops = ...  # an object implementing suite.contract.Ops for this framework's arrays
+        self.ops = ...  # an object implementing mlo_bench.suite.contract.Ops for this framework's arrays
         self._mem = CpuPeakRSS()
         raise NotImplementedError("fill in the template")
 

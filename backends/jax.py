@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from suite.contract import Backend, Unavailable
-from suite.measure import CpuPeakRSS
-from suite.registry import register
+from mlo_bench.suite.contract import Backend, Unavailable
+from mlo_bench.suite.measure import CpuPeakRSS
+from mlo_bench.suite.registry import register
 
 
 class JaxOps:

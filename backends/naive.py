@@ -21,11 +21,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from backends.torch import TorchBackend
-from suite.contract.method import Response
-from suite.hypergrad import level_loss, level_step
-from suite.registry import register
-from suite.trees import ravel, tree_leaves, tree_map
+from mlo_bench.backends.torch import TorchBackend
+from mlo_bench.suite.contract.method import Response
+from mlo_bench.suite.hypergrad import level_loss, level_step
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import ravel, tree_leaves, tree_map
 
 Tree = Any
 METHODS = ("exact", "unroll")
@@ -134,7 +134,7 @@ def materialised_chain(
     unroll_steps: int,
 ) -> Tree:
     """The top level's hypergradient by multiplying materialised Jacobians (same signature and numbers as
-    :func:`suite.hypergrad.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
+    :func:`mlo_bench.suite.hypergrad.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
     jacobian = getattr(response_vjp, "jacobian", None)
     if jacobian is None:
         raise TypeError("the naive chain needs a materialised response (NaiveBackend.override of exact or unroll)")

@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from suite.contract import Backend
-from suite.measure import CpuPeakRSS
-from suite.registry import register
+from mlo_bench.suite.contract import Backend
+from mlo_bench.suite.measure import CpuPeakRSS
+from mlo_bench.suite.registry import register
 
 
 class TorchOps:

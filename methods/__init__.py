@@ -1,5 +1,5 @@
 """Hypergradient-method plugins: one module per method (see ``_template.py``).
 
 Each method implements ``response_vjp``: the approximation of (dθ*/dλ)ᵀ v at one lower level
-(see :mod:`suite.contract.method`). The chain over levels is :func:`suite.hypergrad.hypergradient`.
+(see :mod:`mlo_bench.suite.contract.method`). The chain over levels is :func:`mlo_bench.suite.hypergrad.hypergradient`.
 """

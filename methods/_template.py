@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.implicit import hessian_matvec, mixed_vjp  # noqa: F401 - the shared implicit-function rule
-from suite.registry import register  # noqa: F401
+from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp  # noqa: F401 - the shared implicit-function rule
+from mlo_bench.suite.registry import register  # noqa: F401
 
 
 # @register("method")   # uncomment in the copy
@@ -25,7 +25,7 @@ class TemplateMethod:
                 raise ValueError(f"method.iterations must be >= 1 (got {self.iterations})")
 
     def response_vjp(self, backend, r, v, cfg):
-        """Return ≈ (dθ*/dλ)ᵀ v, shaped like ``r.upper``. See :class:`suite.contract.method.Response`.
+        """Return ≈ (dθ*/dλ)ᵀ v, shaped like ``r.upper``. See :class:`mlo_bench.suite.contract.method.Response`.
 
         Use only ``backend`` (grad/vjp/jvp/hvp/solve) and ``backend.ops`` so the method runs on every backend.
         """

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.registry import register
-from suite.trees import tree_axpy, tree_norm, tree_scale, tree_sub
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import tree_axpy, tree_norm, tree_scale, tree_sub
 
 
 @register("method")

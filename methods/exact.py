@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from suite.implicit import mixed_vjp
-from suite.registry import register
-from suite.trees import ravel
+from mlo_bench.suite.implicit import mixed_vjp
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import ravel
 
 
 @register("method")

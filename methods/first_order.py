@@ -6,8 +6,8 @@ lower level does not depend on λ.
 
 from __future__ import annotations
 
-from suite.registry import register
-from suite.trees import tree_zeros_like
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import tree_zeros_like
 
 
 @register("method")

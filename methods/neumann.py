@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from suite.implicit import hessian_matvec, mixed_vjp
-from suite.registry import register
-from suite.solvers import neumann
+from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.solvers import neumann
 
 
 @register("method")

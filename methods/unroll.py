@@ -7,7 +7,7 @@ grows with K.
 
 from __future__ import annotations
 
-from suite.registry import register
+from mlo_bench.suite.registry import register
 
 
 @register("method")

@@ -7,9 +7,9 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from suite import registry
-from suite.job import run_job
-from suite.plan import ConfigError, prepare
+from mlo_bench.suite import registry
+from mlo_bench.suite.job import run_job
+from mlo_bench.suite.plan import ConfigError, prepare
 
 registry.discover()
 

@@ -10,7 +10,7 @@ import difflib
 import sys
 from importlib import resources
 
-from suite import __version__, registry
+from mlo_bench.suite import __version__, registry
 
 USAGE = f"""mlo-bench {__version__} — benchmark multilevel-optimization backends and hypergradient methods
 
@@ -43,12 +43,12 @@ def _fail(command: str, message: str) -> int:
 
 def option_groups() -> list[str]:
     """The config groups kept as folders of YAML files in suite/conf (experiment, mwn_variant, …), added with ``+``."""
-    root = resources.files("suite.conf")
+    root = resources.files("mlo_bench.suite.conf")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(f.name.endswith(".yaml") for f in p.iterdir()))
 
 
 def group_options(group: str) -> list[str]:
-    folder = resources.files("suite.conf").joinpath(group)
+    folder = resources.files("mlo_bench.suite.conf").joinpath(group)
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
@@ -87,7 +87,7 @@ def _preset_problem(args: list[str], value: str) -> str | None:
 
 def check_overrides(args: list[str]) -> str | None:
     """One-line message for the first unknown key or plugin name among ``args``; ``None`` when all are known."""
-    from suite.plan import TOP_LEVEL_KEYS
+    from mlo_bench.suite.plan import TOP_LEVEL_KEYS
 
     args = normalize_overrides(args)
     for arg in args:
@@ -128,7 +128,7 @@ def check_overrides(args: list[str]) -> str | None:
 def _compose(overrides: list[str]):
     from hydra import compose, initialize_config_module
 
-    with initialize_config_module(config_module="suite.conf", version_base=None):
+    with initialize_config_module(config_module="mlo_bench.suite.conf", version_base=None):
         return compose(config_name="config", overrides=normalize_overrides(overrides))
 
 
@@ -155,15 +155,15 @@ def cmd_run(args: list[str]) -> int:
     hydra_flags = [a for a in args if a.startswith("-")]
     if hydra_flags:
         # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
-        from suite.app import app
+        from mlo_bench.suite.app import app
 
         sys.argv = ["mlo-bench run", *args]
         try:
             return app() or 0
         except ValueError as exc:  # Hydra's own argument errors (e.g. -m together with --cfg)
             return _fail("run", _first_line(exc))
-    from suite.job import run_job
-    from suite.plan import ConfigError, prepare
+    from mlo_bench.suite.job import run_job
+    from mlo_bench.suite.plan import ConfigError, prepare
 
     try:
         plan = prepare(_compose(args))
@@ -218,13 +218,13 @@ def cmd_list(args: list[str]) -> int:
 
 
 def cmd_verify(args: list[str]) -> int:
-    from suite.verify import main as verify_main
+    from mlo_bench.suite.verify import main as verify_main
 
     return verify_main(args)
 
 
 def cmd_report(args: list[str]) -> int:
-    from suite.report import main as report_main
+    from mlo_bench.suite.report import main as report_main
 
     return report_main(args)
 

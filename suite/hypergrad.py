@@ -13,10 +13,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from suite import optim
-from suite.contract.method import Response
-from suite.contract.task import Level
-from suite.trees import tree_add
+from mlo_bench.suite import optim
+from mlo_bench.suite.contract.method import Response
+from mlo_bench.suite.contract.task import Level
+from mlo_bench.suite.trees import tree_add
 
 Tree = Any
 ResponseVJP = Callable[[Any, Response, Tree, Any], Tree]

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from suite.contract.method import Response
-from suite.trees import tree_map, tree_vdot
+from mlo_bench.suite.contract.method import Response
+from mlo_bench.suite.trees import tree_map, tree_vdot
 
 Tree = Any
 

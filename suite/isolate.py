@@ -22,20 +22,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from suite import provenance
-from suite.plan import Plan
+from mlo_bench.suite import provenance
+from mlo_bench.suite.plan import Plan
 
 POLL_S = 0.05
 
 
 def _worker(config_path: str, result_path: str) -> None:
     """Worker side: run the config in ``config_path``; write the record (or the failure) to ``result_path``."""
-    from suite.records import write_json_atomic
+    from mlo_bench.suite.records import write_json_atomic
 
     try:
-        from suite import registry
-        from suite.plan import prepare
-        from suite.runner import execute
+        from mlo_bench.suite import registry
+        from mlo_bench.suite.plan import prepare
+        from mlo_bench.suite.runner import execute
 
         registry.discover()
         plan = prepare(json.loads(Path(config_path).read_text()))
@@ -63,12 +63,12 @@ def _rss_bytes(pid: int) -> int:
 
 
 def run_isolated(plan: Plan) -> dict[str, Any]:
-    """Execute ``plan`` in a fresh Python process (``python -m suite.isolate``); always returns a committed record.
+    """Execute ``plan`` in a fresh Python process (``python -m mlo_bench.suite.isolate``); always returns a committed record.
 
     A subprocess rather than ``multiprocessing``: launchers such as joblib/loky change the process start method, and a
     plain interpreter is the most isolated worker anyway.
     """
-    from suite.runner import commit, new_record
+    from mlo_bench.suite.runner import commit, new_record
 
     limits = plan.config.get("limits") or {}
     time_s, memory_gb = limits.get("time_s"), limits.get("memory_gb")
@@ -79,7 +79,7 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mlo-bench-worker-") as tmp:
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         config_path.write_text(json.dumps(plan.config))
-        worker = subprocess.Popen([sys.executable, "-m", "suite.isolate", str(config_path), str(result_path)])
+        worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.isolate", str(config_path), str(result_path)])
         try:
             while True:
                 code = worker.poll()

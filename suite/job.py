@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 from typing import Any
 
-from suite.budget import over_budget
-from suite.plan import Plan
-from suite.records import config_hash, find_completed
-from suite.summary import print_summary
+from mlo_bench.suite.budget import over_budget
+from mlo_bench.suite.plan import Plan
+from mlo_bench.suite.records import config_hash, find_completed
+from mlo_bench.suite.summary import print_summary
 
 SWEEP_ENV = "MLO_BENCH_SWEEP_DIR"
 
@@ -26,8 +26,8 @@ def run_job(plan: Plan) -> dict[str, Any]:
         record = done
         skipped = True
     elif (reason := _cannot_run(plan)) is not None or over is not None:
-        from suite import provenance
-        from suite.runner import commit, new_record
+        from mlo_bench.suite import provenance
+        from mlo_bench.suite.runner import commit, new_record
 
         record = new_record(plan)
         record["status"], record["reason"] = ("unsupported", reason) if reason is not None else ("skipped", over)
@@ -36,11 +36,11 @@ def run_job(plan: Plan) -> dict[str, Any]:
         skipped = False
     else:
         if plan.isolate:
-            from suite.isolate import run_isolated
+            from mlo_bench.suite.isolate import run_isolated
 
             record = run_isolated(plan)
         else:
-            from suite.runner import execute
+            from mlo_bench.suite.runner import execute
 
             record = execute(plan)
         print_summary(record)
@@ -51,7 +51,7 @@ def run_job(plan: Plan) -> dict[str, Any]:
 
 def _cannot_run(plan: Plan) -> str | None:
     """Why the backend cannot run this method, found without starting a worker (cheap: no framework import)."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     why = registry.availability("backend", plan.backend_cls.name)
     if why is not None:
@@ -73,6 +73,6 @@ def _ledger(record: dict[str, Any], skipped: bool) -> None:
         os.write(fd, line.encode())
     finally:
         os.close(fd)
-    from suite.callbacks import print_sweep_progress
+    from mlo_bench.suite.callbacks import print_sweep_progress
 
     print_sweep_progress(Path(sweep))

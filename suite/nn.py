@@ -1,4 +1,4 @@
-"""Small neural networks written once against the ops protocol (:class:`suite.contract.Ops`).
+"""Small neural networks written once against the ops protocol (:class:`mlo_bench.suite.contract.Ops`).
 
 A model is a pair of pure functions: ``init(rng) -> {name: np.ndarray}`` (numpy, so every backend starts from the same
 weights) and ``apply(ops, params, x) -> logits``. Images are NCHW and kernels OIHW on every backend.

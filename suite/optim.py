@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from suite.trees import tree_leaves, tree_map, tree_zeros_like
+from mlo_bench.suite.trees import tree_leaves, tree_map, tree_zeros_like
 
 OPTIMIZERS = ("sgd", "adam")
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite import budget, registry
+from mlo_bench.suite import budget, registry
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")

@@ -18,7 +18,7 @@ import importlib
 import pkgutil
 from typing import Any
 
-ROLES = {"task": "tasks", "backend": "backends", "method": "methods"}
+ROLES = {"task": "mlo_bench.tasks", "backend": "mlo_bench.backends", "method": "mlo_bench.methods"}
 _REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ROLES}
 _DISCOVERED = False
 

@@ -24,14 +24,14 @@ from typing import Any
 
 import numpy as np
 
-from suite import optim, provenance
-from suite.contract import Unavailable
-from suite.hypergrad import hypergradient_fn
-from suite.measure import PhaseTimer
-from suite.plan import Plan
-from suite.progress import RunProgress
-from suite.records import SCHEMA_VERSION, commit_run, config_hash
-from suite.trees import tree_leaves, tree_vdot
+from mlo_bench.suite import optim, provenance
+from mlo_bench.suite.contract import Unavailable
+from mlo_bench.suite.hypergrad import hypergradient_fn
+from mlo_bench.suite.measure import PhaseTimer
+from mlo_bench.suite.plan import Plan
+from mlo_bench.suite.progress import RunProgress
+from mlo_bench.suite.records import SCHEMA_VERSION, commit_run, config_hash
+from mlo_bench.suite.trees import tree_leaves, tree_vdot
 
 
 class Unsupported(Exception):
@@ -79,7 +79,7 @@ def _exact_reference(plan: Plan, backend: Any, levels: list[Any], hyper_c: Any, 
     """``hypergrad_rel_error`` / ``hypergrad_cosine`` of the run's method against the ``exact`` method on the same
     backend, chain and state: the final parameters and optimizer states, on the last step's batches (for a task
     without an oracle whose lower levels are small enough to materialise their Hessians)."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     cfg = registry.make_config("method", "exact", {})
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, levels, plan.inner_steps)

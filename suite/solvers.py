@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from suite.trees import tree_axpy, tree_scale, tree_vdot, tree_zeros_like
+from mlo_bench.suite.trees import tree_axpy, tree_scale, tree_vdot, tree_zeros_like
 
 Tree = Any
 

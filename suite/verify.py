@@ -23,8 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from suite import registry
-from suite.trees import tree_leaves
+from mlo_bench.suite import registry
+from mlo_bench.suite.trees import tree_leaves
 
 DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
 DEFAULT_STEPS = 5
@@ -161,8 +161,8 @@ def _method_knobs(method: str) -> set[str]:
 
 def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
     """A validated plan for every (backend, method) pair. Raises :class:`BadInput` on a bad value."""
-    from suite.cli import _compose, _first_line
-    from suite.plan import ConfigError, prepare
+    from mlo_bench.suite.cli import _compose, _first_line
+    from mlo_bench.suite.plan import ConfigError, prepare
 
     for key, _ in opts.method_overrides:
         if not any(key.split(".")[0] in _method_knobs(m) for m in methods):
@@ -193,7 +193,7 @@ def _fmt(x: float | None) -> str:
 
 def run(opts: Options, out: Any = None) -> int:
     """Run the comparisons and print the table. Returns the exit code (0 pass, 1 fail); raises BadInput."""
-    from suite.runner import execute
+    from mlo_bench.suite.runner import execute
 
     out = out or sys.stdout
     reference = opts.reference

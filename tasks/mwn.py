@@ -5,7 +5,7 @@ Levels, top first:
 - ``mwn`` (upper): Meta-Weight-Net, an MLP 1 → ``weight_net_hidden`` → 1 with a sigmoid output that maps an example's
   training loss to its weight. Its loss is the classifier's mean cross-entropy on a batch of the small *balanced*
   meta set; it reads the classifier only, so its whole gradient is the best-response term.
-- ``classifier`` (lower): a classifier (``mlp`` | ``cnn`` | ``resnet32``, :mod:`suite.nn`) trained on the
+- ``classifier`` (lower): a classifier (``mlp`` | ``cnn`` | ``resnet32``, :mod:`mlo_bench.suite.nn`) trained on the
   *long-tailed* training set with each example's loss weighted by the MWN:
   ``f(θ, λ) = Σ_i w_i ℓ_i(θ) / Σ_i w_i + ½ wd ‖θ‖²`` with ``w_i = MWN_λ(sg(ℓ_i(θ)))`` (``normalize=false``: the plain
   mean ``Σ_i w_i ℓ_i / n``).
@@ -29,7 +29,7 @@ Data (``dataset``):
 - ``digits`` (default, embedded): scikit-learn's 1,797 8×8 digits. Per class, from a seeded permutation: a balanced
   test set (``test_per_class``) held out first, then a balanced meta set (``meta_per_class``), then the long-tailed
   training set ``n_c = int(n_max · IF^(−c/9))`` (``n_max`` = the smallest remaining class pool; ≥ 1, the classes that
-  needed the clamp are reported in ``clamped_classes``), see :mod:`tasks.data.longtail`.
+  needed the clamp are reported in ``clamped_classes``), see :mod:`mlo_bench.tasks.data.longtail`.
 - ``cifar10``: the python pickle batches under ``data_root`` (``cifar-10-batches-py``). The meta set
   (``meta_per_class`` = 10 → 100 images) is held out of the training batches first (the paper's "validation set"),
   the rest is long-tailed with ``n_max`` = 5000 − 10; the test set is ``test_batch``. Images are standardised per
@@ -54,12 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from suite import nn
-from suite.contract import Level, Task
-from suite.optim import OptimizerConfig
-from suite.registry import register
-from tasks.data import images
-from tasks.data.longtail import long_tailed_split, uniform_noise
+from mlo_bench.suite import nn
+from mlo_bench.suite.contract import Level, Task
+from mlo_bench.suite.optim import OptimizerConfig
+from mlo_bench.suite.registry import register
+from mlo_bench.tasks.data import images
+from mlo_bench.tasks.data.longtail import long_tailed_split, uniform_noise
 
 DATASETS = ("digits", "cifar10")
 MODELS = ("mlp", "cnn", "resnet32")

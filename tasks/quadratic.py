@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from suite.contract import Level, Oracle, Task
-from suite.optim import OptimizerConfig
-from suite.registry import register
+from mlo_bench.suite.contract import Level, Oracle, Task
+from mlo_bench.suite.optim import OptimizerConfig
+from mlo_bench.suite.registry import register
 
 
 @dataclass

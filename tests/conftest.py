@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite import registry
-from suite.hypergrad import hypergradient, oracle_state
+from mlo_bench.suite import registry
+from mlo_bench.suite.hypergrad import hypergradient, oracle_state
 
 registry.discover()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from suite.cli import main
+from mlo_bench.suite.cli import main
 
 
 def run_cli(capsys, *args):
@@ -95,7 +95,7 @@ def test_console_script_and_hydra_multirun(tmp_path):
     """The installed entry point, through Hydra's multirun: two runs, two records, exit 0."""
     env = {**os.environ, "CI": "true"}
     proc = subprocess.run(
-        [sys.executable, "-m", "suite.cli", "run", "-m", "method=cg,exact", "task.d=8", "steps=3",
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", "method=cg,exact", "task.d=8", "steps=3",
          f"results_dir={tmp_path}", "progress=false"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300,
     )

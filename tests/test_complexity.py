@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from conftest import make_backend, make_task, method_cfg
 
-from suite import registry
-from suite.cli import main as cli_main
-from suite.hypergrad import hypergradient_fn, oracle_state
-from suite.records import read_records
-from suite.report import complexity
-from suite.report import main as report_main
+from mlo_bench.suite import registry
+from mlo_bench.suite.cli import main as cli_main
+from mlo_bench.suite.hypergrad import hypergradient_fn, oracle_state
+from mlo_bench.suite.records import read_records
+from mlo_bench.suite.report import complexity
+from mlo_bench.suite.report import main as report_main
 
 D = 5
 
@@ -59,7 +59,7 @@ def test_torch_flop_formulas_and_no_heavy_op_left_uncounted(torch64):
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-    from backends.torch import _flop_formulas
+    from mlo_bench.backends.torch import _flop_formulas
 
     counted = set(flop_registry) | set(_flop_formulas(torch))
     cheap = {"add", "sub", "mul", "div", "neg", "sum", "expand", "ones_like", "zeros_like", "t", "where", "ne",
@@ -237,7 +237,7 @@ def test_small_preset_fit_file_and_order(small):
 
 
 def test_time_versus_flops_gap_is_read_off_the_achieved_rate():
-    from suite.report import complexity_gap
+    from mlo_bench.suite.report import complexity_gap
 
     sizes = [256, 512, 1024, 1448, 2048]
     rows = []

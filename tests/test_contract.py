@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from suite import registry
-from suite.contract import Backend, Level, Ops, Task
-from suite.plan import prepare
-from suite.runner import execute
+from mlo_bench.suite import registry
+from mlo_bench.suite.contract import Backend, Level, Ops, Task
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.runner import execute
 
 TASKS, BACKENDS, METHODS = (registry.names(r) for r in ("task", "backend", "method"))
 
@@ -78,7 +78,7 @@ def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method)
     """Two outer steps of every task × backend × method: ``ok``, or ``unsupported`` with a reason — never an error."""
     from omegaconf import OmegaConf
 
-    from suite.cli import _compose
+    from mlo_bench.suite.cli import _compose
 
     cfg = _compose([f"task={task}", f"backend={backend}", f"method={method}", "steps=2", "progress=false",
                     f"results_dir={tmp_path}", "dtype=float64"])

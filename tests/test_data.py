@@ -8,9 +8,9 @@ import pickle
 import numpy as np
 import pytest
 
-from suite.cli import main
-from tasks.data import images
-from tasks.data.longtail import class_sizes, long_tailed_split, uniform_noise
+from mlo_bench.suite.cli import main
+from mlo_bench.tasks.data import images
+from mlo_bench.tasks.data.longtail import class_sizes, long_tailed_split, uniform_noise
 
 
 def test_class_sizes_follow_shu_et_al():
@@ -153,7 +153,7 @@ def test_cli_reports_a_bad_data_root_in_one_line_before_running(tmp_path, capsys
 
 
 def test_mwn_task_on_the_cifar_fixture(tmp_path):
-    from tasks.mwn import MetaWeightNet, MWNConfig
+    from mlo_bench.tasks.mwn import MetaWeightNet, MWNConfig
 
     root = write_cifar(tmp_path / "cifar", per_batch=40)  # 20 images per class
     cfg = MWNConfig(dataset="cifar10", data_root=str(root), imbalance_factor=10, meta_per_class=2, model="cnn",
@@ -168,8 +168,8 @@ def test_mwn_task_on_the_cifar_fixture(tmp_path):
 
 
 def test_paper_preset_plans_on_a_cifar_directory_and_refuses_a_bad_one(tmp_path):
-    from suite.cli import _compose
-    from suite.plan import ConfigError, prepare
+    from mlo_bench.suite.cli import _compose
+    from mlo_bench.suite.plan import ConfigError, prepare
 
     root = write_cifar(tmp_path / "cifar-10-batches-py")
     plan = prepare(_compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))

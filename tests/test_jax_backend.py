@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from conftest import make_task, method_cfg, rel_error
 
-from suite import optim, registry
-from suite.cli import main
-from suite.hypergrad import hypergradient_fn
+from mlo_bench.suite import optim, registry
+from mlo_bench.suite.cli import main
+from mlo_bench.suite.hypergrad import hypergradient_fn
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = registry.names("method")
@@ -64,8 +64,8 @@ def _at_best_response(task):
 def test_module_imports_and_reports_unavailable_without_jax():
     code = (
         "import sys; sys.modules['jax'] = None\n"
-        "import backends.jax as m\n"
-        "from suite.contract import Unavailable\n"
+        "import mlo_bench.backends.jax as m\n"
+        "from mlo_bench.suite.contract import Unavailable\n"
         "try:\n    m.JaxBackend.check_available()\nexcept Unavailable as exc:\n    print('UNAVAILABLE', exc)\n"
     )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

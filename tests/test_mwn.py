@@ -13,14 +13,14 @@ import pytest
 from conftest import make_backend
 from test_data import write_cifar
 
-from suite import nn, optim, registry
-from suite.cli import _compose, main
-from suite.hypergrad import hypergradient_fn
-from suite.plan import prepare
-from suite.records import read_records
-from suite.runner import execute
-from suite.verify import max_rel_diff
-from tasks.mwn import MetaWeightNet, MWNConfig
+from mlo_bench.suite import nn, optim, registry
+from mlo_bench.suite.cli import _compose, main
+from mlo_bench.suite.hypergrad import hypergradient_fn
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.records import read_records
+from mlo_bench.suite.runner import execute
+from mlo_bench.suite.verify import max_rel_diff
+from mlo_bench.tasks.mwn import MetaWeightNet, MWNConfig
 
 BACKENDS = ("torch", "jax")
 METHODS = ("exact", "cg", "neumann", "darts", "unroll", "first_order")
@@ -64,7 +64,7 @@ def _model_case(name):
 def test_models_have_the_right_shapes_finite_gradients_and_agree_across_backends(tmp_path, model):
     net, shape = _model_case(model)
     if shape is None:
-        from tasks.data import images
+        from mlo_bench.tasks.data import images
 
         x = images.cifar_normalise(images.load_cifar10(write_cifar(tmp_path / "c"))[0][:2])
     else:
@@ -253,7 +253,7 @@ def test_live_memory_of_naive_unroll_grows_with_depth_and_cg_stays_flat(tmp_path
     results = tmp_path / "results"
     env = {**os.environ, "CI": "true", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "suite.cli", "run", "-m", "task=mwn", "task.hidden=2", "task.weight_net_hidden=10",
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", "task=mwn", "task.hidden=2", "task.weight_net_hidden=10",
          "backend=naive,torch", "method=unroll,cg", "inner_steps=1,4,8", "steps=1", "hypergrad_check=false",
          "isolate=false", "progress=false", f"results_dir={results}"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,

@@ -11,12 +11,12 @@ import torch
 from conftest import make_task, rel_error
 from test_jax_backend import _at_best_response, hypergrad
 
-import backends.naive as naive_mod
-from suite import optim, registry
-from suite.cli import main
-from suite.contract.method import Response
-from suite.hypergrad import hypergradient, level_loss, level_step
-from suite.implicit import mixed_vjp
+import mlo_bench.backends.naive as naive_mod
+from mlo_bench.suite import optim, registry
+from mlo_bench.suite.cli import main
+from mlo_bench.suite.contract.method import Response
+from mlo_bench.suite.hypergrad import hypergradient, level_loss, level_step
+from mlo_bench.suite.implicit import mixed_vjp
 
 
 def _setup(name: str):

@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from suite.cli import _compose
-from suite.plan import prepare
-from suite.records import commit_run, config_hash, read_records
-from suite.runner import execute
+from mlo_bench.suite.cli import _compose
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.records import commit_run, config_hash, read_records
+from mlo_bench.suite.runner import execute
 
 MEASURED = ("time_", "peak_memory_bytes", "compile_s")
 
@@ -74,7 +74,7 @@ def test_reader_skips_corrupt_records_by_path(tmp_path):
 
 
 def test_unsupported_and_error_are_recorded_not_raised(tmp_path, monkeypatch):
-    from tasks.quadratic import Quadratic
+    from mlo_bench.tasks.quadratic import Quadratic
 
     monkeypatch.setattr(Quadratic, "supports", lambda self, m: "not for this test" if m == "darts" else None)
     rec = execute(prepare(_compose(["method=darts", "task.d=4", "steps=2", "progress=false",

@@ -14,14 +14,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from suite.cli import _compose
-from suite.cli import main as cli_main
-from suite.plan import prepare
-from suite.records import commit_run, read_records
-from suite.report import claims, main
-from suite.report.stats import loglog_slope, ratio_interval
-from suite.report.tidy import ID_COLUMNS, tidy
-from suite.runner import execute
+from mlo_bench.suite.cli import _compose
+from mlo_bench.suite.cli import main as cli_main
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.records import commit_run, read_records
+from mlo_bench.suite.report import claims, main
+from mlo_bench.suite.report.stats import loglog_slope, ratio_interval
+from mlo_bench.suite.report.tidy import ID_COLUMNS, tidy
+from mlo_bench.suite.runner import execute
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("cg", "exact", "darts")

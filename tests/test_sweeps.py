@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from suite.callbacks import count_jobs
-from suite.records import read_records
+from mlo_bench.suite.callbacks import count_jobs
+from mlo_bench.suite.records import read_records
 
 MEASURED = ("time_", "peak_memory_bytes", "compile_s")
 
@@ -21,7 +21,7 @@ MEASURED = ("time_", "peak_memory_bytes", "compile_s")
 def sweep(results: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": "true", "HYDRA_FULL_ERROR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "suite.cli", "run", "-m", *overrides, f"results_dir={results}", "progress=false"],
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", *overrides, f"results_dir={results}", "progress=false"],
         capture_output=True, text=True, env=env, cwd=results.parent, timeout=timeout,
     )
 
@@ -78,7 +78,7 @@ def test_killed_sweep_resumes_to_the_same_records(tmp_path):
     results.parent.mkdir()
     env = {**os.environ, "CI": "true"}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "suite.cli", "run", "-m", *args, f"results_dir={results}", "progress=false"],
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", *args, f"results_dir={results}", "progress=false"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True,
     )
     deadline = time.monotonic() + 300
@@ -119,9 +119,9 @@ def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
 
 
 def test_resume_skips_finished_runs_but_retries_errors(tmp_path, monkeypatch):
-    from suite.cli import _compose
-    from suite.job import run_job
-    from suite.plan import prepare
+    from mlo_bench.suite.cli import _compose
+    from mlo_bench.suite.job import run_job
+    from mlo_bench.suite.plan import prepare
 
     overrides = ["task.d=5", "steps=2", "isolate=false", f"results_dir={tmp_path}", "progress=false"]
     first = run_job(prepare(_compose(overrides)))
@@ -129,7 +129,7 @@ def test_resume_skips_finished_runs_but_retries_errors(tmp_path, monkeypatch):
     assert again["_path"] == first["_path"], "same config: the finished record is reused"
     fresh = run_job(prepare(_compose([*overrides, "resume=false"])))
     assert fresh["_path"] != first["_path"]
-    from tasks.quadratic import Quadratic
+    from mlo_bench.tasks.quadratic import Quadratic
 
     monkeypatch.setattr(Quadratic, "metrics", lambda self, b, p: 1 / 0)
     failed = run_job(prepare(_compose([*overrides, "seed=3"])))

@@ -5,14 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from suite import registry
-from suite.plan import prepare
-from suite.runner import execute
+from mlo_bench.suite import registry
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.runner import execute
 
 
 @pytest.fixture
 def template_task():
-    import tasks._template as tpl
+    import mlo_bench.tasks._template as tpl
 
     registry.register("task")(tpl.TemplateTask)
     yield tpl.TemplateTask

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from suite.report import claims, variants
-from suite.report.markdown import table as md_table
+from mlo_bench.suite.report import claims, variants
+from mlo_bench.suite.report.markdown import table as md_table
 
 MWN = next(t for t in variants.TABLES if t.task == "mwn")
 

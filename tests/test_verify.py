@@ -7,10 +7,10 @@ import sys
 import numpy as np
 import pytest
 
-import backends.naive as naive_mod
-from suite import registry
-from suite.cli import main
-from suite.verify import max_rel_diff, parse
+import mlo_bench.backends.naive as naive_mod
+from mlo_bench.suite import registry
+from mlo_bench.suite.cli import main
+from mlo_bench.suite.verify import max_rel_diff, parse
 
 SMALL = ["task=quadratic", "task.d=12", "--steps", "3"]
 

@@ -6,9 +6,9 @@
 - :class:`Method` — a hypergradient algorithm, expressed as the vector–Jacobian product of one best response.
 """
 
-from suite.contract.backend import Backend, Unavailable
-from suite.contract.method import Method, Response
-from suite.contract.ops import Ops
-from suite.contract.task import Level, Oracle, Task
+from mlo_bench.suite.contract.backend import Backend, Unavailable
+from mlo_bench.suite.contract.method import Method, Response
+from mlo_bench.suite.contract.ops import Ops
+from mlo_bench.suite.contract.task import Level, Oracle, Task
 
 __all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Task", "Unavailable"]

@@ -8,7 +8,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from suite.contract.ops import Ops
+from mlo_bench.suite.contract.ops import Ops
 
 Tree = Any
 
@@ -21,7 +21,7 @@ class Backend(ABC):
     """An autodiff engine. Functions it differentiates take and return pytrees (nested dicts) of its arrays.
 
     Spec:
-    - ``name`` is the registry name; ``ops`` implements :class:`suite.contract.Ops` for this backend's arrays.
+    - ``name`` is the registry name; ``ops`` implements :class:`mlo_bench.suite.contract.Ops` for this backend's arrays.
     - ``setup(dtype, device, seed)`` is called once per run before any array is made. ``device`` is
       ``cpu``, ``cuda`` or ``auto`` (cuda when present). ``self.device`` then names the device actually used.
       ``teardown()`` is called once at the end of the run (also after a failure) to undo process-wide settings.
@@ -122,7 +122,7 @@ class Backend(ABC):
         return None
 
     def chain(self) -> Callable[..., Tree] | None:
-        """A replacement for :func:`suite.hypergrad.hypergradient` (same signature), or ``None`` for the
+        """A replacement for :func:`mlo_bench.suite.hypergrad.hypergradient` (same signature), or ``None`` for the
         reverse-mode chain. Only a backend that measures a different chaining strategy (``naive`` materialises
         best-response Jacobians and multiplies them) sets this."""
         return None
@@ -131,11 +131,11 @@ class Backend(ABC):
         return {}
 
     def tree_to_numpy(self, tree: Tree) -> Any:
-        from suite.trees import tree_map
+        from mlo_bench.suite.trees import tree_map
 
         return tree_map(self.to_numpy, tree)
 
     def tree_asarray(self, tree: Any) -> Tree:
-        from suite.trees import tree_map
+        from mlo_bench.suite.trees import tree_map
 
         return tree_map(self.asarray, tree)

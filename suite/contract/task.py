@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from suite.optim import OptimizerConfig
+from mlo_bench.suite.optim import OptimizerConfig
 
 Params = dict[str, np.ndarray]
 

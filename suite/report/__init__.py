@@ -43,8 +43,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: list[str] | None = None) -> int:
     """The ``report`` command. Returns the exit code (0 written, 2 bad input)."""
-    from suite.report.bench import BenchError
-    from suite.report.build import InputError, build, print_done
+    from mlo_bench.suite.report.bench import BenchError
+    from mlo_bench.suite.report.build import InputError, build, print_done
 
     try:
         ns = parser().parse_args(sys.argv[1:] if args is None else args)

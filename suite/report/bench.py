@@ -13,8 +13,8 @@ from typing import Any
 
 import pandas as pd
 
-from suite.report import fmt
-from suite.report.doc import Cell, Para, Section, Table, cell
+from mlo_bench.suite.report import fmt
+from mlo_bench.suite.report.doc import Cell, Para, Section, Table, cell
 
 REFERENCE_BACKEND = "torch"
 COLUMNS = ["file", "name", "backend", "method", "d", "median", "q1", "q3", "iqr", "mean", "stddev", "min", "rounds",

@@ -13,14 +13,14 @@ from typing import Any
 
 import pandas as pd
 
-from suite import __version__
-from suite.records import iter_record_paths, read_records
-from suite.report import bench as bench_mod
-from suite.report import claims as claims_mod
-from suite.report import complexity, figures, html, markdown, tables, variants
-from suite.report.doc import Bullets, Document, Para, Section, slug
-from suite.report.io import write_atomic, write_text_atomic
-from suite.report.tidy import tidy, wide
+from mlo_bench.suite import __version__
+from mlo_bench.suite.records import iter_record_paths, read_records
+from mlo_bench.suite.report import bench as bench_mod
+from mlo_bench.suite.report import claims as claims_mod
+from mlo_bench.suite.report import complexity, figures, html, markdown, tables, variants
+from mlo_bench.suite.report.doc import Bullets, Document, Para, Section, slug
+from mlo_bench.suite.report.io import write_atomic, write_text_atomic
+from mlo_bench.suite.report.tidy import tidy, wide
 
 FIGURE_DIR = "figures"
 #: per task, settings beyond this many (by run count) get their table but no figures

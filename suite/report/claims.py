@@ -1,6 +1,6 @@
 """The paper-claims table: each claim of suite/data/claims.csv, our measured analogue with its 95% interval, and a
 verdict computed from the records by :data:`RULE` (the mapping from claims to records is in
-:mod:`suite.report.analogues`)."""
+:mod:`mlo_bench.suite.report.analogues`)."""
 
 from __future__ import annotations
 
@@ -13,10 +13,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from suite.report import analogues as A
-from suite.report import complexity, stats
-from suite.report.doc import Bullets, Cell, Para, Section, Table, cell
-from suite.report.tidy import COMPARED_KEYS, flatten, setting_key
+from mlo_bench.suite.report import analogues as A
+from mlo_bench.suite.report import complexity, stats
+from mlo_bench.suite.report.doc import Bullets, Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.tidy import COMPARED_KEYS, flatten, setting_key
 
 SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not supported", "inconclusive", "not measured"
 VERDICTS = (SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED)
@@ -76,7 +76,7 @@ class Result:
 def load_claims(text: str | None = None) -> list[Claim]:
     """The packaged claims (or ``text`` in the same CSV format)."""
     if text is None:
-        text = resources.files("suite.data").joinpath("claims.csv").read_text(encoding="utf-8")
+        text = resources.files("mlo_bench.suite.data").joinpath("claims.csv").read_text(encoding="utf-8")
     return [Claim(**{k: (v or "").strip() for k, v in row.items()}) for row in csv.DictReader(io.StringIO(text))]
 
 

@@ -39,9 +39,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from suite.report import complexity_gap, stats
-from suite.report.doc import Bullets, Cell, Figure, Para, Section, Table, cell
-from suite.report.tidy import setting_key
+from mlo_bench.suite.report import complexity_gap, stats
+from mlo_bench.suite.report.doc import Bullets, Cell, Figure, Para, Section, Table, cell
+from mlo_bench.suite.report.tidy import setting_key
 
 #: measure → the smallest d of its fit (the rule above)
 RANGES = {"flops_hypergrad": 256, "time_hypergrad_s": 1024, "peak_live_bytes": 1024}
@@ -61,7 +61,7 @@ SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not support
 def backend_label(name: str, knobs: dict[str, Any]) -> str:
     """``name``, or ``name {knobs}`` with the knobs that differ from the backend's defaults (e.g. ``naive
     {"chain": "reverse"}``), so differently configured backends are never pooled into one path."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     try:
         defaults = dataclasses.asdict(registry.make_config("backend", name, {}))
@@ -73,7 +73,7 @@ def backend_label(name: str, knobs: dict[str, Any]) -> str:
 
 def _backend_materialises(label: str) -> bool:
     """``materialises`` of the backend a :func:`backend_label` names, as configured (``naive`` when unknown here)."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     name, _, knobs = label.partition(" ")
     try:
@@ -83,7 +83,7 @@ def _backend_materialises(label: str) -> bool:
 
 
 def _method_materialises(method: str) -> bool:
-    from suite import registry
+    from mlo_bench.suite import registry
 
     try:
         return bool(getattr(registry.get("method", method), "materialises", False))
@@ -94,7 +94,7 @@ def _method_materialises(method: str) -> bool:
 def is_materialised(backend: str, method: str) -> bool:
     """Whether the configured backend (a :func:`backend_label`) or the method plugin ``materialises`` (names
     ``naive`` / ``exact`` when the plugin is not registered here)."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     registry.discover()
     return _backend_materialises(backend) or _method_materialises(method)
@@ -230,7 +230,7 @@ def _path(row: Any) -> str:
 def is_chain(backend: str, method: str) -> bool:
     """The fully materialised path — backend and method both materialise (``naive`` × ``exact``: Jacobians from
     materialised Hessians, multiplied along the chain), the O(d³) path of Betty's claim."""
-    from suite import registry
+    from mlo_bench.suite import registry
 
     registry.discover()
     return _backend_materialises(backend) and _method_materialises(method)
@@ -357,7 +357,7 @@ def fit_table(table: pd.DataFrame) -> Table:
 def figure(pts: pd.DataFrame, table: pd.DataFrame, path: Path) -> Figure | None:
     """Measures against d (log–log), one row of panels per L: points = runs, solid line = the fit over its range,
     grey dashed = reference slopes 2 and 3."""
-    from suite.report import figures
+    from mlo_bench.suite.report import figures
 
     if pts.empty or table.empty:
         return None
@@ -429,7 +429,7 @@ def _skipped(records: list[dict[str, Any]]) -> list[str]:
 def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None:
     """The section, the fit table (also written to ``out/complexity_fit.csv``) and the figure; ``None`` when the
     records hold no size sweep."""
-    from suite.report.io import write_atomic
+    from mlo_bench.suite.report.io import write_atomic
 
     pts = sweep(points(records))
     table = fit(pts)

@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from suite.report import fmt, stats
-from suite.report.doc import Figure
-from suite.report.io import write_bytes_atomic
+from mlo_bench.suite.report import fmt, stats
+from mlo_bench.suite.report.doc import Figure
+from mlo_bench.suite.report.io import write_bytes_atomic
 
 BACKEND_ORDER = ("torch", "jax", "naive")
 QUALITY_MAX = 3

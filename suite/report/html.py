@@ -7,7 +7,7 @@ import base64
 import html
 import re
 
-from suite.report.doc import Bullets, Document, Figure, Para, Section, Table
+from mlo_bench.suite.report.doc import Bullets, Document, Figure, Para, Section, Table
 
 CSS = """
 :root { --fg:#1d2330; --muted:#667085; --line:#d9dee7; --head:#f3f5f9; --accent:#2f5fb3;

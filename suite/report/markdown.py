@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from suite.report.doc import Bullets, Document, Figure, Para, Section, Table
+from mlo_bench.suite.report.doc import Bullets, Document, Figure, Para, Section, Table
 
 
 def _escape_cell(text: str) -> str:

@@ -11,10 +11,10 @@ from typing import Any
 
 import pandas as pd
 
-from suite.records import NON_NUMERIC_KEYS, STATUSES
-from suite.report import fmt, stats
-from suite.report.doc import Bullets, Cell, Para, Table, cell, slug
-from suite.report.tidy import COMPARED_KEYS, flatten
+from mlo_bench.suite.records import NON_NUMERIC_KEYS, STATUSES
+from mlo_bench.suite.report import fmt, stats
+from mlo_bench.suite.report.doc import Bullets, Cell, Para, Table, cell, slug
+from mlo_bench.suite.report.tidy import COMPARED_KEYS, flatten
 
 #: metrics every task may report (results/README.md); any other numeric metric of a task is a task metric
 STANDARD_METRICS = (

@@ -2,7 +2,7 @@
 values of one task knob (the imbalance factor), then memory and wall time — mean ± std over seeds, from the records —
 followed by the comparisons the issue asks the suite to state, each with a verdict computed from the same numbers.
 
-Which records stand for a variant is :data:`suite.report.analogues.VARIANTS`; which tables exist, and what they
+Which records stand for a variant is :data:`mlo_bench.suite.report.analogues.VARIANTS`; which tables exist, and what they
 compare, is :data:`TABLES` below (data, so a task adds its table by adding an entry).
 """
 
@@ -13,9 +13,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from suite.report import analogues as A
-from suite.report import fmt, stats
-from suite.report.claims import (
+from mlo_bench.suite.report import analogues as A
+from mlo_bench.suite.report import fmt, stats
+from mlo_bench.suite.report.claims import (
     INCONCLUSIVE,
     NOT_MEASURED,
     NOT_SUPPORTED,
@@ -28,7 +28,7 @@ from suite.report.claims import (
     ratio_verdict,
     select,
 )
-from suite.report.doc import Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.doc import Cell, Para, Section, Table, cell
 
 #: "matches or beats": the variant's accuracy may be at most this much lower (relative) and still match
 MATCH_TOLERANCE = 0.02

@@ -1,7 +1,7 @@
 """Data for tasks: embedded defaults that load offline and real-format loaders (see DESIGN.md, "Data, offline").
 
-- :mod:`tasks.data.images` — scikit-learn's bundled 8×8 digits, and CIFAR-10 from its python pickle batches.
-- :mod:`tasks.data.longtail` — long-tailed class sizes and splits (Shu et al. 2019), uniform label noise.
+- :mod:`mlo_bench.tasks.data.images` — scikit-learn's bundled 8×8 digits, and CIFAR-10 from its python pickle batches.
+- :mod:`mlo_bench.tasks.data.longtail` — long-tailed class sizes and splits (Shu et al. 2019), uniform label noise.
 
 Not a task plugin: the registry imports it like any module of ``tasks/``, and it registers nothing.
 """
