@@ -15,7 +15,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from mlo_bench.suite.contract import Backend, Unavailable
 from mlo_bench.suite.measure import CpuPeakRSS
 from mlo_bench.suite.registry import register

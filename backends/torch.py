@@ -11,7 +11,6 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-
 from mlo_bench.suite.contract import Backend
 from mlo_bench.suite.measure import CpuPeakRSS
 from mlo_bench.suite.registry import register

@@ -1,5 +1,6 @@
 """Run budgets: points of a sweep that would cost too much here are recorded with status ``skipped`` and the reason,
-never run (``mlo-bench run`` applies them before starting a run; see :mod:`mlo_bench.suite.job`). Both keys apply to tasks with
+never run (``mlo-bench run`` applies them before starting a run; see :mod:`mlo_bench.suite.job`).
+Both keys apply to tasks with
 a ``d`` knob (the dimension of each level, e.g. ``quadratic``); other tasks are not limited. null: no limit.
 
 - ``budget.max_d_materialised``: a *materialised* path — a method that forms the lower level's Hessian (``exact``) or

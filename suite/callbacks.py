@@ -2,7 +2,8 @@
 
 ``on_multirun_start`` (main process) counts the sweep's jobs, creates ``<results_dir>/multirun/<sweep_id>/`` and
 exports its path, so every job — in this process or a launcher's worker — appends its outcome to ``ledger.jsonl``
-there (see :mod:`mlo_bench.suite.job`). ``on_multirun_end`` prints one line counting each status and writes ``summary.json``.
+there (see :mod:`mlo_bench.suite.job`).
+``on_multirun_end`` prints one line counting each status and writes ``summary.json``.
 """
 
 from __future__ import annotations
@@ -16,10 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
-
 from mlo_bench.suite.job import SWEEP_ENV
 from mlo_bench.suite.records import STATUSES, write_json_atomic
+from omegaconf import DictConfig
 
 
 def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int:

@@ -63,7 +63,8 @@ def _rss_bytes(pid: int) -> int:
 
 
 def run_isolated(plan: Plan) -> dict[str, Any]:
-    """Execute ``plan`` in a fresh Python process (``python -m mlo_bench.suite.isolate``); always returns a committed record.
+    """Execute ``plan`` in a fresh Python process (``python -m mlo_bench.suite.isolate``);
+    always returns a committed record.
 
     A subprocess rather than ``multiprocessing``: launchers such as joblib/loky change the process start method, and a
     plain interpreter is the most isolated worker anyway.

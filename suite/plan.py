@@ -8,9 +8,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf
-
 from mlo_bench.suite import budget, registry
+from omegaconf import DictConfig, OmegaConf
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")

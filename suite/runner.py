@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from mlo_bench.suite import optim, provenance
 from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.hypergrad import hypergradient_fn

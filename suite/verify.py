@@ -22,7 +22,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-
 from mlo_bench.suite import registry
 from mlo_bench.suite.trees import tree_leaves
 

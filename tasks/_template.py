@@ -3,7 +3,8 @@
 That one file is the whole plugin: it is discovered, gets a Hydra option ``task=<name>`` (its ``Config`` fields become
 ``task.<field>`` keys), and the contract tests run it on every backend × method.
 
-Write models and losses once, against the ops protocol (``mlo_bench.suite.contract.Ops``): they receive the backend's ``ops``,
+Write models and losses once, against the ops protocol (``mlo_bench.suite.contract.Ops``):
+they receive the backend's ``ops``,
 a dict of every level's parameters, and the batch (``{**data(), **batch(level, step)}``).
 """
 
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from mlo_bench.suite.contract import Level, Task
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register  # noqa: F401

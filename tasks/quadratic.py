@@ -23,7 +23,6 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from mlo_bench.suite.contract import Level, Oracle, Task
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register

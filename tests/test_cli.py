@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from mlo_bench.suite.cli import main
 
 

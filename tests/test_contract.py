@@ -8,7 +8,6 @@ import inspect
 import numpy as np
 import pytest
 from conftest import make_backend
-
 from mlo_bench.suite import registry
 from mlo_bench.suite.contract import Backend, Level, Ops, Task
 from mlo_bench.suite.plan import prepare
@@ -76,9 +75,8 @@ def test_task_contract(name):
 @pytest.mark.parametrize("method", METHODS)
 def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method):
     """Two outer steps of every task × backend × method: ``ok``, or ``unsupported`` with a reason — never an error."""
-    from omegaconf import OmegaConf
-
     from mlo_bench.suite.cli import _compose
+    from omegaconf import OmegaConf
 
     cfg = _compose([f"task={task}", f"backend={backend}", f"method={method}", "steps=2", "progress=false",
                     f"results_dir={tmp_path}", "dtype=float64"])

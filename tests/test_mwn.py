@@ -11,8 +11,6 @@ import sys
 import numpy as np
 import pytest
 from conftest import make_backend
-from test_data import write_cifar
-
 from mlo_bench.suite import nn, optim, registry
 from mlo_bench.suite.cli import _compose, main
 from mlo_bench.suite.hypergrad import hypergradient_fn
@@ -21,6 +19,7 @@ from mlo_bench.suite.records import read_records
 from mlo_bench.suite.runner import execute
 from mlo_bench.suite.verify import max_rel_diff
 from mlo_bench.tasks.mwn import MetaWeightNet, MWNConfig
+from test_data import write_cifar
 
 BACKENDS = ("torch", "jax")
 METHODS = ("exact", "cg", "neumann", "darts", "unroll", "first_order")
@@ -253,7 +252,8 @@ def test_live_memory_of_naive_unroll_grows_with_depth_and_cg_stays_flat(tmp_path
     results = tmp_path / "results"
     env = {**os.environ, "CI": "true", "HYDRA_FULL_ERROR": "1"}
     proc = subprocess.run(
-        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", "task=mwn", "task.hidden=2", "task.weight_net_hidden=10",
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", "task=mwn", "task.hidden=2",
+         "task.weight_net_hidden=10",
          "backend=naive,torch", "method=unroll,cg", "inner_steps=1,4,8", "steps=1", "hypergrad_check=false",
          "isolate=false", "progress=false", f"results_dir={results}"],
         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600,

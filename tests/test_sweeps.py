@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from mlo_bench.suite.callbacks import count_jobs
 from mlo_bench.suite.records import read_records
 
@@ -21,7 +20,8 @@ MEASURED = ("time_", "peak_memory_bytes", "compile_s")
 def sweep(results: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "CI": "true", "HYDRA_FULL_ERROR": "1"}
     return subprocess.run(
-        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", *overrides, f"results_dir={results}", "progress=false"],
+        [sys.executable, "-m", "mlo_bench.suite.cli", "run", "-m", *overrides,
+         f"results_dir={results}", "progress=false"],
         capture_output=True, text=True, env=env, cwd=results.parent, timeout=timeout,
     )
 

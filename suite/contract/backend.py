@@ -7,7 +7,6 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
-
 from mlo_bench.suite.contract.ops import Ops
 
 Tree = Any

@@ -1,7 +1,8 @@
 """The Method contract: a hypergradient algorithm as the VJP of one lower level's best response.
 
 Every multilevel hypergradient in mlo-bench is computed in reverse mode: one vector is pushed from the top level down
-the dependency chain (:func:`mlo_bench.suite.hypergrad.hypergradient`). At each edge (lower level θ, its upper level λ) the only
+the dependency chain (:func:`mlo_bench.suite.hypergrad.hypergradient`).
+At each edge (lower level θ, its upper level λ) the only
 thing a method decides is how to approximate
 
     (dθ*/dλ)ᵀ v,   with θ*(λ) = argmin_θ f(θ, λ)   — by the implicit function theorem, −∂²f/∂λ∂θ · H⁻¹ v.

@@ -54,4 +54,5 @@ class Ops(Protocol):
         ...
 
     # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
-    # (JAX) supplies it so iterative solvers compile once; otherwise :func:`mlo_bench.suite.solvers.fori_loop` loops in Python.
+    # (JAX) supplies it so iterative solvers compile once;
+    # otherwise :func:`mlo_bench.suite.solvers.fori_loop` loops in Python.

@@ -8,7 +8,6 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
-
 from mlo_bench.suite.optim import OptimizerConfig
 
 Params = dict[str, np.ndarray]

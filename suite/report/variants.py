@@ -2,7 +2,8 @@
 values of one task knob (the imbalance factor), then memory and wall time — mean ± std over seeds, from the records —
 followed by the comparisons the issue asks the suite to state, each with a verdict computed from the same numbers.
 
-Which records stand for a variant is :data:`mlo_bench.suite.report.analogues.VARIANTS`; which tables exist, and what they
+Which records stand for a variant is :data:`mlo_bench.suite.report.analogues.VARIANTS`;
+which tables exist, and what they
 compare, is :data:`TABLES` below (data, so a task adds its table by adding an entry).
 """
 
