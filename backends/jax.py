@@ -15,6 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from mlo_bench.suite.contract import Backend, Unavailable
 from mlo_bench.suite.measure import CpuPeakRSS
 from mlo_bench.suite.registry import register
@@ -139,6 +140,10 @@ def _custom_call_flops(hlo: str) -> int:
     return total
 
 
+def _first_cotangent(pullback: Any, ct: Any) -> Any:
+    return pullback(ct)[0]
+
+
 def _import_jax() -> Any:
     try:
         import jax
@@ -222,6 +227,13 @@ class JaxBackend(Backend):
     def vjp(self, f, x):
         out, pullback = self.jax.vjp(f, x)
         return out, lambda ct: pullback(ct)[0]
+
+    def trajectory_vjp(self, f, x):
+        """``jax.vjp(..., has_aux=True)``; the pullback is a ``jax.tree_util.Partial`` (a pytree holding the
+        residuals), so a compiled forward can return it and a compiled backward take it: the trajectory is computed
+        once, in the inner phase, and only pulled back in the hypergradient phase."""
+        out, pullback, aux = self.jax.vjp(f, x, has_aux=True)
+        return out, aux, self.jax.tree_util.Partial(_first_cotangent, pullback)
 
     def jvp(self, f, x, t):
         return self.jax.jvp(f, (x,), (t,))

@@ -23,7 +23,8 @@ from typing import Any
 
 from mlo_bench.backends.torch import TorchBackend
 from mlo_bench.suite.contract.method import Response
-from mlo_bench.suite.hypergrad import level_loss, level_step
+from mlo_bench.suite.hypergrad import response
+from mlo_bench.suite.levels import chain as chain_order
 from mlo_bench.suite.registry import register
 from mlo_bench.suite.trees import ravel, tree_leaves, tree_map
 
@@ -131,7 +132,8 @@ def materialised_chain(
     params: dict[str, Tree],
     opt_states: dict[str, Tree],
     batches: dict[str, Any],
-    unroll_steps: int,
+    unroll_steps: Any,
+    method_states: Any = None,
 ) -> Tree:
     """The top level's hypergradient by multiplying materialised Jacobians (same signature and numbers as
     :func:`mlo_bench.suite.hypergrad.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
@@ -139,22 +141,14 @@ def materialised_chain(
     if jacobian is None:
         raise TypeError("the naive chain needs a materialised response (NaiveBackend.override of exact or unroll)")
     ops = backend.ops
+    levels = chain_order(levels)
     top = levels[0]
     direct = backend.grad(lambda p: top.loss(ops, p, batches.get(top.name)))(params)
     total = None  # dx_k/dx_0 as a dense (d_k × d_0) matrix
     products = []
-    for k in range(1, len(levels)):
-        level, parent = levels[k], levels[k - 1].name
-        batch = batches.get(level.name)
-        response = Response(
-            loss=level_loss(ops, level, params, batch, parent),
-            lower=params[level.name],
-            upper=params[parent],
-            step=level_step(ops, level, params, batch, parent, backend.grad),
-            state=opt_states[level.name],
-            unroll_steps=unroll_steps,
-        )
-        jac = jacobian(backend, response, method_cfg)  # (d_k × d_{k-1})
+    for level in levels[1:]:
+        r = response(backend, level, params, opt_states, batches.get(level.name), unroll_steps)
+        jac = jacobian(backend, r, method_cfg)  # (d_k × d_{k-1})
         total = jac if total is None else ops.matmul(jac, total)
         products.append((level.name, total))
     # Only now the top loss's gradient: ∂g/∂x_0 + Σ_k totalᵀ ∂g/∂x_k.
@@ -255,6 +249,34 @@ class NaiveBackend(TorchBackend):
             return _rebuild(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep))
 
         return (out if create else tree_map(lambda t: t.detach(), out)), pullback
+
+    def trajectory_vjp(self, f, x):
+        """The inner steps actually taken, differentiated with plain autograd (graph kept). With the materialised
+        chain (the default) the pullback first MATERIALISES the Jacobian of the whole inner phase, d(lower levels
+        after it)/d(top), row by row (one ``autograd.grad`` per output entry: O(d) VJPs, O(d³) on dense problems),
+        then applies its transpose; with ``chain=reverse`` it is one backward, as in the original MWN code."""
+        box: dict[str, Tree] = {}
+
+        def out_only(z):
+            out, box["aux"] = f(z)
+            return out
+
+        detach = lambda tree: tree_map(lambda t: t.detach() if hasattr(t, "detach") else t, tree)  # noqa: E731
+        if self.reverse:
+            out, pullback = self.vjp(out_only, x)
+            return out, detach(box["aux"]), pullback
+        ops = self.ops
+        xs, leaves = self._variables(x)
+        with self._nested():
+            out = out_only(xs)
+        flat_out, _ = ravel(ops, out)
+
+        def pullback(ct):
+            ct_flat, _ = ravel(ops, ct)
+            jac = _rows(self.torch, flat_out, leaves)  # per input leaf: (n_out, *leaf.shape)
+            return _rebuild(x, [self.torch.tensordot(ct_flat, j, dims=1) for j in jac])
+
+        return detach(out), detach(box["aux"]), pullback
 
     def jvp(self, f, x, t):
         """Forward mode by the double-backward trick: J t = ∂/∂u ⟨Jᵀ u, t⟩ for a dummy cotangent u."""

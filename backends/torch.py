@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+
 from mlo_bench.suite.contract import Backend
 from mlo_bench.suite.measure import CpuPeakRSS
 from mlo_bench.suite.registry import register
@@ -136,6 +137,10 @@ class TorchBackend(Backend):
     def vjp(self, f, x):
         out, pullback = self.func.vjp(f, x)
         return out, lambda ct: pullback(ct)[0]
+
+    def trajectory_vjp(self, f, x):
+        out, pullback, aux = self.func.vjp(f, x, has_aux=True)
+        return out, aux, lambda ct: pullback(ct)[0]
 
     def jvp(self, f, x, t):
         return self.func.jvp(f, (x,), (t,))

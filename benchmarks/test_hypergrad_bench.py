@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+
 from mlo_bench.suite import registry
 from mlo_bench.suite.hypergrad import hypergradient_fn, oracle_state
 

@@ -1,26 +1,31 @@
-"""``cg``: K conjugate-gradient iterations on H x = v with Hessian-vector products (matrix-free)."""
+"""``cg``: K conjugate-gradient iterations on H x = v with Hessian-vector products (matrix-free).
+
+``method.warm_start=true`` keeps the last solution x per edge (method state, see
+:class:`mlo_bench.suite.contract.Method`) and starts the next solve from it: when the lower level and v move little
+between outer steps, fewer iterations reach the same error.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp
+from mlo_bench.suite.implicit import MatrixFreeSolve
 from mlo_bench.suite.registry import register
 from mlo_bench.suite.solvers import cg
 
 
 @register("method")
-class ConjugateGradient:
+class ConjugateGradient(MatrixFreeSolve):
     name = "cg"
 
     @dataclass
     class Config:
         iterations: int = 10
+        warm_start: bool = False
 
         def validate(self) -> None:
             if self.iterations < 1:
                 raise ValueError(f"method.iterations must be >= 1 (got {self.iterations})")
 
-    def response_vjp(self, backend, r, v, cfg):
-        x = cg(backend.ops, hessian_matvec(backend, r), v, cfg.iterations)
-        return mixed_vjp(backend, r, x)
+    def solve(self, backend, matvec, v, cfg, x0):
+        return cg(backend.ops, matvec, v, cfg.iterations, x0)

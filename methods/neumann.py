@@ -1,22 +1,27 @@
-"""``neumann``: H⁻¹ v ≈ α Σ_{j=0..K} (I − αH)^j v (Betty's form and defaults: K = 1, α = 1.0)."""
+"""``neumann``: H⁻¹ v ≈ α Σ_{j=0..K} (I − αH)^j v (Betty's form and defaults: K = 1, α = 1.0).
+
+``method.warm_start=true`` keeps the last solution per edge (method state) and runs the same K+1 Richardson steps
+x ← x + α(v − Hx) from it instead of from 0.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp
+from mlo_bench.suite.implicit import MatrixFreeSolve
 from mlo_bench.suite.registry import register
 from mlo_bench.suite.solvers import neumann
 
 
 @register("method")
-class Neumann:
+class Neumann(MatrixFreeSolve):
     name = "neumann"
 
     @dataclass
     class Config:
         iterations: int = 1
         alpha: float = 1.0
+        warm_start: bool = False
 
         def validate(self) -> None:
             if self.iterations < 1:
@@ -24,6 +29,5 @@ class Neumann:
             if not self.alpha > 0:
                 raise ValueError(f"method.alpha must be > 0 (got {self.alpha})")
 
-    def response_vjp(self, backend, r, v, cfg):
-        x = neumann(backend.ops, hessian_matvec(backend, r), v, cfg.iterations, cfg.alpha)
-        return mixed_vjp(backend, r, x)
+    def solve(self, backend, matvec, v, cfg, x0):
+        return neumann(backend.ops, matvec, v, cfg.iterations, cfg.alpha, x0)

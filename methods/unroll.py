@@ -1,8 +1,14 @@
-"""``unroll``: reverse mode through K differentiable steps of the lower level's own optimizer (K = inner_steps).
+"""``unroll``: reverse mode through the lower levels' own optimizer steps (K = the level's steps per outer step).
 
-From the current lower state θ (and optimizer state), θ_K(λ) = step^K(θ, λ); the result is the VJP of λ ↦ θ_K(λ).
-Like the original Meta-Weight-Net's "virtual step", the K steps are recomputed with the graph kept, so memory
-grows with K.
+In a run, the runner differentiates the inner steps it actually takes (``unrolls = True``): same start, same batches,
+the graph kept while they run (``Backend.trajectory_vjp``) and pulled back once the top loss's gradient is known — one
+trajectory per outer step, not a second one recomputed. On a chain of several lower levels that is the exact
+derivative of the whole inner phase w.r.t. the top level. With ``ordering=lookahead`` (the original Meta-Weight-Net
+algorithm) the differentiated steps are a virtual look-ahead from θ_t, and the real steps follow with the new upper
+parameters.
+
+``response_vjp`` (one edge, from a given state: K steps on the edge's batch) is what the oracle check and the
+single-edge agreement tests use.
 """
 
 from __future__ import annotations
@@ -13,6 +19,7 @@ from mlo_bench.suite.registry import register
 @register("method")
 class Unroll:
     name = "unroll"
+    unrolls = True
 
     def response_vjp(self, backend, r, v, cfg):
         def unrolled(upper):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import sys
 
 import hydra
+from omegaconf import DictConfig
+
 from mlo_bench.suite import registry
 from mlo_bench.suite.job import run_job
 from mlo_bench.suite.plan import ConfigError, prepare
-from omegaconf import DictConfig
 
 registry.discover()
 

@@ -17,9 +17,10 @@ from pathlib import Path
 from typing import Any
 
 from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
 from mlo_bench.suite.job import SWEEP_ENV
 from mlo_bench.suite.records import STATUSES, write_json_atomic
-from omegaconf import DictConfig
 
 
 def count_jobs(task_overrides: list[str], sweeper_params: dict[str, Any] | None) -> int:

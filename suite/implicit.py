@@ -29,3 +29,22 @@ def mixed_vjp(backend: Any, r: Response, x: Tree) -> Tree:
 
     g = backend.grad(inner)(r.upper)
     return tree_map(lambda a: -a, g)
+
+
+class MatrixFreeSolve:
+    """The shape shared by ``cg`` and ``neumann``: x ≈ H⁻¹v by a matrix-free ``solve`` (the subclass's), then one
+    mixed VJP. With ``cfg.warm_start`` the last x of each edge is the method's state and the next solve starts from
+    it (:class:`mlo_bench.suite.contract.Method`'s ``init`` / ``update``); without it the state is empty."""
+
+    def solve(self, backend: Any, matvec: Any, v: Tree, cfg: Any, x0: Tree | None) -> Tree:
+        raise NotImplementedError
+
+    def init(self, backend: Any, lower: Tree, cfg: Any) -> Tree:
+        return tree_map(backend.ops.zeros_like, lower) if cfg.warm_start else {}
+
+    def update(self, backend: Any, r: Response, v: Tree, cfg: Any) -> tuple[Tree, Tree]:
+        x = self.solve(backend, hessian_matvec(backend, r), v, cfg, r.method_state if cfg.warm_start else None)
+        return mixed_vjp(backend, r, x), (x if cfg.warm_start else {})
+
+    def response_vjp(self, backend: Any, r: Response, v: Tree, cfg: Any) -> Tree:
+        return mixed_vjp(backend, r, self.solve(backend, hessian_matvec(backend, r), v, cfg, None))

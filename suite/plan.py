@@ -8,15 +8,18 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlo_bench.suite import budget, registry
 from omegaconf import DictConfig, OmegaConf
+
+from mlo_bench.suite import budget, registry
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
+    "ordering", "eval_every", "level_steps",
 )
+ORDERINGS = ("inner_first", "lookahead")
 
 
 class ConfigError(ValueError):
@@ -43,6 +46,9 @@ class Plan:
     isolate: bool
     resume: bool
     config: dict[str, Any]
+    ordering: str = "inner_first"
+    eval_every: int = 0
+    level_steps: dict[str, int] | None = None
 
 
 def _check(cond: bool, message: str) -> None:
@@ -61,6 +67,10 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("resume", False)
     config.setdefault("limits", {"time_s": None, "memory_gb": None})
     config.setdefault("budget", dict(budget.DEFAULT))
+    # keys added with contract v2: absent from older configs, which ran with these values
+    config.setdefault("ordering", "inner_first")
+    config.setdefault("eval_every", 0)
+    config.setdefault("level_steps", {})
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     classes, plugin_cfgs = {}, {}
@@ -75,12 +85,20 @@ def prepare(cfg: DictConfig | dict) -> Plan:
             raise ConfigError(exc.args[0]) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
-    for key in ("seed", "steps", "inner_steps", "log_every"):
+    for key in ("seed", "steps", "inner_steps", "log_every", "eval_every"):
         _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
     _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
     _check(config["steps"] >= 1, f"steps must be >= 1 (got {config['steps']})")
     _check(config["inner_steps"] >= 1, f"inner_steps must be >= 1 (got {config['inner_steps']})")
     _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
+    _check(config["eval_every"] >= 0, f"eval_every must be >= 0 (got {config['eval_every']})")
+    _check(config["ordering"] in ORDERINGS,
+           f"ordering must be one of {', '.join(ORDERINGS)} (got {config['ordering']!r})")
+    level_steps = config["level_steps"] or {}
+    _check(isinstance(level_steps, dict), f"level_steps must be a mapping level=steps (got {level_steps!r})")
+    for name, value in level_steps.items():
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+               f"level_steps.{name} must be an integer >= 1 (got {value!r})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
     limits = config.get("limits") or {}
     extra = sorted(set(limits) - {"time_s", "memory_gb"})
@@ -93,6 +111,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     problem = budget.validate(config.get("budget"))
     _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
+    _check_levels(classes["task"], plugin_cfgs["task"], config)
     return Plan(
         task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
         backend_cls=classes["backend"], backend_cfg=plugin_cfgs["backend"],
@@ -101,5 +120,21 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         dtype=config["dtype"], device=config["device"], results_dir=str(config["results_dir"]),
         log_every=config["log_every"], progress=bool(config["progress"]),
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
-        resume=bool(config["resume"]), config=config,
+        resume=bool(config["resume"]), config=config, ordering=config["ordering"],
+        eval_every=config["eval_every"], level_steps=dict(level_steps),
     )
+
+
+def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> None:
+    """The task's levels form a chain and ``level_steps`` names its lower levels (one line naming the level).
+    A task that cannot even be built here (e.g. a missing data path) is left to the run, which records why."""
+    from mlo_bench.suite.levels import LevelError, chain, steps_per_level
+
+    try:
+        levels = task_cls(task_cfg, config["seed"]).levels()
+    except Exception:  # noqa: BLE001 - recorded by the run itself
+        return
+    try:
+        steps_per_level(chain(levels), config["inner_steps"], config["level_steps"] or {})
+    except LevelError as exc:
+        raise ConfigError(f"task {task_cls.name}: {exc}") from None

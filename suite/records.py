@@ -54,8 +54,9 @@ def _json_default(obj: Any) -> Any:
     return str(obj)
 
 
-def commit_run(results_dir: Path, run_id: str, record: dict[str, Any], files: dict[str, str] | None = None) -> Path:
-    """Write ``record.json`` (and extra text files) for ``run_id`` and publish the directory atomically.
+def commit_run(results_dir: Path, run_id: str, record: dict[str, Any],
+               files: dict[str, str | bytes] | None = None) -> Path:
+    """Write ``record.json`` (and extra files: text or bytes) for ``run_id`` and publish the directory atomically.
 
     Never overwrites: if ``runs/<run_id>`` exists, a numeric suffix is added and ``record["run_id"]`` updated.
     """
@@ -68,8 +69,11 @@ def commit_run(results_dir: Path, run_id: str, record: dict[str, Any], files: di
             final_id = run_id if suffix == 0 else f"{run_id}-{suffix}"
             final = runs / final_id
             record["run_id"] = final_id
-            for name, text in (files or {}).items():
-                (staging / name).write_text(text)
+            for name, content in (files or {}).items():
+                if isinstance(content, bytes):
+                    (staging / name).write_bytes(content)
+                else:
+                    (staging / name).write_text(content)
             write_json_atomic(staging / "record.json", record)
             try:
                 os.rename(staging, final)  # atomic; fails if ``final`` exists and is not empty

@@ -32,8 +32,9 @@ def fori_loop(ops: Any, iterations: int, body: Callable[[int, Any], Any], init: 
     return carry
 
 
-def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int) -> Tree:
-    """``iterations`` steps of conjugate gradient on ``A x = b`` from ``x = 0``.
+def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: Tree | None = None) -> Tree:
+    """``iterations`` steps of conjugate gradient on ``A x = b`` from ``x0`` (default ``x = 0``; a warm start passes
+    the previous solution).
 
     The search direction is built from the *new* residual (the bug in betty-ml 0.2.1 used the old one). A direction
     whose curvature is exactly zero (converged) contributes nothing instead of producing NaN.
@@ -49,14 +50,27 @@ def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int) -> Tr
         p = tree_axpy(_safe_div(ops, rs_new, rs), p, r)
         return x, r, p, rs_new
 
-    return fori_loop(ops, iterations, body, (tree_zeros_like(ops, b), b, b, tree_vdot(ops, b, b)))[0]
+    if x0 is None:
+        x, r = tree_zeros_like(ops, b), b
+    else:
+        x, r = x0, tree_axpy(-1.0, matvec(x0), b)
+    return fori_loop(ops, iterations, body, (x, r, r, tree_vdot(ops, r, r)))[0]
 
 
-def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, alpha: float) -> Tree:
+def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, alpha: float,
+            x0: Tree | None = None) -> Tree:
     """Truncated Neumann series ``alpha · Σ_{j=0..K} (I − alpha·A)^j b`` (Betty's form, K = ``iterations``).
 
     Converges to ``A⁻¹ b`` when ``0 < alpha < 2 / λ_max(A)``; the error shrinks like ``(1 − alpha·λ_min)^(K+1)``.
+    The series is K+1 Richardson steps ``x ← x + alpha·(b − A x)`` from ``x = 0``; ``x0`` starts them from a previous
+    solution instead (a warm start: the error then shrinks from that of ``x0``). Without ``x0`` the series form is
+    evaluated (one matvec per term, as Betty).
     """
+    if x0 is not None:
+        def richardson(_: int, x: Tree) -> Tree:
+            return tree_axpy(alpha, tree_axpy(-1.0, matvec(x), b), x)
+
+        return fori_loop(ops, iterations + 1, richardson, x0)
 
     def body(_: int, carry: tuple) -> tuple:
         term, total = carry

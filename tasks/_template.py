@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from mlo_bench.suite.contract import Level, Task
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register  # noqa: F401

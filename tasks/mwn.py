@@ -53,6 +53,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
 from mlo_bench.suite import nn
 from mlo_bench.suite.contract import Level, Task
 from mlo_bench.suite.optim import OptimizerConfig

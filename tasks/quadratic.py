@@ -5,8 +5,13 @@ Levels x_0 (top) … x_{L-1} (bottom), each in R^d. For k ≥ 1 the level's loss
     f_k(x_k; x_{k-1}) = ½ x_kᵀ A_k x_k − x_kᵀ (s · B_k x_{k-1} + c_k)
 
 with A_k symmetric positive definite, eigenvalues spread geometrically over [1/κ, 1] (κ = ``condition``), B_k a random
-orthogonal matrix and s = ``coupling``. The best response is linear, x_k* = A_k⁻¹(s B_k x_{k-1} + c_k), with
-Jacobian J_k = s A_k⁻¹ B_k. The top level's loss reads the bottom level and its own parameters,
+orthogonal matrix and s = ``coupling``. Its default (``null``) is 1 for two levels and 10^(1/(L−1))/κ (at most 1) for
+L ≥ 3: then ‖J_{L−1} ⋯ J_1‖ ≤ 10 for every L, as for two levels at κ = 10, so the top problem's curvature stays below
+100 + ρ and the default outer SGD step (0.01) converges for every ``levels`` (with s = 1 and three levels the chain
+amplifies by up to κ² = 100 and the same defaults reached an outer loss of 10²² before the growth check was added).
+
+The best response is linear, x_k* = A_k⁻¹(s B_k x_{k-1} + c_k), with Jacobian J_k = s A_k⁻¹ B_k. The top level's
+loss reads the bottom level and its own parameters,
 
     g(x_0, x_{L-1}) = ½ ‖x_{L-1} − b‖² + ½ ρ ‖x_0‖²      (ρ = ``ridge``),
 
@@ -23,6 +28,7 @@ import functools
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from mlo_bench.suite.contract import Level, Oracle, Task
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
@@ -33,7 +39,7 @@ class QuadraticConfig:
     d: int = 100
     levels: int = 2
     condition: float = 10.0
-    coupling: float = 1.0
+    coupling: float | None = None
     ridge: float = 0.1
     inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1.0))
     outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.01))
@@ -45,10 +51,19 @@ class QuadraticConfig:
             raise ValueError(f"task.levels must be >= 2 (got {self.levels})")
         if not self.condition >= 1:
             raise ValueError(f"task.condition must be >= 1 (got {self.condition})")
+        if self.coupling is not None and not self.coupling > 0:
+            raise ValueError(f"task.coupling must be > 0 or null (got {self.coupling})")
         if self.ridge < 0:
             raise ValueError(f"task.ridge must be >= 0 (got {self.ridge})")
         self.inner.validate("task.inner")
         self.outer.validate("task.outer")
+
+
+def coupling(cfg: QuadraticConfig) -> float:
+    """s: ``cfg.coupling``, or the default that keeps the chain's amplification ≤ 10 whatever the depth."""
+    if cfg.coupling is not None:
+        return float(cfg.coupling)
+    return 1.0 if cfg.levels == 2 else min(1.0, 10.0 ** (1.0 / (cfg.levels - 1)) / float(cfg.condition))
 
 
 def _orthogonal(rng: np.random.Generator, d: int) -> np.ndarray:
@@ -129,7 +144,7 @@ class Quadratic(Task):
         names = _names(self.cfg.levels)
         top = Level(names[0], _top_loss(self.cfg.levels, self.cfg.ridge), self.cfg.outer)
         lower = [
-            Level(n, _lower_loss(k, self.cfg.coupling), self.cfg.inner, parent=names[k - 1])
+            Level(n, _lower_loss(k, coupling(self.cfg)), self.cfg.inner, parent=names[k - 1])
             for k, n in enumerate(names)
             if k
         ]
@@ -155,7 +170,7 @@ class QuadraticOracle(Oracle):
 
     def __init__(self, arrays: dict[str, np.ndarray], cfg: QuadraticConfig, seed: int | None = None) -> None:
         self.a, self.cfg = arrays, cfg
-        self.s = float(cfg.coupling)
+        self.s = coupling(cfg)
         # the arrays are a pure function of (seed, d, levels, condition): F* is cached per process under that key
         self._key = None if seed is None else (seed, cfg.d, cfg.levels, float(cfg.condition), self.s, cfg.ridge)
 

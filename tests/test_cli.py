@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from mlo_bench.suite.cli import main
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from conftest import make_backend, make_task, method_cfg
+
 from mlo_bench.suite import registry
 from mlo_bench.suite.cli import main as cli_main
 from mlo_bench.suite.hypergrad import hypergradient_fn, oracle_state
@@ -55,9 +56,10 @@ def test_torch_flop_formulas_and_no_heavy_op_left_uncounted(torch64):
     assert torch64.count_flops(torch64.solve, (spd, a)) == 2 * 7**3 // 3 + 2 * 49 * 7  # 7 right-hand sides
 
     # Every op our hypergradients dispatch is either counted or O(size of its output) (views, elementwise, sums).
-    from mlo_bench.backends.torch import _flop_formulas
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
+
+    from mlo_bench.backends.torch import _flop_formulas
 
     counted = set(flop_registry) | set(_flop_formulas(torch))
     cheap = {"add", "sub", "mul", "div", "neg", "sum", "expand", "ones_like", "zeros_like", "t", "where", "ne",

@@ -7,6 +7,7 @@ import pickle
 
 import numpy as np
 import pytest
+
 from mlo_bench.suite.cli import main
 from mlo_bench.tasks.data import images
 from mlo_bench.tasks.data.longtail import class_sizes, long_tailed_split, uniform_noise

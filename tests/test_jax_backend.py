@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import make_task, method_cfg, rel_error
+
 from mlo_bench.suite import optim, registry
 from mlo_bench.suite.cli import main
 from mlo_bench.suite.hypergrad import hypergradient_fn

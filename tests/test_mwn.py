@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 from conftest import make_backend
+from test_data import write_cifar
+
 from mlo_bench.suite import nn, optim, registry
 from mlo_bench.suite.cli import _compose, main
 from mlo_bench.suite.hypergrad import hypergradient_fn
@@ -19,7 +21,6 @@ from mlo_bench.suite.records import read_records
 from mlo_bench.suite.runner import execute
 from mlo_bench.suite.verify import max_rel_diff
 from mlo_bench.tasks.mwn import MetaWeightNet, MWNConfig
-from test_data import write_cifar
 
 BACKENDS = ("torch", "jax")
 METHODS = ("exact", "cg", "neumann", "darts", "unroll", "first_order")

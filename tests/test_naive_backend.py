@@ -5,17 +5,18 @@ from __future__ import annotations
 
 import json
 
-import mlo_bench.backends.naive as naive_mod
 import numpy as np
 import pytest
 import torch
 from conftest import make_task, rel_error
+from test_jax_backend import _at_best_response, hypergrad
+
+import mlo_bench.backends.naive as naive_mod
 from mlo_bench.suite import optim, registry
 from mlo_bench.suite.cli import main
 from mlo_bench.suite.contract.method import Response
 from mlo_bench.suite.hypergrad import hypergradient, level_loss, level_step
 from mlo_bench.suite.implicit import mixed_vjp
-from test_jax_backend import _at_best_response, hypergrad
 
 
 def _setup(name: str):

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_backend
+
 from mlo_bench.suite import optim
 
 

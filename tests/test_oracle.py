@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 from conftest import hypergrad_at_best_response, make_task, rel_error
 
+from mlo_bench.tasks.quadratic import coupling
+
 
 @pytest.mark.parametrize("levels", [2, 3, 4])
 def test_exact_matches_closed_form(torch64, levels):
@@ -43,7 +45,7 @@ def test_neumann_alpha_scales_the_series(torch64):
 
 def _blocks(task):
     a = task.data()
-    return a["A1"], a["B1"], task.cfg.coupling, task.cfg.ridge
+    return a["A1"], a["B1"], coupling(task.cfg), task.cfg.ridge
 
 
 def test_darts_matches_its_own_closed_form(torch64):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from mlo_bench.suite.cli import _compose
 from mlo_bench.suite.plan import prepare
 from mlo_bench.suite.records import commit_run, config_hash, read_records

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+
 from mlo_bench.suite.cli import _compose
 from mlo_bench.suite.cli import main as cli_main
 from mlo_bench.suite.plan import prepare

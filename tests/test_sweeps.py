@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+
 from mlo_bench.suite.callbacks import count_jobs
 from mlo_bench.suite.records import read_records
 

@@ -6,6 +6,7 @@ import math
 
 import numpy as np
 import pytest
+
 from mlo_bench.suite.report import claims, variants
 from mlo_bench.suite.report.markdown import table as md_table
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import sys
 
-import mlo_bench.backends.naive as naive_mod
 import numpy as np
 import pytest
+
+import mlo_bench.backends.naive as naive_mod
 from mlo_bench.suite import registry
 from mlo_bench.suite.cli import main
 from mlo_bench.suite.verify import max_rel_diff, parse

@@ -9,6 +9,6 @@
 from mlo_bench.suite.contract.backend import Backend, Unavailable
 from mlo_bench.suite.contract.method import Method, Response
 from mlo_bench.suite.contract.ops import Ops
-from mlo_bench.suite.contract.task import Level, Oracle, Task
+from mlo_bench.suite.contract.task import Level, Oracle, Selection, Task
 
-__all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Task", "Unavailable"]
+__all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Selection", "Task", "Unavailable"]

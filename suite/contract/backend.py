@@ -7,6 +7,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 import numpy as np
+
 from mlo_bench.suite.contract.ops import Ops
 
 Tree = Any
@@ -27,7 +28,10 @@ class Backend(ABC):
     - ``asarray``/``to_numpy`` convert between numpy and backend arrays (``asarray`` keeps integer dtypes and casts
       floating arrays to the run's dtype).
     - ``grad(f)(x, *args)`` is the gradient of scalar ``f`` w.r.t. its first argument; ``vjp(f, x)`` returns
-      ``(f(x), pullback)``; ``jvp(f, x, t)`` returns ``(f(x), directional derivative)``; ``hvp(f, x, v)`` is the
+      ``(f(x), pullback)``; ``trajectory_vjp(f, x)`` for ``f(x) -> (out, aux)`` returns ``(out, aux, pullback)`` with
+      the forward run once and its graph kept until ``pullback`` (the runner differentiates the inner steps it
+      actually takes with it, for methods that ``unroll``; ``pullback`` may be passed between compiled functions);
+      ``jvp(f, x, t)`` returns ``(f(x), directional derivative)``; ``hvp(f, x, v)`` is the
       Hessian of scalar ``f`` at ``x`` applied to ``v``; ``hessian(f, x)`` materialises the Hessian of ``f`` over the
       flat vector ``x`` (d×d); ``solve(A, b)`` solves a dense linear system.
     - ``compile(fn, example_args)`` returns ``(callable, seconds spent compiling)``; eager backends return
@@ -75,6 +79,20 @@ class Backend(ABC):
 
     @abstractmethod
     def vjp(self, f: Callable[[Tree], Tree], x: Tree) -> tuple[Tree, Callable[[Tree], Tree]]: ...
+
+    def trajectory_vjp(self, f: Callable[[Tree], tuple[Tree, Tree]], x: Tree) -> tuple[Tree, Tree, Callable]:
+        """``(out, aux, pullback)`` for ``f(x) = (out, aux)``: the VJP of ``out`` only, ``aux`` (e.g. optimizer
+        states) returned as values. This default goes through :meth:`vjp` and suits an eager engine whose
+        differentiated values can leave the transform; a backend that traces (jax) or wraps values (torch.func)
+        overrides it with its own ``has_aux`` form."""
+        box: dict[str, Tree] = {}
+
+        def out_only(z: Tree) -> Tree:
+            out, box["aux"] = f(z)
+            return out
+
+        out, pullback = self.vjp(out_only, x)
+        return out, box["aux"], pullback
 
     @abstractmethod
     def jvp(self, f: Callable[[Tree], Tree], x: Tree, t: Tree) -> tuple[Tree, Tree]: ...

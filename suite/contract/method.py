@@ -25,8 +25,10 @@ class Response:
     - ``loss(lower, upper)``: the lower level's scalar loss f(θ, λ) on its current batch.
     - ``lower``, ``upper``: θ and λ (pytrees of backend arrays).
     - ``step(lower, state, upper) -> (lower, state)``: one differentiable step of the lower level's own optimizer
-      (used by ``unroll``); ``state`` is the optimizer state now.
-    - ``unroll_steps``: how many inner steps make up one outer step (the unroll depth).
+      (used by ``unroll`` on a single edge); ``state`` is the optimizer state now.
+    - ``unroll_steps``: the lower level's optimizer steps per outer step (the unroll depth).
+    - ``level``: the lower level's name.
+    - ``method_state``: a stateful method's state at this edge from the previous outer step (``None`` otherwise).
     """
 
     loss: Any
@@ -35,14 +37,30 @@ class Response:
     step: Any
     state: Tree
     unroll_steps: int
+    level: str = ""
+    method_state: Tree = None
 
 
 class Method(Protocol):
     """A hypergradient method.
 
-    ``name`` is its registry name; ``Config`` a dataclass of its knobs (with defaults) whose ``validate()`` raises
-    ``ValueError("method.<key> ...")`` for a bad value; ``response_vjp(backend, response, v, cfg)`` returns the
-    approximation of (dθ*/dλ)ᵀ v as a pytree shaped like ``response.upper``.
+    Spec:
+    - ``name`` is its registry name; ``Config`` a dataclass of its knobs (with defaults) whose ``validate()`` raises
+      ``ValueError("method.<key> ...")`` for a bad value.
+    - ``response_vjp(backend, response, v, cfg)`` returns the approximation of (dθ*/dλ)ᵀ v as a pytree shaped like
+      ``response.upper``. It is pure: a stateful method's ``response_vjp`` starts from its ``init`` state (cold).
+    - Method state (optional; the optax ``init``/``update`` shape): ``init(backend, lower, cfg) -> state`` makes the
+      state of one edge from the lower level's parameters, and ``update(backend, response, v, cfg) -> (vjp, state)``
+      computes the VJP from ``response.method_state`` and returns the state for the next outer step. The runner keeps
+      ``{level: state}`` in the run's pytree beside the parameters, so it is the same on every backend, and
+      ``mlo-bench verify`` compares it after N steps. Example: ``cg`` / ``neumann`` with ``method.warm_start=true``
+      keep their last solution x ≈ H⁻¹v and start the next solve from it.
+    - ``unrolls = True`` (optional): the method differentiates the lower levels' optimizer steps themselves. The
+      runner then keeps the graph of the inner steps it actually takes (same start, same batches; one trajectory, not
+      a second one recomputed) and pulls the top loss's gradient back through them (``Backend.trajectory_vjp``);
+      ``response_vjp`` is used only where one edge is differentiated from a given state (the oracle check).
+    - ``computes_hypergradient = False`` (optional): the method trains no upper level (``none``: a baseline run with
+      the task's own knobs); the runner skips the hypergradient and outer phases.
     """
 
     name: ClassVar[str]

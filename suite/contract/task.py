@@ -8,21 +8,49 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
+
 from mlo_bench.suite.optim import OptimizerConfig
 
 Params = dict[str, np.ndarray]
 
 
 @dataclass(frozen=True)
+class Selection:
+    """How the levels above choose a level's training examples each step (data selection by the upper level).
+
+    Each of the level's updates, :meth:`Task.batch` gives a *candidate* batch whose entry ``key`` holds candidate
+    example indices (shape ``(n,)``). The runner scores them with ``score(ops, params, batch) -> (n,)`` (non-negative
+    weights; ``params`` holds every level's parameters as at the start of the outer step, ``batch`` the candidate
+    batch) in a phase of its own (``time_select_s``, FLOPs in ``flops_select``), then keeps ``keep`` of them, sampled
+    without replacement with probability ∝ score (Gumbel top-k with noise from a generator that is a pure function of
+    (seed, level, step): every backend keeps the same examples for the same scores). The level's loss then sees
+    ``batch[key]`` = the kept indices and ``batch[key + "_candidates"]`` = all of them; everything else in the batch
+    is unchanged. Selection is hard (no gradient flows through the choice). Soft weights are the loss's business: a
+    loss that weights its kept examples by the upper level's scores (read from ``params``) is differentiated through
+    them by every method, as DDS's soft-weighted step is.
+    """
+
+    score: Callable[[Any, dict[str, Any], Any], Any]
+    keep: int
+    key: str = "idx"
+
+
+@dataclass(frozen=True)
 class Level:
     """One level of a multilevel program.
 
-    - ``name``: unique within the task; levels are listed top first.
+    - ``name``: unique within the task.
     - ``loss(ops, params, batch)``: this level's scalar loss; ``params`` maps every level's name to its parameter dict,
       so a loss may read any level (it is differentiated only w.r.t. its own and, for the chain, its parent's).
     - ``parent``: the level directly above whose parameters this level best-responds to (``None`` for the top).
+      The levels form a chain: one top level, every other level's ``parent`` names a level of the task, no cycles,
+      and at most one child per level (:func:`mlo_bench.suite.levels.chain` rejects anything else in one line naming
+      the level, before any work).
     - ``optimizer``: how this level's own parameters are trained.
     - ``data``: the name of the data split its batches come from (``None`` for deterministic losses).
+    - ``steps``: this level's optimizer steps per outer step (``None``: the run's ``inner_steps``; the run key
+      ``level_steps.<name>=N`` overrides both). Ignored for the top level, which takes one step per outer step.
+    - ``select``: a :class:`Selection` when the levels above choose this level's examples each step.
     """
 
     name: str
@@ -30,6 +58,8 @@ class Level:
     optimizer: OptimizerConfig
     parent: str | None = None
     data: str | None = None
+    steps: int | None = None
+    select: Selection | None = None
 
 
 class Oracle(ABC):
@@ -51,13 +81,19 @@ class Task(ABC):
     - ``name``: registry name; ``Config``: a dataclass of the task's knobs with defaults (Hydra's ``task`` group),
       with ``validate()`` raising ``ValueError("task.<key> ...")`` on a bad value.
     - ``__init__(cfg, seed)`` builds the data deterministically from ``seed`` (numpy only).
-    - ``levels()``: the levels, top first; every level but the first has the previous one as ``parent``.
+    - ``levels()``: the levels, top first; their ``parent`` fields form one chain (see :class:`Level`).
     - ``init_params(rng)``: ``{level: {name: np.ndarray}}`` — identical across backends for one seed.
     - ``data()``: the task's constant arrays (data sets, fixed matrices) as numpy; converted to backend arrays once.
-    - ``batch(level, step)``: that level's per-step arrays (e.g. example indices) for its ``step``-th update, or
+    - ``batch(level, step)``: that level's per-step arrays (e.g. example indices) for its ``step``-th update (counted
+      per level from 0: a level with ``steps`` = 3 asks for 3t, 3t+1, 3t+2 in outer step t; the top level for t), or
       ``None``; a pure function of (seed, level, step), so every backend sees the same batches in the same order.
-      A level's loss receives ``batch = {**data(), **batch(level, step)}``.
-    - ``metrics(backend, params)``: task metrics of the trained parameters (floats).
+      A level's loss receives ``batch = {**data(), **batch(level, step)}`` (after selection, for a selected level).
+    - ``metrics(backend, params)``: task metrics of the trained parameters, computed after training and, with the run
+      key ``eval_every=N``, every N outer steps during it (the scalar ones become curves in ``trace.csv``; their time
+      is kept out of the training clock). Values are floats, lists (e.g. per class) or strings (e.g. a genotype).
+    - ``evaluate(backend, params)``: an optional post-training phase (derive and retrain an architecture, fine-tune
+      …), run after training and timed apart (``time_eval_s``); its metrics are recorded under their own names. The
+      default does nothing (``{}``).
     - ``oracle()``: an :class:`Oracle` or ``None``.
     - ``supports(method)``: ``None`` or the reason this task cannot be run with that method.
     - ``exact_reference()``: for a task without an oracle, whether its lower levels are small enough for their
@@ -66,6 +102,8 @@ class Task(ABC):
     - ``presets``: named sets of config values, ``{name: {"task": {knob: value}, top-level key: value}}``; each is a
       Hydra option (``+preset=NAME`` applies the chosen task's values; command-line overrides still win). Preset
       names are shared between tasks (``demo``: seconds per run; ``full``: the embedded data to convergence; …).
+    - Baselines of a paper (ERM, mixing, fine-tuning, a filter, majority vote) are task knobs run with
+      ``method=none`` (the upper level is not trained; no hypergradient is computed), never a fake method.
     """
 
     name: ClassVar[str]
@@ -88,7 +126,10 @@ class Task(ABC):
     def batch(self, level: str, step: int) -> dict[str, np.ndarray] | None:
         return None
 
-    def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, float]:
+    def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
+        return {}
+
+    def evaluate(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
         return {}
 
     def oracle(self) -> Oracle | None:

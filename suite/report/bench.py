@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from mlo_bench.suite.report import fmt
 from mlo_bench.suite.report.doc import Cell, Para, Section, Table, cell
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+
 from mlo_bench.suite import __version__
 from mlo_bench.suite.records import iter_record_paths, read_records
 from mlo_bench.suite.report import bench as bench_mod

@@ -38,6 +38,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+
 from mlo_bench.suite.report import complexity_gap, stats
 from mlo_bench.suite.report.doc import Bullets, Cell, Figure, Para, Section, Table, cell
 from mlo_bench.suite.report.tidy import setting_key

@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 import pandas as pd
+
 from mlo_bench.suite.report.doc import Bullets, Para, Table, cell
 
 #: a gap smaller than this (in exponent units) is read as "time follows FLOPs"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+
 from mlo_bench.suite.report import fmt, stats
 from mlo_bench.suite.report.doc import Figure
 from mlo_bench.suite.report.io import write_bytes_atomic

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
+
 from mlo_bench.suite.records import NON_NUMERIC_KEYS, STATUSES
 from mlo_bench.suite.report import fmt, stats
 from mlo_bench.suite.report.doc import Bullets, Cell, Para, Table, cell, slug

@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 import pandas as pd
+
 from mlo_bench.suite.records import NON_NUMERIC_KEYS
 
 ID_COLUMNS = ["run_id", "task", "backend", "method", "seed", "status", "config_hash", "dtype"]

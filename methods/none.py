@@ -1,0 +1,20 @@
+"""``none``: no hypergradient; the upper level is not trained.
+
+For a paper's baselines (ERM, mixing, fine-tuning, a classifier filter, majority vote), which are task knobs run with
+this method: the lower levels train as usual, the hypergradient and outer phases are skipped (``time_hypergrad_s`` and
+``time_outer_s`` are absent), and nothing pretends to be a hypergradient.
+"""
+
+from __future__ import annotations
+
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import tree_zeros_like
+
+
+@register("method")
+class NoHypergradient:
+    name = "none"
+    computes_hypergradient = False
+
+    def response_vjp(self, backend, r, v, cfg):  # never called by a run; zero where a caller insists
+        return tree_zeros_like(backend.ops, r.upper)
