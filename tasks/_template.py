@@ -60,6 +60,12 @@ class TemplateTask(Task):
         self.arrays = {"x_train": x[: cfg.n], "y_train": y[: cfg.n], "x_val": x[cfg.n :], "y_val": y[cfg.n :]}
 
     def levels(self) -> list[Level]:
+        # ``parent`` links make the chain (one top level, one child per level). Optional per level:
+        #   steps=3                        its optimizer steps per outer step (default: the run's inner_steps;
+        #                                  ``level_steps.lower=3`` on the command line overrides both)
+        #   select=Selection(score, keep)  the levels above choose its examples each step: ``score(ops, params,
+        #                                  batch)`` rates the candidates in ``batch["idx"]`` (from ``batch()``), and
+        #                                  ``keep`` of them are sampled ∝ score (tests/selection_task.py)
         return [
             Level("upper", upper_loss, self.cfg.upper),
             Level("lower", lower_loss, self.cfg.lower, parent="upper", data="train"),
@@ -78,6 +84,14 @@ class TemplateTask(Task):
         return {"idx": rng.choice(self.cfg.n, size=16, replace=False)}
 
     def metrics(self, backend, params) -> dict[str, float]:
+        """After training, and every ``eval_every`` steps during it (scalars become curves in trace.csv). Values may
+        be floats, lists or strings."""
         w = backend.to_numpy(params["lower"]["w"])
         r = self.arrays["x_val"] @ w - self.arrays["y_val"]
         return {"val_mse": float(np.mean(r * r))}
+
+    # Optional post-training phase (derive + retrain, fine-tune …), timed apart as ``time_eval_s``:
+    # def evaluate(self, backend, params) -> dict[str, Any]:
+    #     return {"genotype": "...", "derived_params": 123}
+    #
+    # Baselines of the paper (ERM, mixing …) are knobs of this config run with ``method=none``.

@@ -33,7 +33,8 @@ def config(tmp_path, **over):
            "seed": 0, "steps": 1, "inner_steps": 1, "dtype": "float64", "device": "cpu", "results_dir": str(tmp_path),
            "log_every": 0, "progress": False, "hypergrad_check": False}
     for key, value in over.items():
-        if isinstance(value, dict) and isinstance(cfg.get(key), dict) and value.get("name") in (None, cfg[key]["name"]):
+        same_plugin = isinstance(cfg.get(key), dict) and value.get("name") in (None, cfg[key]["name"])
+        if isinstance(value, dict) and same_plugin:
             cfg[key] = {**cfg[key], **value}
         else:
             cfg[key] = value
