@@ -16,6 +16,7 @@ DEVICES = ("cpu", "cuda", "auto")
 TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
+    "plugins", "repeat",
 )
 
 
@@ -61,8 +62,14 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("resume", False)
     config.setdefault("limits", {"time_s": None, "memory_gb": None})
     config.setdefault("budget", dict(budget.DEFAULT))
+    config.setdefault("plugins", [])
+    config.setdefault("repeat", 0)
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
+    config["plugins"] = registry.parse_modules(config["plugins"])
+    failed = registry.load_plugins(config["plugins"])
+    _check(not failed, f"plugins: {failed[0] if failed else ''}")
     classes, plugin_cfgs = {}, {}
     for role in ("task", "backend", "method"):
         node = cfg.get(role)
@@ -75,12 +82,13 @@ def prepare(cfg: DictConfig | dict) -> Plan:
             raise ConfigError(exc.args[0]) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
-    for key in ("seed", "steps", "inner_steps", "log_every"):
+    for key in ("seed", "steps", "inner_steps", "log_every", "repeat"):
         _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
     _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
     _check(config["steps"] >= 1, f"steps must be >= 1 (got {config['steps']})")
     _check(config["inner_steps"] >= 1, f"inner_steps must be >= 1 (got {config['inner_steps']})")
     _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
+    _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
     limits = config.get("limits") or {}
     extra = sorted(set(limits) - {"time_s", "memory_gb"})
@@ -93,6 +101,9 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     problem = budget.validate(config.get("budget"))
     _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
+    if config["device"] == "cuda":
+        problem = cuda_problem(classes["backend"])
+        _check(problem is None, problem or "")
     return Plan(
         task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
         backend_cls=classes["backend"], backend_cfg=plugin_cfgs["backend"],
@@ -103,3 +114,27 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config,
     )
+
+
+def cuda_problem(backend_cls: type) -> str | None:
+    """Why ``device=cuda`` cannot run on this machine (``None`` when it may): checked before any work, so that a run
+    on a machine without CUDA is one line (exit 2), not a worker's traceback. Backends built on torch (torch, naive)
+    need ``torch.cuda.is_available()``; any other backend at least an NVIDIA device on the machine (its own setup
+    says the rest). Cheap: no CUDA context is created."""
+    import os
+
+    try:
+        import torch
+
+        torch_cuda = bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - torch is a dependency, but a broken install is still a reason
+        torch_cuda = False
+    module = getattr(backend_cls, "__module__", "")
+    on_torch = any(c.__module__.endswith("backends.torch") for c in getattr(backend_cls, "__mro__", ()))
+    if on_torch or module.endswith(("backends.torch", "backends.naive")):
+        return None if torch_cuda else \
+            f"device=cuda: backend {backend_cls.name} sees no CUDA device here (torch.cuda.is_available() is False)" \
+            "; use device=cpu or device=auto"
+    if torch_cuda or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
+        return None
+    return f"device=cuda: no CUDA device on this machine (backend {backend_cls.name}); use device=cpu or device=auto"
