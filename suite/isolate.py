@@ -64,7 +64,9 @@ def clean_stale_tmp(root: str | None = None, prefixes: tuple[str, ...] = TMP_PRE
         prefix = next((p for p in prefixes if entry.name.startswith(p)), None)
         if prefix is None:
             continue
-        pid = entry.name[len(prefix):].split("-", 1)[0]
+        pid, tagged, _ = entry.name[len(prefix):].partition("-")
+        if not tagged:  # not named by this code (tempfile's random part has no "-"): not ours to judge
+            continue
         try:
             if not entry.is_dir(follow_symlinks=False) or entry.stat().st_uid != os.getuid():
                 continue
