@@ -17,7 +17,8 @@ USAGE = f"""mlo-bench {__version__} — benchmark multilevel-optimization backen
 usage: mlo-bench <command> [args]
 
 commands:
-  list                      registered tasks, backends and methods; which are installed here and why not
+  list [plugins=[MOD,...]]  registered tasks, backends and methods: which are installed here and why not, where
+                            each comes from (builtin, entry point, plugins=), third-party plugins that failed
   run [KEY=VALUE ...]       one run -> one record (Hydra overrides), e.g.
                               mlo-bench run task=quadratic backend=torch method=cg seed=0
                               mlo-bench run task=quadratic task.levels=3 method=exact dtype=float64
@@ -32,7 +33,8 @@ commands:
                             (CSV, Parquet, Markdown, self-contained HTML, PNG)
 
 `mlo-bench run --help` lists every config key and option. Exit codes: 0 ok, 1 a run did not end ok
-(its record is still written), 2 bad input (nothing was run).
+(its record is still written), 2 bad input (nothing was run), 3 not run: another process is running the same config
+(its lock in <results_dir>/locks/).
 """
 
 
@@ -158,6 +160,9 @@ def cmd_run(args: list[str]) -> int:
         return _run_help()
     registry.discover()
     args = normalize_overrides(args)
+    failed = registry.load_plugins(plugin_args(args))
+    if failed:
+        return _fail("run", f"plugins: {failed[0]}")
     problem = check_overrides(args)
     if problem:
         return _fail("run", problem)
@@ -173,6 +178,7 @@ def cmd_run(args: list[str]) -> int:
             return _fail("run", _first_line(exc))
     from mlo_bench.suite.job import run_job
     from mlo_bench.suite.plan import ConfigError, prepare
+    from mlo_bench.suite.records import BUSY
 
     try:
         plan = prepare(_compose(args))
@@ -181,7 +187,7 @@ def cmd_run(args: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
         return _fail("run", _first_line(exc))
     record = run_job(plan)
-    return 0 if record["status"] == "ok" else 1
+    return {"ok": 0, BUSY: 3}.get(record["status"], 1)
 
 
 def _run_help() -> int:
@@ -203,11 +209,27 @@ def _run_help() -> int:
     return 0
 
 
+LIST_USAGE = """usage: mlo-bench list [plugins=[MODULE,...]]
+
+Registered tasks, backends and methods: availability, origin (builtin, entry point <dist> <version>, plugins= <module>,
+MLO_BENCH_PLUGINS <module>) and knobs of each; then one line per third-party plugin that failed to import or whose
+name clashes with another. plugins= imports those modules first (as the run key does)."""
+
+
+def plugin_args(args: list[str]) -> list[str]:
+    """The modules named by ``plugins=`` / ``+plugins=`` arguments (Hydra list syntax ``plugins=[a,b]``)."""
+    return [m for a in args if "=" in a and a.split("=", 1)[0].lstrip("+~") == "plugins"
+            for m in registry.parse_modules(a.split("=", 1)[1])]
+
+
 def cmd_list(args: list[str]) -> int:
     if args and args[0] in ("-h", "--help"):
-        print("usage: mlo-bench list\n\nRegistered tasks, backends and methods; availability and knobs of each.")
+        print(LIST_USAGE)
         return 0
-    registry.discover()
+    unknown = [a for a in args if not ("=" in a and a.split("=", 1)[0].lstrip("+") == "plugins")]
+    if unknown:
+        return _fail("list", f"unexpected argument {unknown[0]!r}; list takes only plugins=[MODULE,...]")
+    failed = registry.load_plugins(plugin_args(args))
     import dataclasses
 
     for role in registry.ROLES:
@@ -221,8 +243,14 @@ def cmd_list(args: list[str]) -> int:
             cfg = getattr(cls, "Config", None)
             knobs = ", ".join(f"{f.name}" for f in dataclasses.fields(cfg)) if cfg else ""
             print(f"  {name:<12} {state:<12} {doc}")
-            if knobs:
-                print(f"  {'':<12} knobs: {knobs}")
+            print(f"  {'':<12} from: {registry.origin(role, name)}" + (f"; knobs: {knobs}" if knobs else ""))
+    problems = registry.problems()
+    if problems:
+        print("plugin problems (the other plugins are usable):")
+        for line in problems:
+            print(f"  {line}")
+    if failed:
+        return _fail("list", failed[0])
     return 0
 
 

@@ -1,4 +1,11 @@
-"""One job of ``mlo-bench run`` (a single run or one point of a sweep): resume, isolate, record, summarise."""
+"""One job of ``mlo-bench run`` (a single run or one point of a sweep): resume, lock, isolate, record, summarise.
+
+Two processes given the same config (same hash) for one ``results_dir`` never both run it: the job holds the config's
+lock (``<results_dir>/locks/<hash>.lock``, :func:`mlo_bench.suite.records.config_lock`) while it runs, and looks for a
+finished record again once it holds it. The one that finds the lock taken prints one line naming the holder and
+returns a ``busy`` result (no record is written; ``mlo-bench run`` exits 3; a sweep counts it and goes on). A
+deliberate repeat of a config is ``repeat=N``, which enters the hash.
+"""
 
 from __future__ import annotations
 
@@ -9,14 +16,27 @@ from typing import Any
 
 from mlo_bench.suite.budget import over_budget
 from mlo_bench.suite.plan import Plan
-from mlo_bench.suite.records import config_hash, find_completed
+from mlo_bench.suite.records import BUSY, Busy, config_hash, config_lock, find_completed
 from mlo_bench.suite.summary import print_summary
 
 SWEEP_ENV = "MLO_BENCH_SWEEP_DIR"
 
 
 def run_job(plan: Plan) -> dict[str, Any]:
-    """Run ``plan`` unless ``resume`` finds a finished record with the same config hash; returns the record."""
+    """Run ``plan`` unless ``resume`` finds a finished record with the same config hash, or another process holds the
+    config's lock (then a ``busy`` result, not written); returns the record."""
+    try:
+        with config_lock(plan.results_dir, config_hash(plan.config)):
+            return _run_locked(plan)
+    except Busy as exc:
+        print(f"busy: {exc}; not run here (repeat=N runs a config again deliberately)", flush=True)
+        record = {"status": BUSY, "reason": str(exc), "run_id": None, "task": plan.task_cls.name,
+                  "backend": plan.backend_cls.name, "method": plan.method.name, "seed": plan.seed}
+        _ledger(record, skipped=True)
+        return record
+
+
+def _run_locked(plan: Plan) -> dict[str, Any]:
     over = over_budget(plan)
     # a run skipped under a smaller budget is run once the budget admits it
     done = find_completed(plan.results_dir, config_hash(plan.config), ignore=() if over else ("skipped",)) \

@@ -18,6 +18,7 @@ TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
     "ordering", "eval_every", "level_steps",
+    "plugins", "repeat",
 )
 ORDERINGS = ("inner_first", "lookahead")
 
@@ -71,8 +72,14 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("ordering", "inner_first")
     config.setdefault("eval_every", 0)
     config.setdefault("level_steps", {})
+    config.setdefault("plugins", [])
+    config.setdefault("repeat", 0)
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
+    config["plugins"] = registry.parse_modules(config["plugins"])
+    failed = registry.load_plugins(config["plugins"])
+    _check(not failed, f"plugins: {failed[0] if failed else ''}")
     classes, plugin_cfgs = {}, {}
     for role in ("task", "backend", "method"):
         node = cfg.get(role)
@@ -85,7 +92,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
             raise ConfigError(exc.args[0]) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
-    for key in ("seed", "steps", "inner_steps", "log_every", "eval_every"):
+    for key in ("seed", "steps", "inner_steps", "log_every", "eval_every", "repeat"):
         _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
     _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
     _check(config["steps"] >= 1, f"steps must be >= 1 (got {config['steps']})")
@@ -99,6 +106,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     for name, value in level_steps.items():
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                f"level_steps.{name} must be an integer >= 1 (got {value!r})")
+    _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
     limits = config.get("limits") or {}
     extra = sorted(set(limits) - {"time_s", "memory_gb"})
@@ -112,6 +120,9 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
     _check_levels(classes["task"], plugin_cfgs["task"], config)
+    if config["device"] == "cuda":
+        problem = cuda_problem(classes["backend"])
+        _check(problem is None, problem or "")
     return Plan(
         task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
         backend_cls=classes["backend"], backend_cfg=plugin_cfgs["backend"],
@@ -138,3 +149,27 @@ def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> None
         steps_per_level(chain(levels), config["inner_steps"], config["level_steps"] or {})
     except LevelError as exc:
         raise ConfigError(f"task {task_cls.name}: {exc}") from None
+
+
+def cuda_problem(backend_cls: type) -> str | None:
+    """Why ``device=cuda`` cannot run on this machine (``None`` when it may): checked before any work, so that a run
+    on a machine without CUDA is one line (exit 2), not a worker's traceback. Backends built on torch (torch, naive)
+    need ``torch.cuda.is_available()``; any other backend at least an NVIDIA device on the machine (its own setup
+    says the rest). Cheap: no CUDA context is created."""
+    import os
+
+    try:
+        import torch
+
+        torch_cuda = bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - torch is a dependency, but a broken install is still a reason
+        torch_cuda = False
+    module = getattr(backend_cls, "__module__", "")
+    on_torch = any(c.__module__.endswith("backends.torch") for c in getattr(backend_cls, "__mro__", ()))
+    if on_torch or module.endswith(("backends.torch", "backends.naive")):
+        return None if torch_cuda else \
+            f"device=cuda: backend {backend_cls.name} sees no CUDA device here (torch.cuda.is_available() is False)" \
+            "; use device=cpu or device=auto"
+    if torch_cuda or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
+        return None
+    return f"device=cuda: no CUDA device on this machine (backend {backend_cls.name}); use device=cpu or device=auto"

@@ -7,10 +7,12 @@ directory is ignored by readers). The schema is documented in ``results/README.m
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 import tempfile
 import warnings
 from collections.abc import Iterable, Iterator
@@ -21,11 +23,18 @@ SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error")
 #: config keys that do not change the numbers a run produces (left out of the config hash)
 NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume", "budget")
+#: keys added after the first records that enter the hash only when not at this default, so that a record written
+#: before they existed keeps its hash (and is still found by ``resume``): ``plugins`` (third-party modules named by the
+#: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
+#: ``ordering``, ``eval_every`` and ``level_steps``
+HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {}}
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the resolved config, without keys that do not affect the numbers."""
-    relevant = {k: v for k, v in config.items() if k not in NON_NUMERIC_KEYS}
+    """sha256 of the canonical JSON of the resolved config, without keys that do not affect the numbers
+    (:data:`NON_NUMERIC_KEYS`) and without :data:`HASHED_UNLESS_DEFAULT` keys at their default."""
+    relevant = {k: v for k, v in config.items() if k not in NON_NUMERIC_KEYS
+                and not (k in HASHED_UNLESS_DEFAULT and v in (None, HASHED_UNLESS_DEFAULT[k]))}
     blob = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
@@ -136,3 +145,59 @@ def find_completed(results_dir: str | Path, hash_: str, ignore: tuple[str, ...] 
                     return rec
                 found = found or rec
     return found
+
+
+#: what ``run_job`` returns (never a record status: nothing is written) when another process holds the config's lock
+BUSY = "busy"
+
+
+class Busy(Exception):
+    """Another process holds the lock of this config; the message is one line naming it."""
+
+
+@contextlib.contextmanager
+def config_lock(results_dir: str | Path, hash_: str) -> Iterator[Path]:
+    """Hold ``<results_dir>/locks/<hash>.lock`` while the config with hash ``hash_`` runs; raises :class:`Busy`
+    (naming the holder: pid, host, start, command) when another process holds it.
+
+    An advisory ``flock`` on the file: the kernel drops it when its holder exits, however it dies (SIGKILL included),
+    so a lock left by a dead process is never in the way — its file is simply locked again (stale-lock detection for
+    free; the pid, host and start written into the file only name the holder). The holder removes the file when done; a
+    process that locked a file just removed by its holder sees the path gone (or another inode there) and starts
+    over, so two processes never both hold the lock of one config."""
+    import fcntl
+    import platform
+
+    locks = Path(results_dir) / "locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    path = locks / f"{hash_}.lock"
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            try:
+                holder = json.loads(path.read_text() or "{}")
+            except (OSError, ValueError):
+                holder = {}
+            who = f"pid {holder.get('pid', '?')} on {holder.get('host', '?')} since {holder.get('since', '?')}"
+            raise Busy(f"the same config ({hash_[:8]}) is being run by {who} (lock {path})") from None
+        try:
+            same = os.fstat(fd).st_ino == path.stat().st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)  # locked a file its holder had just removed: take the current one
+    try:
+        from mlo_bench.suite.provenance import now
+
+        info = {"pid": os.getpid(), "host": platform.node(), "since": now(),
+                "command": " ".join(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.write(fd, json.dumps(info).encode())
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # while still holding it: a waiter re-checks the inode
+        os.close(fd)

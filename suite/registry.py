@@ -1,12 +1,26 @@
-"""Registries of tasks, backends and methods, discovered from their plugin folders.
+"""Registries of tasks, backends and methods: the suite's own plugin folders, then third-party plugins.
 
-A plugin is one module in ``tasks/``, ``backends/`` or ``methods/`` that decorates its class with
-:func:`register`. Modules whose names start with ``_`` (templates, shared helpers) are not plugins. Importing a
-plugin module must never fail because an optional package is missing: backends import their framework lazily and
-report it through ``check_available``.
+A plugin is a class decorated with :func:`register`. The suite's own are the modules of ``tasks/``, ``backends/`` and
+``methods/`` (names starting with ``_`` — templates, shared helpers — are not plugins). Importing a plugin module must
+never fail because an optional package is missing: backends import their framework lazily and report it through
+``check_available``.
+
+Third-party plugins are modules imported for their ``@register`` side effect, from three places (in this order):
+
+- the entry-point group ``mlo_bench.plugins`` of every installed distribution (the value is a module, e.g.
+  ``weighted_lsq = "mlo_bench_weighted_lsq"``): installed with pip, found by every process, workers included;
+- the environment variable ``MLO_BENCH_PLUGINS`` (comma-separated modules), inherited by workers;
+- the ``plugins=[mod,...]`` config key (:func:`load_plugins`; the plan loads them again in an isolated worker).
+
+Each registered name remembers where it came from (:func:`origin`: ``builtin``, ``entry point <dist> <version>``,
+``plugins= <module>``, ``MLO_BENCH_PLUGINS <module>``). A third-party module that fails to import, or that registers
+a name already taken, never stops the others: it becomes one line in :func:`problems` (shown by ``mlo-bench list``
+and appended to the unknown-name message, exit 2, when the name asked for is the broken one). A builtin name cannot
+be taken over (the plugin's class is refused, the builtin stays); a name two third-party plugins both register is
+used from neither (asking for it names both).
 
 Each plugin's ``Config`` dataclass becomes a Hydra config-group option (``task=quadratic``, ``method=cg``…) through
-Hydra's ConfigStore, so adding a plugin means adding one file and nothing else.
+Hydra's ConfigStore, so adding a plugin means adding one file (or one installed module) and nothing else.
 """
 
 from __future__ import annotations
@@ -15,12 +29,50 @@ import dataclasses
 import difflib
 import functools
 import importlib
+import os
 import pkgutil
+from importlib import metadata
 from typing import Any
 
 ROLES = {"task": "mlo_bench.tasks", "backend": "mlo_bench.backends", "method": "mlo_bench.methods"}
+#: entry-point group through which an installed distribution names its plugin modules
+ENTRY_POINT_GROUP = "mlo_bench.plugins"
+#: environment variable naming plugin modules (comma-separated)
+ENV_VAR = "MLO_BENCH_PLUGINS"
 _REGISTRY: dict[str, dict[str, type]] = {role: {} for role in ROLES}
 _DISCOVERED = False
+
+
+@dataclasses.dataclass(frozen=True)
+class Origin:
+    """Where a plugin came from: ``kind`` is ``builtin``, ``entry point``, ``plugins=`` or ``MLO_BENCH_PLUGINS``."""
+
+    kind: str
+    module: str
+    dist: str | None = None
+    version: str | None = None
+
+    def __str__(self) -> str:
+        if self.kind == "builtin":
+            return "builtin"
+        if self.kind == "entry point":
+            return f"entry point {self.dist} {self.version} ({self.module})"
+        return f"{self.kind} {self.module}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+
+
+BUILTIN = Origin("builtin", "mlo_bench")
+_ORIGINS: dict[tuple[str, str], Origin] = {}
+#: names that two third-party plugins both register: used from neither
+_CLASHES: dict[tuple[str, str], list[Origin]] = {}
+#: one line per third-party problem (a module that failed to import, a refused or clashing name)
+_PROBLEMS: list[str] = []
+#: modules already imported as plugins, with the origin of their first load
+_LOADED: dict[str, Origin] = {}
+_FAILED: dict[str, str] = {}
+_loading: Origin | None = None
 
 
 @dataclasses.dataclass
@@ -37,27 +89,119 @@ def register(role: str):
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
 
     def deco(cls: type) -> type:
-        name = cls.name
-        if name in _REGISTRY[role] and _REGISTRY[role][name] is not cls:
-            raise ValueError(f"two {role} plugins are named {name!r}")
+        name, here = cls.name, _loading or BUILTIN
+        key = (role, name)
+        if key in _CLASHES:
+            _CLASHES[key].append(here)
+            _PROBLEMS.append(f"{role} {name!r} of {here} clashes with " + ", ".join(map(str, _CLASHES[key][:-1])))
+            return cls
+        existing = _REGISTRY[role].get(name)
+        if existing is not None and existing is not cls:
+            first = _ORIGINS.get(key, BUILTIN)
+            if here.kind == "builtin" and first.kind == "builtin":
+                raise ValueError(f"two {role} plugins are named {name!r}")
+            if first.kind == "builtin":
+                _PROBLEMS.append(f"{role} {name!r} of {here} refused: the name is the suite's own (builtin kept)")
+                return cls
+            del _REGISTRY[role][name]
+            _CLASHES[key] = [first, here]
+            _PROBLEMS.append(f"{role} {name!r} is registered by both {first} and {here}: used from neither")
+            return cls
         _REGISTRY[role][name] = cls
+        _ORIGINS.setdefault(key, here)
         return cls
 
     return deco
 
 
+def _import_plugin(module: str, origin: Origin, attr: Any = None) -> str | None:
+    """Import one third-party plugin module under ``origin``; ``None`` or the one-line reason it failed. A module
+    that fails is rolled back: nothing it registered before failing stays registered."""
+    global _loading
+    if module in _LOADED:
+        return None
+    if module in _FAILED:
+        return _FAILED[module]
+    before = {role: set(names) for role, names in _REGISTRY.items()}
+    _loading = origin
+    try:
+        attr() if attr is not None else importlib.import_module(module)
+    except BaseException as exc:  # noqa: BLE001 - a broken plugin is one line, never a crash of the suite
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        for role, names in _REGISTRY.items():
+            for name in set(names) - before[role]:
+                del names[name]
+                _ORIGINS.pop((role, name), None)
+        text = str(exc).strip().splitlines()
+        why = f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+        _FAILED[module] = f"plugin {module} ({origin}) failed to import: {why}"
+        _PROBLEMS.append(_FAILED[module])
+        return _FAILED[module]
+    finally:
+        _loading = None
+    _LOADED[module] = origin
+    return None
+
+
+def parse_modules(value: Any) -> list[str]:
+    """Module names from a ``plugins`` value: a list, or a string ``a,b`` / ``[a,b]`` (as on a command line)."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        value = value.strip().strip("[]").split(",")
+    return [str(m).strip().strip("'\"") for m in value if str(m).strip().strip("'\"")]
+
+
+def load_plugins(modules: Any, kind: str = "plugins=") -> list[str]:
+    """Import the named plugin modules (idempotent) and register their configs with Hydra; returns one line per
+    module that failed (the callers asked for them: a ``plugins=`` key is a ConfigError when one fails)."""
+    discover()
+    failed = [why for m in parse_modules(modules) if (why := _import_plugin(m, Origin(kind, m)))]
+    _register_configs()
+    return failed
+
+
+def _entry_point_plugins() -> None:
+    try:
+        eps = metadata.entry_points(group=ENTRY_POINT_GROUP)
+    except Exception as exc:  # noqa: BLE001 - broken metadata on the path is a problem line, not a crash
+        _PROBLEMS.append(f"entry points {ENTRY_POINT_GROUP} could not be read: {type(exc).__name__}: {exc}")
+        return
+    for ep in sorted(eps, key=lambda e: (e.module, e.name)):
+        dist = getattr(ep, "dist", None)
+        origin = Origin("entry point", ep.module, getattr(dist, "name", None) or "?", getattr(dist, "version", None))
+        _import_plugin(ep.module, origin, ep.load if ep.attr else None)
+
+
 def discover() -> None:
-    """Import every plugin module once (idempotent) and register their configs with Hydra."""
+    """Import every plugin module once (idempotent) and register their configs with Hydra: the suite's own
+    folders, then entry points, then ``MLO_BENCH_PLUGINS``."""
     global _DISCOVERED
     if _DISCOVERED:
         return
+    _DISCOVERED = True
     for package in ROLES.values():
         pkg = importlib.import_module(package)
         for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
             if not info.name.startswith("_"):
                 importlib.import_module(f"{package}.{info.name}")
+    _entry_point_plugins()
+    for module in parse_modules(os.environ.get(ENV_VAR, "")):
+        _import_plugin(module, Origin(ENV_VAR, module))
     _register_configs()
-    _DISCOVERED = True
+
+
+def origin(role: str, name: str) -> Origin:
+    """Where the plugin ``name`` of ``role`` came from."""
+    discover()
+    return _ORIGINS.get((role, name), BUILTIN)
+
+
+def problems() -> list[str]:
+    """One line per third-party plugin problem (failed import, refused or clashing name), in the order found."""
+    discover()
+    return list(_PROBLEMS)
 
 
 def names(role: str) -> list[str]:
@@ -75,10 +219,15 @@ def get(role: str, name: str) -> type:
 
 
 def unknown_name_message(role: str, name: str) -> str:
+    """One line: a clash names both plugins; otherwise the valid names, and any plugin that failed to import."""
+    if (role, name) in _CLASHES:
+        return f"{role} {name!r} is registered by " + " and ".join(map(str, _CLASHES[role, name])) + \
+            ": used from neither (uninstall or rename one)"
     valid = names(role)
     close = difflib.get_close_matches(name, valid, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
-    return f"unknown {role} {name!r}{hint} valid {role}s: {', '.join(valid)}"
+    failed = f"; plugins that failed to import: {'; '.join(_FAILED.values())}" if _FAILED else ""
+    return f"unknown {role} {name!r}{hint} valid {role}s: {', '.join(valid)}{failed}"
 
 
 @functools.cache

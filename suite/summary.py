@@ -28,10 +28,11 @@ def _fmt_bytes(n: int | None) -> str:
 def summary_lines(record: dict[str, Any]) -> list[str]:
     m = record["metrics"]
     cfg = record["config"]
-    head = (
-        f"{record['task']} × {record['backend']} × {record['method']}  "
-        f"(seed {record['seed']}, {cfg.get('dtype')}, {record['provenance'].get('device') or cfg.get('device')})"
-    )
+    used = record["provenance"].get("device")
+    # the device the run used; a run that stopped before its backend was set up used none (never the asked value)
+    device = f"device {used}" if used else f"no device set up (device={cfg.get('device')} asked)"
+    head = (f"{record['task']} × {record['backend']} × {record['method']}  "
+            f"(seed {record['seed']}, {cfg.get('dtype')}, {device})")
     lines = [head, f"  status               {record['status']}" + (f": {record['reason']}" if record["reason"] else "")]
     if record["status"] == "ok" or m.get("steps_done"):
         if m.get("outer_loss") is not None:

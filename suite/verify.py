@@ -3,20 +3,37 @@
 Every installed backend × every method that the task and the backend support runs from the same seed, and is compared
 with the reference backend (``--reference``, default torch) running the same method on
 
-(a) the first hypergradient (the one outer step 1 used, from the same initial state on every backend; none for
-    ``method=none``), and
-(b) every level's parameters after ``--steps`` outer steps (default 5).
+(a) the first hypergradient (the one outer step 1 used, from the same initial state on every backend; ``-`` for
+    ``method=none``, which computes none), and
+(b) every level's parameters after ``--steps`` outer steps (default 5) and, when the runner hands it back
+    (``capture["method_state"]``, non-empty for methods with a state), each method's state after the last step:
+    one column ``params @ N``, the worse of the two.
 
-The difference of two pytrees is the largest, over leaves, of ``‖a − b‖ / max(‖b‖, tiny)``. A comparison passes when
-both differences are within the tolerance (``--tol``; default 1e-6 in float64, 1e-3 in float32). Exit codes: 0 all
-comparisons pass, 1 one fails (or a run did not end ok), 2 bad input (one line on stderr, nothing run). Runs go
-through the ordinary runner; their records are written into a temporary directory that is removed afterwards.
+The difference of two pytrees (:func:`compare`) is the largest, over leaves, of ``‖a − b‖ / ‖b‖``; a leaf whose
+reference is zero is measured against the whole reference tree's norm instead (not against ``tiny``: roundoff of
+1e-17 is not a 1e+290 disagreement). A reference that is zero everywhere while the other is not is a *degenerate
+reference*: nothing to be relative to, so the row says so and does not pass (start from another point). A column
+where both are zero everywhere tests nothing: it shows ``zeros`` and a warning names it; a row none of whose columns
+tests anything does not pass either. A comparison passes when both differences are within the tolerance (``--tol``;
+default 1e-6 in float64, 1e-3 in float32).
+
+Where the task has an oracle, a second table gives each method's own error against it on every backend
+(``hypergrad_rel_error`` at the oracle state, as in a run's record): how good the method is at its knobs, which the
+cross-backend columns cannot say (backends that agree on a poor approximation still agree). It is not part of the
+verdict; a method off the oracle by more than the tolerance gets a note.
+
+Method knobs: ``method.KNOB=V`` applies to the one selected method that has ``KNOB``; when several do (``alpha`` is
+neumann's step and darts' radius) it is a one-line error asking for ``method.NAME.KNOB=V``, which applies to method
+``NAME`` only. Exit codes: 0 all comparisons pass, 1 one fails, is degenerate or tests nothing (or a run did not end
+ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner; their records are written
+into a temporary directory that is removed afterwards.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -25,12 +42,14 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite import registry
+from mlo_bench.suite.agreement import Diff, compare, worse
+from mlo_bench.suite.agreement import fmt as _fmt
 from mlo_bench.suite.trees import tree_leaves
 
 DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
 DEFAULT_STEPS = 5
 #: config keys verify passes on to every run (``task.*`` and ``method.*`` knobs included)
-KEYS = ("task", "method", "backend", "seed", "steps", "inner_steps", "dtype", "device")
+KEYS = ("task", "method", "backend", "seed", "steps", "inner_steps", "dtype", "device", "plugins")
 
 USAGE = """usage: mlo-bench verify [KEY=VALUE ...] [--tol FLOAT] [--reference BACKEND] [--steps N]
 
@@ -39,13 +58,17 @@ compared with the reference backend running the same method on the first hypergr
 N outer steps (max over leaves of ||a-b|| / ||b||).
 
   KEY=VALUE           task=NAME, task.KEY=V, dtype=, seed=, inner_steps=, device=, steps=N (same as --steps),
-                      method=A,B (restrict; method.KEY=V applies to the methods that have KEY),
-                      backend=A,B (restrict; the reference always runs)
+                      method=A,B (restrict), method.NAME.KEY=V (a knob of method NAME), method.KEY=V (the one
+                      selected method with KEY; an error when several have it), backend=A,B (restrict; the
+                      reference always runs), plugins=[MODULE,...] (third-party plugins to import)
   --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32)
   --reference NAME    the backend compared against (default torch)
   --steps N           outer steps before the parameters are compared (default 5)
 
-exit codes: 0 every comparison within the tolerance, 1 a comparison failed or a run did not end ok, 2 bad input."""
+Where the task has an oracle, a second table gives each method's error against it (not part of the verdict).
+
+exit codes: 0 every comparison within the tolerance, 1 a comparison failed, had a degenerate (all-zero) reference or
+tested nothing, or a run did not end ok; 2 bad input."""
 
 
 class BadInput(ValueError):
@@ -56,6 +79,8 @@ class BadInput(ValueError):
 class Options:
     overrides: list[str] = field(default_factory=list)
     method_overrides: list[tuple[str, str]] = field(default_factory=list)
+    #: ``method.NAME.KEY=V``: {NAME: [(KEY, V), ...]}
+    per_method: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
     backends: list[str] | None = None
     methods: list[str] | None = None
     tol: float | None = None
@@ -126,7 +151,12 @@ def parse(args: list[str]) -> Options:
         elif key == "steps":
             steps_key = _steps(value, "steps")
         elif root == "method":
-            opts.method_overrides.append((key.split(".", 1)[1], value))
+            rest = key.split(".", 1)[1]
+            head, dot, knob = rest.partition(".")
+            if dot and head in registry.names("method"):
+                opts.per_method.setdefault(head, []).append((knob, value))
+            else:
+                opts.method_overrides.append((rest, value))
         elif root == "backend":
             raise BadInput(f"verify does not take {key!r}: backends have no knobs")
         else:
@@ -160,21 +190,43 @@ def _method_knobs(method: str) -> set[str]:
     return {f.name for f in dataclasses.fields(cfg)} if cfg else set()
 
 
+def knob_overrides(opts: Options, methods: list[str]) -> dict[str, list[str]]:
+    """``{method: ["method.KEY=V", ...]}`` from ``method.KEY=V`` (the one selected method with KEY) and
+    ``method.NAME.KEY=V``. Raises :class:`BadInput` when a plain knob belongs to several selected methods (their
+    knobs of one name are different things: neumann's step α, darts' radius α), to none, or names a method not
+    selected."""
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for key, value in opts.method_overrides:
+        owners = [m for m in methods if key.split(".")[0] in _method_knobs(m)]
+        if not owners:
+            raise BadInput(f"method.{key} is not a knob of any selected method ({', '.join(methods)})")
+        if len(owners) > 1:
+            raise BadInput(f"method.{key} is a knob of {' and '.join(owners)}, which mean different things by it; "
+                           "give it per method: " + ", ".join(f"method.{m}.{key}={value}" for m in owners))
+        out[owners[0]].append(f"method.{key}={value}")
+    for method, pairs in opts.per_method.items():
+        if method not in methods:
+            raise BadInput(f"method.{method}.{pairs[0][0]}: {method} is not among the selected methods "
+                           f"({', '.join(methods)})")
+        for key, value in pairs:
+            if key.split(".")[0] not in _method_knobs(method):
+                knobs = ", ".join(sorted(_method_knobs(method))) or "none"
+                raise BadInput(f"method.{method}.{key}: {key!r} is not a knob of {method} (its knobs: {knobs})")
+            out[method].append(f"method.{key}={value}")
+    return out
+
+
 def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
     """A validated plan for every (backend, method) pair. Raises :class:`BadInput` on a bad value."""
     from mlo_bench.suite.cli import _compose, _first_line
     from mlo_bench.suite.plan import ConfigError, prepare
 
-    for key, _ in opts.method_overrides:
-        if not any(key.split(".")[0] in _method_knobs(m) for m in methods):
-            raise BadInput(f"method.{key} is not a knob of any selected method ({', '.join(methods)})")
+    knobs = knob_overrides(opts, methods)
     plans = {}
     for method in methods:
-        knobs = _method_knobs(method)
-        extra = [f"method.{k}={v}" for k, v in opts.method_overrides if k.split(".")[0] in knobs]
         for backend in backends:
             overrides = [
-                *opts.overrides, f"backend={backend}", f"method={method}", *extra, f"steps={opts.steps}",
+                *opts.overrides, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
                 "progress=false", "hypergrad_check=false", "log_every=0", f"results_dir={results_dir}",
             ]
             try:
@@ -186,10 +238,17 @@ def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: 
     return plans
 
 
-def _fmt(x: float | None) -> str:
-    if x is None:
-        return "-"
-    return "nan" if not math.isfinite(x) else f"{x:.2e}"
+def _columns(capture: dict[str, Any], ref: dict[str, Any]) -> tuple[Diff, Diff]:
+    """(first hypergradient, params @ N) of one run against the reference run; the second column folds in the
+    methods' state after the last step when either run captured a non-empty one."""
+    if capture["first_hypergrad"] is None and ref["first_hypergrad"] is None:  # method=none: no hypergradient
+        hg = Diff(absent=True)
+    else:
+        hg = compare(capture["first_hypergrad"], ref["first_hypergrad"])
+    pr = compare(capture["params"], ref["params"])
+    if capture.get("method_state") or ref.get("method_state"):
+        pr = worse(pr, compare(capture.get("method_state") or {}, ref.get("method_state") or {}))
+    return hg, pr
 
 
 def run(opts: Options, out: Any = None) -> int:
@@ -214,10 +273,16 @@ def run(opts: Options, out: Any = None) -> int:
             backends.append(name)
     methods = opts.methods or registry.names("method")
 
-    with tempfile.TemporaryDirectory(prefix="mlo-bench-verify-") as tmp:
+    from mlo_bench.suite.isolate import clean_stale_tmp
+
+    clean_stale_tmp()  # temp dirs of a verify or a sweep killed by SIGKILL
+    with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
         plans = _plans(opts, backends, methods, tmp)
         first = plans[reference, methods[0]]
         task = first.task_cls(first.task_cfg, first.seed)
+        has_oracle = task.oracle() is not None
+        for plan in plans.values():  # the oracle table reads each run's own hypergrad_rel_error
+            plan.hypergrad_check = plan.config["hypergrad_check"] = has_oracle
         pairs: list[tuple[str, str]] = []
         skipped: dict[tuple[str, str], list[str]] = {}  # (backend, reason) -> methods
         for method in methods:
@@ -249,15 +314,21 @@ def run(opts: Options, out: Any = None) -> int:
             f"tolerance {tol:g} on max over leaves of ||a-b||/||b||",
             file=out,
         )
+        knobs = knob_overrides(opts, methods)
+        if any(knobs.values()):
+            print("knobs: " + "; ".join(f"{m}: {', '.join(k)}" for m, k in knobs.items() if k), file=out)
         header = f"{'backend':<10} {'method':<12} {'first hypergrad':>16} {f'params @ {opts.steps}':>16}  result"
         print(header, file=out)
         print("-" * len(header), file=out)
         refs: dict[str, dict[str, Any]] = {}
-        failures = comparisons = 0
+        oracle: dict[tuple[str, str], float | None] = {}
+        warnings: list[str] = []
+        failures = comparisons = inconclusive = 0
         for backend, method in pairs:
             capture: dict[str, Any] = {}
             record = execute(plans[backend, method], capture)
             ok = record["status"] == "ok"
+            oracle[backend, method] = record["metrics"].get("hypergrad_rel_error") if ok else None
             if backend == reference:
                 refs[method] = capture if ok else {"status": record["status"], "reason": record["reason"]}
                 result = "reference" if ok else f"FAIL: reference {record['status']}: {record['reason']}"
@@ -272,19 +343,53 @@ def run(opts: Options, out: Any = None) -> int:
             elif "status" in ref:
                 result = f"FAIL: no reference ({ref['status']})"
             else:
-                no_hypergradient = capture["first_hypergrad"] is None and ref["first_hypergrad"] is None  # none
-                hg = None if no_hypergradient else max_rel_diff(capture["first_hypergrad"], ref["first_hypergrad"])
-                pr = max_rel_diff(capture["params"], ref["params"])
-                result = "pass" if (hg is None or hg <= tol) and pr <= tol else "FAIL"
-            failures += result != "pass"
-            print(f"{backend:<10} {method:<12} {_fmt(hg):>16} {_fmt(pr):>16}  {result}", file=out)
-    for note in notes:
+                hg, pr = _columns(capture, ref)
+                for name, d in (("first hypergrad", hg), (f"params @ {opts.steps}", pr)):
+                    if d.vacuous:
+                        warnings.append(f"warning: {backend} {method}: {name} compares zeros with zeros "
+                                        "(both zero everywhere): it tests nothing")
+                if hg.degenerate or pr.degenerate:
+                    result = "degenerate reference"
+                    warnings.append(f"warning: {backend} {method}: the reference ({reference}) is zero everywhere "
+                                    "where this run is not: nothing to be relative to; start from another point "
+                                    "(seed, task knobs)")
+                elif hg.vacuous and pr.vacuous:
+                    result = "tests nothing"
+                else:
+                    result = "pass" if hg.within(tol) and pr.within(tol) else "FAIL"
+            failures += result not in ("pass", "degenerate reference", "tests nothing")
+            inconclusive += result in ("degenerate reference", "tests nothing")
+            cells = [d.text() if d is not None else "-" for d in (hg, pr)]
+            print(f"{backend:<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  {result}", file=out)
+        if has_oracle:
+            _oracle_table(oracle, backends, [m for m in methods if (reference, m) in oracle], tol, out)
+    for note in notes + warnings:
         print(note, file=out)
-    if failures:
-        print(f"FAILED: {failures} of {comparisons} comparisons (or reference runs) not within {tol:g}", file=out)
+    if failures or inconclusive:
+        parts = [f"{failures} of {comparisons} comparisons (or reference runs) not within {tol:g}"] if failures else []
+        if inconclusive:
+            parts.append(f"{inconclusive} inconclusive (degenerate reference or nothing tested)")
+        print("FAILED: " + "; ".join(parts), file=out)
         return 1
     print(f"ok: all {comparisons} comparisons within {tol:g}", file=out)
     return 0
+
+
+def _oracle_table(errors: dict[tuple[str, str], float | None], backends: list[str], methods: list[str], tol: float,
+                  out: Any) -> None:
+    """Each method's ``hypergrad_rel_error`` against the task's oracle, one row per method, one column per backend;
+    a note for every method off the oracle by more than ``tol`` on the reference backend."""
+    print("\nagainst the task's oracle: hypergrad_rel_error at the oracle state (each method's own error at its "
+          "knobs; not part of the verdict)", file=out)
+    print(f"{'method':<12} " + " ".join(f"{b:>12}" for b in backends), file=out)
+    for method in methods:
+        cells = [_fmt(errors.get((b, method))) if (b, method) in errors else "-" for b in backends]
+        print(f"{method:<12} " + " ".join(f"{c:>12}" for c in cells), file=out)
+    off = [f"{m} {_fmt(errors[backends[0], m])}" for m in methods
+           if errors.get((backends[0], m)) is not None and not errors[backends[0], m] <= tol]
+    if off:
+        print(f"note: off the oracle by more than {tol:g} on {backends[0]}: {', '.join(off)} — each method's "
+              "approximation at its knobs (the cross-backend columns compare backends, not accuracy)", file=out)
 
 
 def main(args: list[str]) -> int:
@@ -292,6 +397,12 @@ def main(args: list[str]) -> int:
         print(USAGE)
         return 0
     registry.discover()
+    from mlo_bench.suite.cli import plugin_args
+
+    failed = registry.load_plugins(plugin_args(args))
+    if failed:
+        print(f"mlo-bench verify: error: plugins: {failed[0]}", file=sys.stderr)
+        return 2
     try:
         return run(parse(args))
     except BadInput as exc:

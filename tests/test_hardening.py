@@ -1,0 +1,227 @@
+"""Hardening found by probes: one record per isolated run, device=cuda without CUDA, a lock per config, stale worker
+temp dirs, the config hash and its documentation, records published atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from mlo_bench.suite import records as records_mod
+from mlo_bench.suite.cli import _compose, main
+from mlo_bench.suite.isolate import TMP_PREFIX, clean_stale_tmp
+from mlo_bench.suite.job import run_job
+from mlo_bench.suite.plan import prepare
+from mlo_bench.suite.records import BUSY, Busy, config_hash, config_lock, read_records
+
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ["task.d=5", "steps=2", "progress=false"]
+
+#: a plugin module that slows the *worker* (never the parent) right after it has committed its record: while it
+#: shuts down (``exit``: an atexit handler, after the result file is written) or before it can tell the parent
+#: (``commit``: after the record is published, before the result file) — the two windows past limits.time_s in
+#: which the parent used to write a ``timeout`` record beside the worker's ``ok`` one
+SLOW_WORKER = '''
+import atexit, os, sys, time
+if sys.argv[0].endswith(os.path.join("suite", "isolate.py")):
+    if os.environ["SLOW_WORKER"] == "exit":
+        atexit.register(time.sleep, 60)
+    else:
+        import mlo_bench.suite.runner as runner
+        real = runner.commit
+        def commit(*args, **kwargs):
+            record = real(*args, **kwargs)
+            time.sleep(60)
+            return record
+        runner.commit = commit
+'''
+
+
+def cli(*args: str, cwd: Path, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mlo_bench.suite.cli", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "CI": "true", **(env or {})})
+
+
+@pytest.mark.parametrize("mode", ["exit", "commit"])
+def test_a_run_finishing_near_the_time_limit_has_exactly_one_record(tmp_path, mode):
+    (tmp_path / "slow_worker.py").write_text(SLOW_WORKER)
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+           "MLO_BENCH_PLUGINS": "slow_worker", "SLOW_WORKER": mode}
+    results = tmp_path / "results"
+    proc = cli("run", "task=quadratic", "task.d=10", "steps=2", "limits.time_s=6", "progress=false",
+               f"results_dir={results}", cwd=tmp_path, env=env)
+    recs = read_records([results])
+    assert len(recs) == 1, [(r["status"], r["reason"]) for r in recs]
+    assert recs[0]["status"] == "ok", "the worker finished: its record is the run's"
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+
+def test_device_cuda_without_cuda_is_one_line_before_any_work(capsys, tmp_path):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    code = main(["run", "device=cuda", *SMALL, f"results_dir={tmp_path}"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "device=cuda" in err and "no CUDA device" in err
+    assert not (tmp_path / "runs").exists()
+    assert main(["verify", "device=cuda", "task.d=5", "method=exact"]) == 2
+    assert "device=cuda" in capsys.readouterr().err
+
+
+def test_the_summary_names_the_device_used(capsys, tmp_path):
+    assert main(["run", *SMALL, "isolate=false", "device=auto", f"results_dir={tmp_path}"]) == 0
+    head = capsys.readouterr().out.splitlines()[0]
+    assert head.endswith(", device cpu)"), head
+    from mlo_bench.suite.summary import summary_lines
+
+    rec = read_records([tmp_path])[0]
+    rec["provenance"]["device"] = None  # e.g. a timeout recorded by the parent: no backend was set up there
+    assert "no device set up (device=auto asked)" in summary_lines(rec)[0]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# one run per config at a time
+
+
+def _plan(tmp_path, *extra):
+    return prepare(_compose([*SMALL, "isolate=false", f"results_dir={tmp_path}", *extra]))
+
+
+def test_a_second_process_finds_the_lock_and_does_not_run(tmp_path, capsys):
+    plan = _plan(tmp_path)
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time\nfrom mlo_bench.suite.records import config_lock\n"
+        f"with config_lock({str(tmp_path)!r}, {config_hash(plan.config)!r}):\n"
+        "    print('held', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        record = run_job(plan)
+        out = capsys.readouterr().out
+        assert record["status"] == BUSY and f"pid {holder.pid}" in record["reason"]
+        assert out.count("\n") == 1 and out.startswith("busy: the same config") and "repeat=N" in out
+        assert not (tmp_path / "runs").exists(), "nothing was run or written"
+        assert main(["run", *SMALL, "isolate=false", f"results_dir={tmp_path}"]) == 3
+        again = run_job(_plan(tmp_path, "repeat=1"))  # a deliberate repeat is its own config
+        assert again["status"] == "ok"
+    finally:
+        holder.kill()
+        holder.wait()
+    done = run_job(plan)  # the holder died without cleaning up: its lock is no obstacle
+    assert done["status"] == "ok" and not list((tmp_path / "locks").iterdir())
+
+
+def test_the_lock_is_exclusive_in_process_and_released(tmp_path):
+    with config_lock(tmp_path, "abc") as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+        with pytest.raises(Busy, match="is being run by pid"):
+            with config_lock(tmp_path, "abc"):
+                pass
+    assert not path.exists()
+    with config_lock(tmp_path, "abc"):
+        pass
+
+
+def test_a_stale_lock_file_of_a_dead_process_is_taken_over(tmp_path):
+    (tmp_path / "locks").mkdir()
+    (tmp_path / "locks" / "abc.lock").write_text(json.dumps({"pid": 999999999, "host": "gone"}))
+    with config_lock(tmp_path, "abc") as path:
+        assert json.loads(path.read_text())["pid"] == os.getpid()
+
+
+def test_repeat_and_plugins_enter_the_hash_only_when_set():
+    base = {"task": {"name": "quadratic"}, "seed": 0}
+    assert config_hash({**base, "repeat": 0, "plugins": []}) == config_hash(base), "older records keep their hash"
+    assert config_hash({**base, "repeat": 1}) != config_hash(base)
+    assert config_hash({**base, "plugins": ["m"]}) != config_hash(base)
+
+
+def test_the_documented_hash_keys_match_the_code():
+    """README.md and results/README.md name exactly the keys the code leaves out of the hash."""
+    expected = set(records_mod.NON_NUMERIC_KEYS)
+    for doc in (ROOT / "README.md", ROOT / "results" / "README.md"):
+        text = doc.read_text()
+        match = re.search(r"without\s[^.|]*?((?:`\w+`(?:,\s|\sand\s|,?\sand\s)?)+)", text.split("config_hash", 1)[1])
+        assert match, doc
+        assert set(re.findall(r"`(\w+)`", match.group(1))) == expected, (doc, match.group(0))
+        for key in records_mod.HASHED_UNLESS_DEFAULT:
+            assert f"`{key}`" in text, (doc, key)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# worker temp dirs of a killed sweep
+
+
+def test_stale_worker_dirs_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    stale = tmp_path / f"{TMP_PREFIX}{dead.pid}-abc"
+    live = tmp_path / f"{TMP_PREFIX}{os.getpid()}-def"
+    other = tmp_path / "unrelated-123-x"
+    for d in (stale, live, other):
+        d.mkdir()
+        (d / "config.json").write_text("{}")
+    assert clean_stale_tmp(str(tmp_path)) == [str(stale)]
+    assert not stale.exists() and live.exists() and other.exists()
+
+
+def test_a_killed_parent_leaves_no_worker_dir_after_the_next_run(tmp_path):
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = Path(tempfile.gettempdir()) / f"{TMP_PREFIX}{dead.pid}-killed"
+    left.mkdir(exist_ok=True)
+    assert main(["run", *SMALL, "isolate=true", f"results_dir={tmp_path}"]) == 0
+    assert not left.exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# records appear whole or not at all
+
+
+def test_records_are_published_atomically(tmp_path):
+    """Every file opened for writing and every rename during a commit is checked against the invariant: no run
+    directory outside ``runs/.tmp-*`` is visible without a complete record.json and trace.csv. Writing record.json
+    in place (or renaming the directory before its files are written) fails here."""
+    runs = tmp_path / "runs"
+    seen: list[str] = []
+    problems: list[str] = []
+
+    def check(event, args):
+        if not active or event not in ("open", "os.rename", "os.replace", "os.mkdir"):
+            return
+        path = str(args[0])
+        if not path.startswith(str(tmp_path)):
+            return
+        if event == "open" and not (len(args) > 1 and args[1] and any(c in str(args[1]) for c in "wxa+")) \
+                and not (isinstance(args[2], int) and args[2] & (os.O_WRONLY | os.O_RDWR)):
+            return
+        seen.append(f"{event} {path}")
+        if not runs.is_dir():
+            return
+        for run in runs.iterdir():
+            if run.name.startswith(".tmp-"):
+                continue
+            try:
+                json.loads((run / "record.json").read_text())["status"]
+                (run / "trace.csv").read_text()
+            except (OSError, ValueError, KeyError) as exc:
+                problems.append(f"{event} {path}: {run.name} visible but incomplete ({type(exc).__name__})")
+
+    active = True
+    sys.addaudithook(check)
+    try:
+        record = {"status": "ok", "metrics": {"x": list(range(20000))}}
+        final = records_mod.commit_run(tmp_path, "run-1", record, {"trace.csv": "step\n"})
+        records_mod.commit_run(tmp_path, "run-1", dict(record), {"trace.csv": "step\n"})  # a clash: -1 suffix
+    finally:
+        active = False
+    assert any("record.json" in s for s in seen), "the hook saw the writes"
+    assert problems == []
+    assert json.loads((final / "record.json").read_text())["metrics"]["x"][-1] == 19999
+    assert sorted(p.name for p in runs.iterdir()) == ["run-1", "run-1-1"]
