@@ -66,11 +66,14 @@ class Task(ABC):
     - ``presets``: named sets of config values, ``{name: {"task": {knob: value}, top-level key: value}}``; each is a
       Hydra option (``+preset=NAME`` applies the chosen task's values; command-line overrides still win). Preset
       names are shared between tasks (``demo``: seconds per run; ``full``: the embedded data to convergence; …).
+    - ``paper``: a :class:`~mlo_bench.suite.contract.paper.Paper` — the task's metric specs, variants (``+variant=``),
+      paper tables, size knob and claims, read by the report (``None``: standard metrics only).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    paper: ClassVar[Any] = None
 
     def __init__(self, cfg: Any, seed: int) -> None:
         self.cfg = cfg
