@@ -178,13 +178,23 @@ def comparison(setting: Setting, metrics: list[str]) -> Table:
         counts = status_counts(combo.runs)
         tone = "" if set(counts) == {"ok"} else ("bad" if not counts.get("ok") else "warn")
         row = [cell(combo.backend), cell(combo.label), cell(status_text(counts), tone=tone)]
+        busy = bool(ok_loaded(combo.runs).any())
         for m in metrics:
             mean, std, n = summary[(i, m)]
-            row.append(Cell(fmt.mean_std(m, mean, std, n), bold=bool(n) and fmt.value(m, mean) == best.get(m)))
+            warn = busy and specs.unit(task, m) == "s"
+            row.append(Cell(fmt.mean_std(m, mean, std, n) + (" ⚠" if warn and n else ""),
+                            bold=bool(n) and fmt.value(m, mean) == best.get(m), tone="warn" if warn and n else ""))
         rows.append(row)
     caption = ("mean ± sample std (number of ok seeds) over the runs that ended ok; ↓ lower is better, "
-               "↑ higher is better; the best mean per column is in bold.")
+               "↑ higher is better (no arrow: not ranked); the best mean per column is in bold; ⚠ = some of the "
+               "times were taken while the load average exceeded the core count.")
     return Table(header, rows, align=["l", "l", "l"] + ["r"] * len(metrics), caption=caption)
+
+
+def ok_loaded(runs: pd.DataFrame) -> pd.Series:
+    """Per ok run: whether it was timed under load (False where not recorded)."""
+    ok = runs[runs["status"] == "ok"]
+    return ok["loaded"].fillna(False).astype(bool) if "loaded" in ok else pd.Series(False, index=ok.index)
 
 
 def coverage(setting: Setting) -> list[str]:
