@@ -64,10 +64,6 @@ def _at(rs: list[Run], column: str, value: Any) -> list[Run]:
     return [r for r in rs if value is None or r.flat.get(column) == value]
 
 
-def _v(x: Any) -> str:
-    return f"{x:g}" if isinstance(x, float) else str(x)
-
-
 @dataclass
 class Ratio:
     """num/den on one metric: the (geometric) mean ratio, its 95% interval, n, the log ratios' std (paired only)."""
@@ -129,7 +125,7 @@ def _compare(cmp: Any, rows: dict[str, list[Run]], table: Any, columns: list[Any
     out = []
     for value in where:
         label = f"{cmp.num} / {cmp.den} · {cmp.metric}" + (
-            f" · {table.column_label} {_v(value)}" if value is not None else "")
+            f" · {table.column_label} {fmt.knob(value)}" if value is not None else "")
         num = [_tagged(r, table.column) for r in _at(rows.get(cmp.num, []), table.column, value)]
         den = [_tagged(r, table.column) for r in _at(rows.get(cmp.den, []), table.column, value)]
         measured, verdict, needed, note = compare_runs(num, den, cmp.metric, cmp.want, table.match_tolerance, task)
@@ -178,7 +174,8 @@ def _cell(task: str, metric: str, rs: list[Run], best: bool) -> Cell:
 def _block_table(task: str, table: Any, block: dict[str, Any]) -> Table:
     rows, columns = block["rows"], block["columns"]
     header = ["variant", "method", "ordering", "updates",
-              *[f"{table.quality} {specs.arrow(task, table.quality)} · {table.column_label} {_v(c)}" for c in columns],
+              *[f"{table.quality} {specs.arrow(task, table.quality)} · {table.column_label} {fmt.knob(c)}"
+                for c in columns],
               *[f"{m} {specs.arrow(task, m)}" for m in table.cost]]
     best = {}
     for key, metric in [(c, table.quality) for c in columns] + [(None, m) for m in table.cost]:

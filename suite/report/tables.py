@@ -98,8 +98,8 @@ def split_settings(wide: pd.DataFrame, configs: dict[str, dict]) -> list[Setting
         for i, (key, runs) in enumerate(groups):
             name = _letters(i)
             setting = Setting(str(task), str(key), name, runs.copy(), flat=flat[key])
-            setting.short = ", ".join(f"{k.removeprefix('task.')}={_v(flat[key].get(k))}" for k in varying[:4]) + (
-                ", …" if len(varying) > 4 else "")
+            setting.short = ", ".join(f"{k.removeprefix('task.')}={fmt.knob(flat[key].get(k))}"
+                                      for k in varying[:4]) + (", …" if len(varying) > 4 else "")
             setting.description = describe(flat[key], varying)
             setting.combos = combos(runs)
             out.append(setting)
@@ -128,18 +128,12 @@ def _varying_keys(flats: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1 and k != "task.name"]
 
 
-def _v(x: Any) -> str:
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x)) if abs(x) < 1e6 else f"{x:g}"
-    return str(x)
-
-
 def describe(flat: dict[str, Any], varying: list[str]) -> str:
     """The setting's knobs a reader needs: the task's own scalar knobs, steps, dtype, and whatever varies."""
     head = [k for k in flat if k.startswith("task.") and k.count(".") == 1 and k != "task.name"]
     head += [k for k in ("steps", "inner_steps", "dtype", "device") if k in flat]
     head += [k for k in varying if k not in head]
-    return ", ".join(f"`{k}={_v(flat[k])}`" for k in head if k in flat)
+    return ", ".join(f"`{k}={fmt.knob(flat[k])}`" for k in head if k in flat)
 
 
 def combos(runs: pd.DataFrame) -> list[Combo]:
@@ -151,7 +145,7 @@ def combos(runs: pd.DataFrame) -> list[Combo]:
         knobs = json.loads(c.variant) if c.variant and c.variant != "nan" else {}
         c.label = c.method
         if by_method[(c.backend, c.method)] > 1 and knobs:
-            c.label += " (" + ", ".join(f"{k}={_v(v)}" for k, v in sorted(knobs.items())) + ")"
+            c.label += " (" + ", ".join(f"{k}={fmt.knob(v)}" for k, v in sorted(knobs.items())) + ")"
     return out
 
 
