@@ -154,3 +154,17 @@ def test_report_html_renders_in_headless_chromium_with_its_figures(tmp_path):
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert("L"))
     assert pixels.shape == (1600, 1280) and pixels.std() > 5, "the page rendered content, not a blank screen"
+
+
+def test_pareto_front_and_the_computed_sentence():
+    from mlo_bench.suite.report.choice import Row, mark_pareto, sentence
+
+    rows = [Row("torch", "cg", {"quality": 0.80, "time": 2.0, "memory": 10.0}),
+            Row("jax", "darts", {"quality": 0.795, "time": 1.0, "memory": 10.0}),   # within 1%, fastest
+            Row("naive", "unroll", {"quality": 0.70, "time": 1.5, "memory": 20.0}),  # dominated by jax × darts
+            Row("torch", "neumann", {"quality": 0.70, "time": 0.5, "memory": 30.0})]  # fastest, far less accurate
+    mark_pareto(rows, {"quality": "higher", "time": "lower", "memory": "lower"})
+    assert [r.pareto for r in rows] == [True, True, False, True]
+    line = sentence("t", "setting A", rows, "test_accuracy", "higher")
+    assert "**jax × darts** is fastest" in line and "within 1% of the best `test_accuracy`" in line
+    assert "torch × cg" in line, "the best one is named beside the pick"
