@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 
 from mlo_bench.suite.report import fmt, specs, stats
-from mlo_bench.suite.report.doc import Bullets, Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.doc import Cell, Para, Section, Table, cell
 
 #: "within 1% of the best quality"
 WITHIN = 0.01
@@ -130,8 +130,6 @@ def section(settings: list) -> tuple[Section, list[str]]:
                     for r in sorted(rs, key=lambda r: (not r.pareto, r.values.get("time", math.inf)))]
             sec.add(Para(f"**{task} · [{where}](#{s.anchor})**" + (f" — {line}." if line else "")),
                     Table(header, body, align=["l", "l", "l", "r", "r", "r", "r", "r"]))
-    if sentences:
-        sec.blocks.insert(1, Bullets([x[0].upper() + x[1:] + "." for x in sentences]))
-    else:
+    if not sentences:
         sec.add(Para("No setting has two combinations that ended ok: nothing to choose between."))
     return sec, sentences
