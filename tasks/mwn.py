@@ -42,6 +42,11 @@ Metrics: ``test_accuracy`` (balanced: the mean over classes of per-class accurac
 The classifier is small enough for an ``exact`` reference (``hypergrad_rel_error`` against ``exact`` at the final
 state) when it has at most ``exact_max_params`` parameters; above that ``exact`` is unsupported.
 
+Paper (``PAPER``, the ``paper`` attribute): the metric specs above (``test_accuracy`` is the result; the lists and
+counts are diagnostics), Betty Table 1's variants (``variant=NAME`` on any backend; on ``naive`` with the original
+code's reverse chain; ``original-unrolled`` runs the original step order, ``ordering=lookahead``), the table with its
+claims, and the claims CSV ``tasks/claims/mwn.csv``.
+
 Presets (``+preset=NAME``): ``demo`` (MLP on digits, 300 steps: seconds per run), ``full`` (the embedded data to
 convergence: 2,000 classifier steps with the lr divided by 10 at 50 % and 75 %), ``paper`` (Betty's hyperparameters:
 ResNet-32 on long-tailed CIFAR-10, needs ``task.data_root`` and a GPU).
