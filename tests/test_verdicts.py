@@ -69,7 +69,9 @@ def test_comparison_rule_rejects_an_unknown_want():
     ([V.SUPPORTED, V.SUPPORTED], V.SUPPORTED),
     ([V.SUPPORTED, V.INCONCLUSIVE], V.INCONCLUSIVE),
     ([V.SUPPORTED, V.NOT_SUPPORTED, V.INCONCLUSIVE], V.NOT_SUPPORTED),
-    ([V.SUPPORTED, V.NOT_MEASURED], V.NOT_MEASURED),
+    ([V.SUPPORTED, V.NOT_MEASURED], V.INCONCLUSIVE),      # part of the claim is unmeasured
+    ([V.NOT_SUPPORTED, V.NOT_MEASURED], V.NOT_SUPPORTED),
+    ([V.NOT_MEASURED, V.NOT_MEASURED], V.NOT_MEASURED),
     ([], V.NOT_MEASURED),
 ])
 def test_combine(verdicts, expected):

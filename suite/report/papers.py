@@ -220,8 +220,10 @@ def section(task: str, table: Any, result: dict[str, Any]) -> Section:
         "Claims at this scale, **per backend** and **paired by seed**: each comparison is the geometric mean of the "
         "per-seed ratios num/den (same backend, same seed, same column value) with its 95% t-interval on the log "
         "ratios (Student t, n − 1 df); **higher**/**lower**: the whole interval on the claimed side of 1; **match**: "
-        f"its lower end at least {1 - table.match_tolerance:g}. A claim holds on a backend when each of its "
-        "comparisons does there; inconclusive ones give the paired seeds their observed spread would need."))
+        f"its lower end at least {1 - table.match_tolerance:g}. On a backend a claim is supported when each of its "
+        "comparisons is, not supported when one is not, inconclusive when some are undecided or not measured; "
+        "backends that disagree make it inconclusive overall. Inconclusive comparisons give the paired seeds their "
+        "observed spread would need."))
     for c in result["claims"]:
         per = " · ".join(f"{b}: **{v}**" for b, v in c["backends"].items())
         sec.add(Para(f"**{c['text']}** — {c['verdict']}" + (f" ({c['why']})" if c["why"] else "") + f". {per}"))

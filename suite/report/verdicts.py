@@ -77,8 +77,9 @@ def boundary(want: str, tolerance: float = 0.02) -> float:
 
 
 def combine(verdicts: list[str]) -> str:
-    """Verdict of several comparisons: not measured if one is, not supported if one is, supported if all are."""
-    if not verdicts or NOT_MEASURED in verdicts:
+    """Verdict of a claim made of several comparisons: not supported if one is; supported if all are; not measured
+    if none was measured; else inconclusive (some undecided, or some not measured)."""
+    if not verdicts or all(v == NOT_MEASURED for v in verdicts):
         return NOT_MEASURED
     if NOT_SUPPORTED in verdicts:
         return NOT_SUPPORTED
