@@ -59,14 +59,14 @@ def experiments() -> list[str]:
 
 
 def normalize_overrides(args: list[str]) -> list[str]:
-    """``+preset=NAME`` (and ``++preset=``) → ``preset=NAME``: the primary config already has a ``preset`` default
-    (``none``), which Hydra would refuse to append to; both spellings choose the task's preset.
+    """``+preset=NAME`` (and ``++preset=``) → ``preset=NAME``, and the same for ``variant``: the primary config already
+    has a default for both (``none``), which Hydra would refuse to append to; both spellings choose the task's own.
     ``level_steps.<level>=N`` → ``++level_steps.<level>=N`` (an entry of a mapping that starts empty)."""
     out = []
     for a in args:
         key = a.split("=", 1)[0]
-        if key in ("+preset", "++preset"):
-            a = "preset=" + a.split("=", 1)[1]
+        if key in ("+preset", "++preset", "+variant", "++variant"):
+            a = key.lstrip("+") + "=" + a.split("=", 1)[1]
         elif key.lstrip("+").startswith("level_steps.") and "=" in a:
             a = "++" + a.lstrip("+")  # a per-level entry of an empty mapping: added or overridden alike
         out.append(a)

@@ -148,6 +148,7 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
     limits = plan.config.get("limits") or {}
     time_s, memory_gb = limits.get("time_s"), limits.get("memory_gb")
     started = provenance.now()
+    provenance.start_snapshot()  # for a record this parent writes itself (timeout, oom, a worker that died)
     deadline = None
     cap = int(memory_gb * 2**30) if memory_gb else None
     status = reason = error = None

@@ -18,7 +18,7 @@ TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
     "ordering", "eval_every", "level_steps",
-    "plugins", "repeat",
+    "plugins", "repeat", "variant",
 )
 ORDERINGS = ("inner_first", "lookahead")
 

@@ -15,14 +15,14 @@ import shutil
 import sys
 import tempfile
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error")
 #: config keys that do not change the numbers a run produces (left out of the config hash)
-NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume", "budget")
+NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume", "budget", "variant")
 #: keys added after the first records that enter the hash only when not at this default, so that a record written
 #: before they existed keeps its hash (and is still found by ``resume``): ``plugins`` (third-party modules named by the
 #: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
@@ -39,20 +39,37 @@ def config_hash(config: dict[str, Any]) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON to ``path`` through a temporary file in the same directory and an atomic rename."""
+def write_atomic(path: Path, writer: Callable[[Path], None]) -> Path:
+    """Call ``writer(tmp_path)`` on a temporary file beside ``path`` (its folder is made), then rename it onto
+    ``path`` (mode 0644): a reader sees the old file or the new one, never a partial one."""
     path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(obj, fh, indent=2, sort_keys=False, default=_json_default)
-            fh.write("\n")
-            fh.flush()
+        writer(Path(tmp))
+        with open(tmp, "rb") as fh:
             os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def write_text_atomic(path: Path, text: str) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_bytes_atomic(path: Path, data: bytes) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_bytes(data))
+
+
+def write_json_atomic(path: Path, obj: Any) -> Path:
+    """Write JSON to ``path`` through a temporary file in the same directory and an atomic rename."""
+    text = json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n"
+    return write_text_atomic(path, text)
 
 
 def _json_default(obj: Any) -> Any:
@@ -108,15 +125,30 @@ def iter_record_paths(paths: Iterable[Path]) -> Iterator[Path]:
                 yield path
 
 
+def record_problem(rec: Any) -> str | None:
+    """Why ``rec`` is not a usable run record (one line), or ``None``: a mapping with a ``status`` string, a
+    ``metrics`` mapping, a ``config`` mapping (when present) and a ``provenance`` mapping (when present)."""
+    if not isinstance(rec, dict):
+        return f"not a run record (a JSON {type(rec).__name__}, not an object)"
+    if not isinstance(rec.get("status"), str):
+        return "not a run record (no status)"
+    for key, required in (("metrics", True), ("config", False), ("provenance", False)):
+        if (required or key in rec) and not isinstance(rec.get(key), dict):
+            return f"not a run record ({key!r} is {type(rec.get(key)).__name__}, not a mapping)"
+    return None
+
+
 def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
-    """Load records; a corrupt or truncated one is reported by path (a warning) and skipped."""
+    """Load records; a corrupt or truncated one (see :func:`record_problem`) is reported by path (a warning) and
+    skipped."""
     records = []
     for path in iter_record_paths(paths):
         try:
             with open(path) as fh:
                 rec = json.load(fh)
-            if not isinstance(rec, dict) or "status" not in rec or "metrics" not in rec:
-                raise ValueError("not a run record (no status/metrics)")
+            problem = record_problem(rec)
+            if problem:
+                raise ValueError(problem)
         except (OSError, ValueError) as exc:
             warnings.warn(f"skipping unreadable record {path}: {exc}", stacklevel=2)
             continue

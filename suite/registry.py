@@ -246,6 +246,7 @@ def _register_configs() -> None:
         for name, cls in plugins.items():
             store.store(group=role, name=name, node=config_class(cls))
     _register_presets(store)
+    importlib.import_module("mlo_bench.suite.variants").register(store, _REGISTRY["task"], sorted(_REGISTRY["backend"]))
 
 
 #: the preset option that applies nothing (the default of the ``preset`` group in suite/conf/config.yaml)

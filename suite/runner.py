@@ -107,6 +107,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     """Run the plan, write its record, return the record. Run failures become statuses, never exceptions.
     ``capture``, when given, is filled as :func:`train` describes."""
     started = provenance.now()
+    provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
     backend_cls = plan.backend_cls
     record = new_record(plan)
     metrics: dict[str, Any] = record["metrics"]

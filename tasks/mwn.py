@@ -21,8 +21,8 @@ Choices, and why:
   same as torch SGD's coupled weight decay, and the implicit methods see ``H + wd·I`` (softmax cross-entropy alone
   has an exactly singular Hessian: adding one constant to every logit changes nothing).
 - ERM is the same task with ``reweight=false``: the classifier's loss is the plain mean cross-entropy (+ weight decay),
-  the MWN is present but unused (every method's hypergradient is exactly zero, so it never moves). Same data, batches,
-  initialisation, schedule and budget; run it with ``method=first_order`` (the cheapest: no best-response term).
+  the MWN is present but unused. Same data, batches, initialisation, schedule and budget; run it with ``method=none``
+  (no hypergradient is computed and the weight net is not trained: variant ``erm``).
 
 Data (``dataset``):
 
@@ -42,6 +42,11 @@ Metrics: ``test_accuracy`` (balanced: the mean over classes of per-class accurac
 The classifier is small enough for an ``exact`` reference (``hypergrad_rel_error`` against ``exact`` at the final
 state) when it has at most ``exact_max_params`` parameters; above that ``exact`` is unsupported.
 
+Paper (``PAPER``, the ``paper`` attribute): the metric specs above (``test_accuracy`` is the result; the lists and
+counts are diagnostics), Betty Table 1's variants (``variant=NAME`` on any backend; on ``naive`` with the original
+code's reverse chain; ``original-unrolled`` runs the original step order, ``ordering=lookahead``), the table with its
+claims, and the claims CSV ``tasks/claims/mwn.csv``.
+
 Presets (``+preset=NAME``): ``demo`` (MLP on digits, 300 steps: seconds per run), ``full`` (the embedded data to
 convergence: 2,000 classifier steps with the lr divided by 10 at 50 % and 75 %), ``paper`` (Betty's hyperparameters:
 ResNet-32 on long-tailed CIFAR-10, needs ``task.data_root`` and a GPU).
@@ -55,7 +60,17 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite import nn
-from mlo_bench.suite.contract import Level, Task
+from mlo_bench.suite.contract import (
+    ClaimRule,
+    Comparison,
+    Level,
+    MetricSpec,
+    Paper,
+    PaperTable,
+    TableClaim,
+    Task,
+    Variant,
+)
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
 from mlo_bench.tasks.data import images
@@ -120,6 +135,74 @@ class MWNConfig:
         self.upper.validate("task.upper")
 
 
+# ---- the paper (Betty Table 1): metrics, variants, the table, claims (tasks/claims/mwn.csv) --------------------
+#: every variant runs on every backend; on naive with the original code's reverse chain (plain autograd, graph kept)
+_NAIVE = {"naive": {"chain": "reverse"}}
+_REWEIGHT = {"inner_steps": 1, "task.reweight": True}
+VARIANTS = (
+    Variant("erm", "none", {"inner_steps": 1, "task.reweight": False}, _NAIVE, label="ERM (no reweighting)",
+            doc="the same task, data and budget with the loss unweighted, run with method=none (no hypergradient, "
+                "the weight net untrained); not a row of Betty's table"),
+    Variant("original-unrolled", "unroll", {**_REWEIGHT, "ordering": "lookahead"}, _NAIVE,
+            label="original MWN (unrolled)",
+            doc="Shu et al.'s order: virtual step → MWN update → real step, one unrolled step"),
+    Variant("unroll-1", "unroll", _REWEIGHT, _NAIVE, label="Betty unrolled"),
+    Variant("cg", "cg", _REWEIGHT, _NAIVE, label="Betty cg"),
+    Variant("neumann", "neumann", _REWEIGHT, _NAIVE, label="Betty neumann"),
+    Variant("darts-1", "darts", _REWEIGHT, _NAIVE, label="Betty darts, 1 step"),
+    Variant("darts-5", "darts", {**_REWEIGHT, "inner_steps": 5}, _NAIVE, label="Betty darts, 5 steps"),
+)
+_REWEIGHTING = tuple(v.name for v in VARIANTS if v.name != "erm")
+
+
+def _darts_vs(den: str) -> tuple[Comparison, ...]:
+    return (Comparison("darts-1", den, "test_accuracy", "match", at="each"),
+            Comparison("darts-1", den, "peak_live_bytes", "lower"),
+            Comparison("darts-1", den, "time_total_s", "lower"))
+
+
+PAPER = Paper(
+    metrics=(
+        MetricSpec("test_accuracy", "higher", "fraction", doc="balanced test accuracy (mean of per-class)"),
+        MetricSpec("per_class_accuracy", "higher", "fraction", kind="list", quality=False),
+        MetricSpec("train_class_sizes", None, "count", kind="list"),
+        MetricSpec("clamped_classes", None, "count"),
+        MetricSpec("noisy_labels", None, "count"),
+    ),
+    variants=VARIANTS,
+    tables=(PaperTable(
+        "Meta-Weight-Net on long-tailed data (Betty Table 1, our analogue)", tuple(v.name for v in VARIANTS),
+        column="task.imbalance_factor", column_label="IF", quality="test_accuracy",
+        cost=("peak_live_bytes", "peak_memory_bytes", "time_total_s"), treatments=("task.reweight",),
+        claims=(
+            TableClaim("MWN beats ERM at the highest imbalance (each reweighting variant against ERM)",
+                       tuple(Comparison(v, "erm", "test_accuracy", "higher", at="max") for v in _REWEIGHTING)),
+            TableClaim("darts with 1 step matches or beats the original unrolled MWN in accuracy while using less "
+                       "memory (peak live bytes) and less wall time", _darts_vs("original-unrolled")),
+            TableClaim("darts with 1 step matches or beats Betty's unrolled variant in accuracy while using less "
+                       "memory (peak live bytes) and less wall time", _darts_vs("unroll-1")),
+        )),),
+    claims="mwn.csv",
+    baselines={("betty2023", "1"): "original-unrolled"},
+    settings={f"cifar10-lt-if{k}": {"task.imbalance_factor": k} for k in (50, 100, 200)},
+    paper_data={"task.dataset": "cifar10"},
+    claim_metrics={"test_accuracy": ("test_accuracy",), "peak_memory": ("peak_live_bytes", "peak_memory_bytes"),
+                   "wall_time": ("time_total_s",)},
+    rules={
+        "betty-abstract-acc": ClaimRule(
+            "ratio", "test_accuracy", "darts-5", "original-unrolled",
+            "darts-5 vs original-unrolled MWN test accuracy, IF 200: up to 11% higher (76.56/68.91)",
+            76.56 / 68.91, {"task.imbalance_factor": 200}),
+        "betty-abstract-mem": ClaimRule(
+            "ratio", "peak_memory", "darts-1", "original-unrolled",
+            "darts-1 vs original-unrolled MWN peak memory: 14% less (2051/2381 MiB)", 2051 / 2381),
+        "betty-abstract-time": ClaimRule(
+            "ratio", "wall_time", "darts-1", "original-unrolled",
+            "darts-1 vs original-unrolled MWN wall time: 20% less (28.5/35.8 min)", 28.5 / 35.8),
+    },
+)
+
+
 def make_model(cfg: MWNConfig) -> nn.Model:
     channels, size, classes = SHAPES[cfg.dataset]
     if cfg.model == "mlp":
@@ -147,6 +230,7 @@ class MetaWeightNet(Task):
 
     name = "mwn"
     Config = MWNConfig
+    paper = PAPER
     presets = {
         "demo": {
             "task": {"dataset": "digits", "model": "mlp", "hidden": 16, "imbalance_factor": 100.0,

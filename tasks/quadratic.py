@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from mlo_bench.suite.contract import Level, Oracle, Task
+from mlo_bench.suite.contract import ClaimRule, Level, MetricSpec, Oracle, Paper, Task, Variant
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
 
@@ -129,12 +129,32 @@ def _top_loss(levels: int, ridge: float):
     return loss
 
 
+#: the paper side: ``outer_gap`` is the result; the size knob ``d`` and the chain length ``levels`` drive the complexity
+#: experiment (suite/conf/experiment/complexity.yaml); Betty's O(d³) → O(d²) claim (tasks/claims/quadratic.csv) is the
+#: exponent of counted FLOPs of the materialised chain (naive) against reverse mode (torch)
+PAPER = Paper(
+    metrics=(MetricSpec("outer_gap", "lower", doc="F(x0) - F*: the top objective above its closed-form optimum"),),
+    variants=(
+        Variant("materialised-chain", "unroll", backend_knobs={"naive": {"chain": "materialised"}},
+                backends=("naive",), doc="best-response Jacobians materialised and multiplied (O(d³))"),
+        Variant("reverse-mode", "unroll", backends=("torch",), doc="one vector pushed down the chain (O(d²))"),
+    ),
+    size="task.d", size_label="d", groups=("task.levels",), group_label="L",
+    claims="quadratic.csv",
+    rules={"betty-abstract-cplx": ClaimRule(
+        "exponent", "flops_hypergrad", "materialised-chain", "reverse-mode",
+        "materialised best-response Jacobians (naive) grow as O(d³), reverse mode (torch) as O(d²): the naive "
+        "exponent of counted FLOPs per hypergradient in d exceeds torch's")},
+)
+
+
 @register("task")
 class Quadratic(Task):
     """L-level chain of strongly convex quadratics (L = 2 is bilevel) with a closed-form oracle."""
 
     name = "quadratic"
     Config = QuadraticConfig
+    paper = PAPER
 
     def __init__(self, cfg: QuadraticConfig, seed: int) -> None:
         super().__init__(cfg, seed)

@@ -96,3 +96,31 @@ def test_divergence_is_a_status_with_its_step(tmp_path):
                                     "progress=false", f"results_dir={tmp_path}"])))
     assert rec["status"] == "diverged"
     assert "non-finite" in rec["reason"] and isinstance(rec["metrics"]["diverged_step"], int)
+
+
+def test_provenance_records_load_cpus_and_threads(monkeypatch):
+    from mlo_bench.suite import provenance
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setattr(provenance.os, "getloadavg", lambda: (3.25, 1.0, 0.5))
+    assert provenance.start_snapshot() == {"loadavg_start": 3.25}
+    monkeypatch.setattr(provenance.os, "getloadavg", lambda: (0.75, 1.0, 0.5))
+    p = provenance.collect({})
+    assert p["loadavg_start"] == 3.25 and p["loadavg_end"] == 0.75 and p["cpu_count"] >= 1
+    assert p["threads"]["OMP_NUM_THREADS"] == "1" and isinstance(p["threads"].get("torch", 1), int)
+    assert "loadavg_start" not in provenance.collect({}), "a start snapshot belongs to one run"
+
+
+@pytest.mark.parametrize("record,problem", [
+    ({"status": "ok", "metrics": None}, "'metrics' is NoneType"),
+    ({"status": "ok", "metrics": {}, "config": "x"}, "'config' is str"),
+    ({"status": "ok", "metrics": {}, "provenance": []}, "'provenance' is list"),
+    ({"metrics": {}}, "no status"),
+    ([1, 2], "a JSON list"),
+    ({"status": "ok", "metrics": {}, "config": {}}, None),
+])
+def test_record_problem_names_what_is_wrong(record, problem):
+    from mlo_bench.suite.records import record_problem
+
+    got = record_problem(record)
+    assert got == problem if problem is None else problem in got

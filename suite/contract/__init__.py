@@ -4,11 +4,24 @@
 - :class:`Backend` — an autodiff engine: arrays, grad / vjp / jvp / hvp, compile, device, sync, memory.
 - :class:`Task` and :class:`Level` — a multilevel program: levels, data, metrics, optional closed-form oracle.
 - :class:`Method` — a hypergradient algorithm, expressed as the vector–Jacobian product of one best response.
+- :class:`Paper` — what a task declares about its paper: :class:`MetricSpec`, :class:`Variant`, :class:`PaperTable`,
+  :class:`Comparison`, :class:`TableClaim`, :class:`ClaimRule` (``paper.py``).
 """
 
 from mlo_bench.suite.contract.backend import Backend, Unavailable
 from mlo_bench.suite.contract.method import Method, Response
 from mlo_bench.suite.contract.ops import Ops
+from mlo_bench.suite.contract.paper import (
+    STANDARD_METRICS,
+    ClaimRule,
+    Comparison,
+    MetricSpec,
+    Paper,
+    PaperTable,
+    TableClaim,
+    Variant,
+)
 from mlo_bench.suite.contract.task import Level, Oracle, Selection, Task
 
-__all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Selection", "Task", "Unavailable"]
+__all__ = ["STANDARD_METRICS", "Backend", "ClaimRule", "Comparison", "Level", "Method", "MetricSpec", "Ops", "Oracle",
+           "Paper", "PaperTable", "Response", "Selection", "TableClaim", "Task", "Unavailable", "Variant"]

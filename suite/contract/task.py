@@ -104,11 +104,14 @@ class Task(ABC):
       names are shared between tasks (``demo``: seconds per run; ``full``: the embedded data to convergence; …).
     - Baselines of a paper (ERM, mixing, fine-tuning, a filter, majority vote) are task knobs run with
       ``method=none`` (the upper level is not trained; no hypergradient is computed), never a fake method.
+    - ``paper``: a :class:`~mlo_bench.suite.contract.paper.Paper` — the task's metric specs, variants (``+variant=``),
+      paper tables, size knob and claims, read by the report (``None``: standard metrics only).
     """
 
     name: ClassVar[str]
     Config: ClassVar[type]
     presets: ClassVar[dict[str, dict[str, Any]]] = {}
+    paper: ClassVar[Any] = None
 
     def __init__(self, cfg: Any, seed: int) -> None:
         self.cfg = cfg

@@ -1,10 +1,15 @@
 """``mlo-bench report``: run records → tidy tables (Parquet, CSV), Markdown and self-contained HTML reports with
 figures, a paper-claims table and, optionally, pytest-benchmark results.
 
-Modules: ``tidy`` (records → one row per run × metric), ``tables`` (comparison tables, coverage, failures),
-``figures`` (seaborn/matplotlib PNGs), ``claims`` + ``analogues`` (paper claims, their mapping to records and the
-verdict rule), ``bench`` (pytest-benchmark JSON), ``doc`` / ``markdown`` / ``html`` (one document, two renderings),
-``io`` (atomic writes), ``build`` (assembly).
+Nothing here names a task: what a task's metrics mean, its variants, paper tables, size knob and claims are read
+from its declarations (``Task.paper``, :mod:`mlo_bench.suite.contract.paper`) through ``specs``.
+
+Modules: ``tidy`` (records → one row per run × metric), ``runs`` (ok runs, their variant, seed pairing, load flag),
+``tables`` (comparison tables, coverage, failures), ``choice`` ("which one should I use"), ``figures``
+(seaborn/matplotlib PNGs), ``papers`` (declared paper tables, paired per-backend verdicts), ``claims`` (paper claims
+and the verdict rule), ``verdicts`` + ``stats`` (rules and intervals), ``timing`` (load flags, spread),
+``complexity`` (size sweeps), ``bench`` (pytest-benchmark JSON), ``doc`` / ``markdown`` / ``html`` (one document, two
+renderings), ``build`` (assembly).
 """
 
 from __future__ import annotations

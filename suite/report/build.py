@@ -14,12 +14,13 @@ from typing import Any
 import pandas as pd
 
 from mlo_bench.suite import __version__
-from mlo_bench.suite.records import iter_record_paths, read_records
+from mlo_bench.suite.records import iter_record_paths, read_records, write_atomic, write_text_atomic
 from mlo_bench.suite.report import bench as bench_mod
+from mlo_bench.suite.report import choice, complexity, figures, html, markdown, papers, specs, tables, timing
 from mlo_bench.suite.report import claims as claims_mod
-from mlo_bench.suite.report import complexity, figures, html, markdown, tables, variants
 from mlo_bench.suite.report.doc import Bullets, Document, Para, Section, slug
-from mlo_bench.suite.report.io import write_atomic, write_text_atomic
+from mlo_bench.suite.report.figures import safe as _safe
+from mlo_bench.suite.report.runs import prepare, variant_of
 from mlo_bench.suite.report.tidy import tidy, wide
 
 FIGURE_DIR = "figures"
@@ -96,6 +97,7 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     w = wide(frame)
     w["task"] = w["task"].fillna("?")
     w.attrs["metrics"] = sorted(frame["metric"].dropna().unique())
+    w["task_variant"] = w["run_id"].map({r.run_id: variant_of(r) for r in prepare(records)})
     configs = {r.get("run_id"): r.get("config") or {} for r in records}
     settings = tables.split_settings(w, configs)
     names = {rid: s.name for s in settings for rid in s.runs["run_id"]}
@@ -121,7 +123,7 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     summary.add(*tables.corrupt_block(loaded.corrupt))
 
     task_sections: list[Section] = []
-    glance_lines, partial_lines = [], []
+    partial_lines = []
     for task in sorted({s.task for s in settings}):
         task_settings = [s for s in settings if s.task == task]
         sec = Section(f"Task: {task}")
@@ -134,7 +136,7 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
                          "has its table."))
         for rank, setting in enumerate(task_settings):
             sub = Section(setting.title, level=3, anchor_id=setting.anchor)
-            metrics = tables.key_metrics(_with_attrs(setting.runs, w))
+            metrics = tables.key_metrics(_with_attrs(setting.runs, w), task)
             sub.add(Para(f"{_runs(len(setting.runs))} ({tables.status_text(tables.status_counts(setting.runs))}); "
                          f"{setting.description}."))
             sub.add(tables.comparison(setting, metrics))
@@ -145,31 +147,33 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
                 sub.add(Para("**Missing or failed in this setting:**"), Bullets(notes))
                 partial_lines.append(f"[{setting.title}](#{setting.anchor}): {len(notes)} gap(s) — "
                                      + "; ".join(notes[:3]) + ("; …" if len(notes) > 3 else ""))
-            line = tables.glance(setting, metrics)
-            if line:
-                glance_lines.append(f"[{setting.title}](#{setting.anchor}): {line}")
             if why_no_figures is None and rank < MAX_FIGURE_SETTINGS:
                 for fig in _setting_figures(setting, metrics, out / FIGURE_DIR):
                     sub.add(fig)
                     written.append(fig.path)
             task_sections.append(sub)
+        size = specs.paper(task).size
+        label = specs.paper(task).size_label
         for k, group in enumerate(tables.scaling_groups(task_settings)):
             names = ", ".join(s.name for s in group)
-            sub = Section(f"{task} · scaling with d (settings {names})", level=3,
+            sub = Section(f"{task} · scaling with {label} (settings {names})", level=3,
                           anchor_id=slug(f"{task}-scaling-{k + 1}"))
-            sub.add(Para("The same config at several sizes d: how the time per hypergradient grows."),
-                    tables.scaling_table(group))
+            sub.add(Para(f"The same config at several sizes {label} (`{size}`): how the time per hypergradient "
+                         "grows."), tables.scaling_table(group))
             if why_no_figures is None:
                 runs = pd.concat([s.runs for s in group], ignore_index=True)
                 fig = _safe(figures.scaling, runs, out / FIGURE_DIR / f"{slug(task)}-scaling-{k + 1}.png",
-                                      f"{task}: time per hypergradient against d")
+                            f"{task}: time per hypergradient against {label}", str(size))
                 if fig is not None:
                     sub.add(fig)
                     written.append(fig.path)
             task_sections.append(sub)
 
-    if glance_lines:
-        summary.add(Para("**At a glance** (best mean over seeds per setting):"), Bullets(glance_lines))
+    pick, sentences = choice.section(settings)
+    if sentences:
+        summary.add(Para("**Which one should I use** (details in [the next section](#choice)):"),
+                    Bullets([x[0].upper() + x[1:] + "." for x in sentences]))
+    summary.add(Para(timing.summary_line(w)))
     if partial_lines:
         summary.add(Para("**Partial sweeps** (combinations with fewer seeds than others, absent or failed):"),
                      Bullets(partial_lines))
@@ -179,6 +183,7 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         summary.add(Para(f"Figures skipped: {why_no_figures}."))
     summary.add(Para("Provenance:"), Bullets(_provenance(records)))
     doc.sections.append(summary)
+    doc.sections.append(pick)
     doc.sections.extend(task_sections)
 
     if bench is not None:
@@ -195,9 +200,11 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         doc.sections.append(cx.section)
         written.extend(cx.figures)
 
-    doc.sections.extend(variants.sections(records))  # paper-shaped tables (Betty Table 1) with computed verdicts
+    paper_sections = papers.sections(records)  # each task's declared paper tables, paired verdicts per backend
+    doc.sections.extend(paper_sections)
     results = claims_mod.evaluate(claims_mod.load_claims(), records)
     doc.sections.append(claims_mod.section(results))
+    doc.sections.append(timing.section(w))
 
     fail = Section("Runs that did not end ok")
     if not_ok:
@@ -215,7 +222,8 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     write_text_atomic(out / "report.html", html.render(doc))
     return {"out": out, "runs": len(w), "not_ok": not_ok, "corrupt": loaded.corrupt, "figures": written,
             "claims": Counter(r.verdict for r in results), "bench": 0 if bench is None else len(bench),
-            "complexity": None if cx is None else cx.verdict.verdict}
+            "complexity": None if cx is None else cx.verdict.verdict, "choices": sentences,
+            "loaded": len(timing.flagged(w))}
 
 
 def _runs(n: int) -> str:
@@ -228,37 +236,27 @@ def _with_attrs(runs: pd.DataFrame, w: pd.DataFrame) -> pd.DataFrame:
     return runs
 
 
-def _safe(draw, *args, **kwargs):
-    """A figure, or ``None`` with a warning when drawing it fails: a figure never costs the report."""
-    try:
-        return draw(*args, **kwargs)
-    except Exception as exc:  # noqa: BLE001
-        print(f"mlo-bench report: warning: figure {getattr(draw, '__name__', draw)} skipped "
-              f"({type(exc).__name__}: {exc})", file=sys.stderr)
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-        return None
-
-
 def _setting_figures(setting: tables.Setting, metrics: list[str], folder: Path) -> list:
     ok_combos = [c for c in setting.combos if (c.runs["status"] == "ok").any()]
     if len(ok_combos) < 2:
         return []
     labels = {rid: c.label for c in setting.combos for rid in c.runs["run_id"]}
     stem = f"{slug(setting.task)}-{setting.name.lower()}"
-    quality = tables.quality_metrics(metrics)[: figures.QUALITY_MAX]
-    cost = [m for m in metrics if m in ("time_hypergrad_s", "time_total_s") or m.endswith("_bytes")]
+    task = setting.task
+    quality = [m for m in specs.quality(task, metrics) + ["hypergrad_rel_error"] if m in metrics][: figures.QUALITY_MAX]
+    cost = [m for m in metrics if specs.ranked(task, m) and specs.unit(task, m) in ("s", "bytes")
+            and m not in ("compile_s",)]
     out = [
         _safe(figures.metric_bars, setting.runs, labels, quality, folder / f"{stem}-metrics.png",
-                            f"{setting.task} · setting {setting.name}: results by method and backend",
-                            "Key metrics: bars = mean over ok seeds, whiskers = std, dots = individual seeds."),
+              f"{task} · setting {setting.name}: results by method and backend",
+              "Key metrics (the task's declared quality metrics and the hypergradient error): bars = mean over ok "
+              "seeds, whiskers = std, dots = individual seeds.", task),
         _safe(figures.metric_bars, setting.runs, labels, cost, folder / f"{stem}-cost.png",
-                            f"{setting.task} · setting {setting.name}: cost",
-                            "Wall time per hypergradient (median per run), total training time and peak memory "
-                            "(see `memory_kind`); bars = mean over seeds, whiskers = std, dots = seeds."),
+              f"{task} · setting {setting.name}: cost",
+              "Wall time per hypergradient (median per run), total training time and peak memory "
+              "(see `memory_kind`); bars = mean over seeds, whiskers = std, dots = seeds.", task),
         _safe(figures.quality_vs_cost, setting.runs, labels, folder / f"{stem}-quality-vs-cost.png",
-                                f"{setting.task} · setting {setting.name}: hypergradient quality vs cost"),
+              f"{task} · setting {setting.name}: hypergradient quality vs cost"),
     ]
     return [f for f in out if f is not None]
 
@@ -284,7 +282,11 @@ def _about() -> Section:
         "within one machine. Peak memory is the run's own (`memory_kind`: `cpu_rss_delta` is page-granular and "
         "noisy for small problems; `cuda_allocated` / `jax_device` are exact).",
         "`hypergrad_rel_error` is measured against the task's closed-form oracle at the exact lower-level "
-        "solution, so it isolates the method's error from the inner solver's.",
+        "solution (or, without one, against `exact` at the final state), so it isolates the method's error.",
+        "Which metrics are results (ranked, plotted), costs or diagnostics (recorded, never ranked) is declared by "
+        "each task (`Task.paper.metrics`); ↑ / ↓ say which way is better.",
+        "Times marked ⚠ were taken while the machine's load average exceeded its core count; they are left out of "
+        "time verdicts.",
         "Metric definitions: `results/README.md`.",
     ]))
     return sec
@@ -297,6 +299,8 @@ def print_done(info: dict[str, Any]) -> None:
           f"{len(info['corrupt'])} corrupt skipped; {len(info['figures'])} figures; claims: {claims}"
           + (f"; {info['bench']} benchmarks" if info["bench"] else "") + ")")
     print(f"also:   {out / 'report.md'}, {out / 'results.csv'}, {out / 'results.parquet'}")
+    for line in info.get("choices", []):
+        print("choice: " + line.replace("**", "").replace("`", ""))
     if info.get("complexity"):
         print(f"complexity: {out / 'complexity_fit.csv'} (O(d³) → O(d²) claim: {info['complexity']})")
     for c in info["corrupt"]:

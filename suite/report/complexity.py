@@ -1,9 +1,10 @@
 """The complexity experiment's fit: how the cost of one hypergradient grows with the dimension d (Betty's claim that
 reverse mode brings it from O(d³) down to O(d²); ``suite/conf/experiment/complexity.yaml``).
 
-Input: the ok runs of a size sweep — runs whose config differs only in ``task.d`` (and ``task.levels``, backend,
-method, seed); with several such sweeps in the records, the one with the most runs. Per backend × method × L
-(``task.levels``) and measure, the fit is a least-squares line of log(measure) on log(d):
+Input: the ok runs of a size sweep of a task that declares a size knob (``Task.paper.size``, called d here) and,
+optionally, knobs fitted apart (``paper.groups``, the first called L here) — runs whose config differs only in
+those (and backend, method, seed); with several such sweeps in the records, the one with the most runs. Per
+backend × method × L and measure, the fit is a least-squares line of log(measure) on log(d):
 
 - **measures and ranges**: counted FLOPs per hypergradient (``flops_hypergrad``) over d ≥ 256; wall time per
   hypergradient (``time_hypergrad_s``) and peak bytes alive in one outer step (``peak_live_bytes``) over d ≥ 1024.
@@ -39,9 +40,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from mlo_bench.suite.report import complexity_gap, stats
+from mlo_bench.suite.report import complexity_gap, specs, stats
 from mlo_bench.suite.report.doc import Bullets, Cell, Figure, Para, Section, Table, cell
-from mlo_bench.suite.report.tidy import setting_key
+from mlo_bench.suite.report.tidy import flatten, setting_key
+from mlo_bench.suite.report.verdicts import INCONCLUSIVE, NOT_MEASURED, NOT_SUPPORTED, SUPPORTED
 
 #: measure → the smallest d of its fit (the rule above)
 RANGES = {"flops_hypergrad": 256, "time_hypergrad_s": 1024, "peak_live_bytes": 1024}
@@ -52,10 +54,8 @@ MIN_SIZES = 3
 EXPECTED = {True: 3.0, False: 2.0}  # materialised → 3, matrix-free → 2
 TOLERANCE = 0.15
 COLUMNS = ["backend", "method", "levels", "measure", "exponent", "ci_low", "ci_high", "d_min", "d_max", "n_points"]
-SIZE, LEVELS = "d", "levels"
+SIZE, LEVELS = "d", "levels"  # the columns holding the task's declared size knob and its first group knob
 FILE = "complexity_fit.csv"
-
-SUPPORTED, NOT_SUPPORTED, INCONCLUSIVE, NOT_MEASURED = "supported", "not supported", "inconclusive", "not measured"
 
 
 def backend_label(name: str, knobs: dict[str, Any]) -> str:
@@ -104,24 +104,37 @@ def is_materialised(backend: str, method: str) -> bool:
 # records → points
 
 
+def _pop(config: dict[str, Any], key: str) -> Any:
+    node = config
+    *parents, leaf = key.split(".")
+    for p in parents:
+        node = node.get(p) if isinstance(node, dict) else None
+    return node.pop(leaf, None) if isinstance(node, dict) else None
+
+
 def points(records: list[dict[str, Any]]) -> pd.DataFrame:
-    """One row per ok run of a task with an integer ``d`` knob: backend, method (with its knobs when a sweep has
-    several variants of it), levels, d, seed, the sweep it belongs to (``group``) and the measures."""
+    """One row per ok run of a task with a declared integer size knob: backend, method (with its knobs when a sweep
+    has several variants of it), levels (the first group knob's value; 0 without one), d (the size), seed, the
+    sweep it belongs to (``group``) and the measures."""
     rows = []
     for rec in records:
-        config = rec.get("config") or {}
-        task = config.get("task") or {}
-        d = task.get("d")
-        if rec.get("status") != "ok" or not isinstance(d, int) or isinstance(d, bool):
+        config = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+        paper = specs.paper(str(rec.get("task")))
+        if rec.get("status") != "ok" or not paper.size:
+            continue
+        flat = flatten(config, "")
+        d, levels = flat.get(paper.size), flat.get(paper.groups[0], 0) if paper.groups else 0
+        if not isinstance(d, int) or isinstance(d, bool) or not isinstance(levels, int):
             continue
         rest = json.loads(json.dumps(config, default=str))
-        rest["task"] = {k: v for k, v in task.items() if k not in ("d", "levels")}
+        for key in (paper.size, *paper.groups):
+            _pop(rest, key)
         knobs = {k: v for k, v in (config.get("method") or {}).items() if k != "name"}
         backend_knobs = {k: v for k, v in (config.get("backend") or {}).items() if k != "name"}
-        metrics = rec.get("metrics") or {}
+        metrics = rec.get("metrics") if isinstance(rec.get("metrics"), dict) else {}
         row = {"task": rec.get("task"), "backend": backend_label(str(rec.get("backend")), backend_knobs),
                "method": str(rec.get("method")),
-               "variant": json.dumps(knobs, sort_keys=True, default=str), "levels": int(task.get("levels", 2)),
+               "variant": json.dumps(knobs, sort_keys=True, default=str), "levels": int(levels),
                SIZE: d, "seed": rec.get("seed"), "group": setting_key(rest)}
         for m in MEASURES:
             v = metrics.get(m)
@@ -419,17 +432,20 @@ class Result:
 def _skipped(records: list[dict[str, Any]]) -> list[str]:
     by: dict[tuple[str, str, int], list[int]] = {}
     for rec in records:
-        task = (rec.get("config") or {}).get("task") or {}
-        if rec.get("status") == "skipped" and isinstance(task.get("d"), int):
-            key = (str(rec.get("backend")), str(rec.get("method")), int(task.get("levels", 2)))
-            by.setdefault(key, []).append(task["d"])
+        paper = specs.paper(str(rec.get("task")))
+        flat = flatten(rec.get("config") if isinstance(rec.get("config"), dict) else {}, "")
+        d = flat.get(paper.size) if paper.size else None
+        if rec.get("status") == "skipped" and isinstance(d, int):
+            levels = flat.get(paper.groups[0]) if paper.groups else 0
+            key = (str(rec.get("backend")), str(rec.get("method")), int(levels or 0))
+            by.setdefault(key, []).append(d)
     return [f"{b} × {m}, L={lv}: d = {', '.join(map(str, sorted(set(ds))))}" for (b, m, lv), ds in sorted(by.items())]
 
 
 def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None:
     """The section, the fit table (also written to ``out/complexity_fit.csv``) and the figure; ``None`` when the
     records hold no size sweep."""
-    from mlo_bench.suite.report.io import write_atomic
+    from mlo_bench.suite.records import write_atomic
 
     pts = sweep(points(records))
     table = fit(pts)
@@ -483,21 +499,10 @@ def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None
         sec.add(Para("Sizes over the sweep's budget, recorded as `skipped` and not run:"), Bullets(skipped))
     written = []
     if draw:
-        fig = _safe(figure, pts, table, out / "figures" / "complexity.png")
+        from mlo_bench.suite.report import figures
+
+        fig = figures.safe(figure, pts, table, out / "figures" / "complexity.png")
         if fig is not None:
             sec.add(fig)
             written.append(fig.path)
     return Result(sec, table, v, written)
-
-
-def _safe(draw: Any, *args: Any) -> Figure | None:
-    try:
-        return draw(*args)
-    except Exception as exc:  # noqa: BLE001 - a figure never costs the report
-        import sys
-
-        print(f"mlo-bench report: warning: complexity figure skipped ({type(exc).__name__}: {exc})", file=sys.stderr)
-        import matplotlib.pyplot as plt
-
-        plt.close("all")
-        return None

@@ -10,13 +10,28 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from mlo_bench.suite.report import fmt, stats
+from mlo_bench.suite.records import write_bytes_atomic
+from mlo_bench.suite.report import fmt, specs, stats
 from mlo_bench.suite.report.doc import Figure
-from mlo_bench.suite.report.io import write_bytes_atomic
 
 BACKEND_ORDER = ("torch", "jax", "naive")
 QUALITY_MAX = 3
 DPI = 110
+
+
+def safe(draw, *args, **kwargs):
+    """A figure, or ``None`` with a warning when drawing it fails: a figure never costs the report."""
+    try:
+        return draw(*args, **kwargs)
+    except Exception as exc:  # noqa: BLE001
+        import sys
+
+        print(f"mlo-bench report: warning: figure {getattr(draw, '__name__', draw)} skipped "
+              f"({type(exc).__name__}: {exc})", file=sys.stderr)
+        import matplotlib.pyplot as plt
+
+        plt.close("all")
+        return None
 
 
 def available() -> str | None:
@@ -76,7 +91,7 @@ def _long(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     return d[np.isfinite(d["value"].astype(float))]
 
 
-def _bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[str]) -> None:
+def _bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[str], task: str | None = None) -> None:
     scale, unit = _scale(metric, data["value"])
     data = data.assign(value=data["value"] / scale)
     hue_order = [b for b in colors if b in set(data["backend"])]
@@ -90,8 +105,7 @@ def _bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[st
         ax.set_yscale("log")
     elif (data["value"] >= 0).all():
         ax.set_ylim(bottom=0)  # a std whisker must not suggest negative times or memory
-    arrow = "↑" if stats.higher_is_better(metric) else "↓"
-    ax.set_title(f"{metric} {arrow}", fontsize=10)
+    ax.set_title(f"{metric} {specs.arrow(task, metric)}".rstrip(), fontsize=10)
     ax.set_ylabel(unit)
     ax.set_xlabel("")
     ax.tick_params(axis="x", rotation=30)
@@ -108,7 +122,7 @@ def _ok_runs(runs: pd.DataFrame, labels: dict[str, str]) -> pd.DataFrame:
 
 
 def metric_bars(runs: pd.DataFrame, labels: dict[str, str], metrics: list[str], path: Path, title: str,
-                caption: str) -> Figure | None:
+                caption: str, task: str | None = None) -> Figure | None:
     """One panel per metric: bars = mean over seeds by method (hue: backend), error bars = std, dots = seeds."""
     ok = _ok_runs(runs, labels)
     metrics = [m for m in metrics if m in ok and np.isfinite(ok[m].astype(float)).any()]
@@ -122,7 +136,7 @@ def metric_bars(runs: pd.DataFrame, labels: dict[str, str], metrics: list[str], 
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        _bars(ax, sns, _long(ok, metric), metric, colors, order)
+        _bars(ax, sns, _long(ok, metric), metric, colors, order, task)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()

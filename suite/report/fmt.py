@@ -59,6 +59,13 @@ def mean_std(metric: str, mean: float, std: float, n: int) -> str:
     return f"{body} {unit} ({n})".replace("  ", " ")
 
 
+def knob(x: object) -> str:
+    """A config value as shown in labels: integral floats without ``.0`` (``100.0`` → ``100``), others as ``%g``."""
+    if isinstance(x, float) and not isinstance(x, bool):
+        return str(int(x)) if x.is_integer() and abs(x) < 1e6 else f"{x:g}"
+    return str(x)
+
+
 def ratio(x: float) -> str:
     return "–" if x is None or not math.isfinite(x) else f"{x:.3g}×"
 

@@ -1,7 +1,5 @@
-"""Small statistics over seeds: which way is better, mean ± std, 95% intervals for means and ratios of means.
-
-No SciPy: Student-t quantiles come from a table (two-sided 95%, df 1–30, then the normal 1.96).
-"""
+"""Small statistics over seeds: mean ± std, 95% t-intervals (quantiles from scipy.stats.t) for means, paired and
+unpaired ratios, log–log slopes, and how many seeds a paired comparison would need."""
 
 from __future__ import annotations
 
@@ -9,25 +7,14 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-
-#: substrings of metric names where a higher value is better; every other metric is lower-is-better
-#: (losses, errors, gaps, times, memory, FLOPs)
-HIGHER_IS_BETTER = ("accuracy", "cosine", "score", "f1", "auc", "per_second", "throughput")
-
-_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
-         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
-
-
-def higher_is_better(metric: str) -> bool:
-    return any(word in metric for word in HIGHER_IS_BETTER)
+from scipy import stats as _st
 
 
 def t975(df: float) -> float:
-    """Two-sided 95% Student-t quantile (df rounded down; ≥ 31 → 1.96)."""
+    """Two-sided 95% Student-t quantile with ``df`` degrees of freedom (NaN below 1)."""
     if not df >= 1:
         return math.nan
-    df = int(df)
-    return _T975[df - 1] if df <= len(_T975) else 1.96
+    return float(_st.t.ppf(0.975, df))
 
 
 def finite(values: Sequence[float]) -> np.ndarray:
@@ -54,7 +41,7 @@ def mean_interval(values: Sequence[float]) -> tuple[float, float, float, int]:
 
 
 def ratio_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float, float, float, int, int]:
-    """Ratio of means mean(num)/mean(den) with a 95% interval (delta method on the log ratio).
+    """Unpaired: ratio of means mean(num)/mean(den) with a 95% interval (delta method on the log ratio).
 
     se(log r) = sqrt(s_a²/(n_a·m_a²) + s_b²/(n_b·m_b²)); the quantile uses df = min(n_a, n_b) − 1 (conservative).
     Needs positive means and at least two values on each side; otherwise the bounds are NaN.
@@ -72,6 +59,40 @@ def ratio_interval(num: Sequence[float], den: Sequence[float]) -> tuple[float, f
     se = math.sqrt(a.var(ddof=1) / (na * ma**2) + b.var(ddof=1) / (nb * mb**2))
     half = t975(min(na, nb) - 1) * se
     return ratio, ratio * math.exp(-half), ratio * math.exp(half), na, nb
+
+
+def paired_ratio(pairs: Sequence[tuple[float, float]]) -> tuple[float, float, float, int, float]:
+    """Paired: the geometric mean of the per-seed ratios num/den with its 95% t-interval (a one-sample t-interval
+    on the per-seed log ratios, n − 1 degrees of freedom), n, and the log ratios' sample std. Pairs with a
+    non-positive or non-finite value are left out; NaN bounds below two pairs."""
+    logs = np.array([math.log(a / b) for a, b in pairs
+                     if a is not None and b is not None and math.isfinite(a) and math.isfinite(b) and a > 0 and b > 0])
+    n = int(logs.size)
+    if n == 0:
+        return math.nan, math.nan, math.nan, 0, math.nan
+    mean = float(logs.mean())
+    if n < 2:
+        return math.exp(mean), math.nan, math.nan, n, math.nan
+    sd = float(logs.std(ddof=1))
+    half = t975(n - 1) * sd / math.sqrt(n)
+    return math.exp(mean), math.exp(mean - half), math.exp(mean + half), n, sd
+
+
+def seeds_needed(ratio: float, sd_log: float, bound: float = 1.0, cap: int = 10_000) -> int | None:
+    """The smallest number of paired seeds whose 95% t-interval would clear ``bound`` if the per-seed log ratios kept
+    their observed mean log(``ratio``) and std ``sd_log``: n with t(0.975, n−1)·sd/√n < |log ratio − log bound|.
+    ``None`` when it cannot be said (no spread measured, or the mean sits on the bound); ``cap`` + 1 beyond cap."""
+    if not (math.isfinite(ratio) and math.isfinite(sd_log) and ratio > 0 and sd_log >= 0):
+        return None
+    gap = abs(math.log(ratio) - math.log(bound))
+    if gap == 0:
+        return None
+    if sd_log == 0:
+        return 2
+    n = max(2, math.ceil((1.96 * sd_log / gap) ** 2))
+    while n <= cap and t975(n - 1) * sd_log / math.sqrt(n) >= gap:
+        n += 1
+    return n if n <= cap else cap + 1
 
 
 def loglog_slope(x: Sequence[float], y: Sequence[float]) -> tuple[float, float, float, int]:

@@ -12,23 +12,15 @@ from typing import Any
 import pandas as pd
 
 from mlo_bench.suite.records import NON_NUMERIC_KEYS, STATUSES
-from mlo_bench.suite.report import fmt, stats
+from mlo_bench.suite.report import fmt, specs, stats
 from mlo_bench.suite.report.doc import Bullets, Cell, Para, Table, cell, slug
 from mlo_bench.suite.report.tidy import COMPARED_KEYS, flatten
 
-#: metrics every task may report (results/README.md); any other numeric metric of a task is a task metric
-STANDARD_METRICS = (
-    "outer_loss", "test_accuracy", "hypergrad_rel_error", "hypergrad_cosine", "peak_memory_bytes", "time_inner_s",
-    "time_hypergrad_s", "time_outer_s", "time_total_s", "compile_s", "flops_hypergrad", "steps_done",
-    "diverged_step",
-)
-#: the comparison table's columns, in order; task metrics go after ``test_accuracy``
-LEADING = ("test_accuracy",)
-TRAILING = ("outer_loss", "hypergrad_rel_error", "time_hypergrad_s", "time_total_s", "peak_memory_bytes")
+#: the comparison table's standard columns after the task's quality metrics (each shown when some ok run measured it)
+TRAILING = ("outer_loss", "hypergrad_rel_error", "time_hypergrad_s", "time_total_s", "peak_memory_bytes",
+            "peak_live_bytes")
 #: shown only when some run measured a non-zero value
 OPTIONAL = ("compile_s", "flops_hypergrad")
-#: the metrics quoted in the summary's "at a glance" lines (the first present quality metric is added in front)
-GLANCE = ("hypergrad_rel_error", "time_hypergrad_s", "peak_memory_bytes")
 
 
 @dataclass
@@ -60,31 +52,22 @@ class Setting:
         return slug(f"{self.task}-setting-{self.name}")
 
 
-def task_metrics(wide: pd.DataFrame) -> list[str]:
-    """Numeric metrics of ``wide`` that are not standard ones (and not spread lists), sorted."""
-    return sorted(c for c in metric_columns(wide) if c not in STANDARD_METRICS and "." not in c)
-
-
 def metric_columns(wide: pd.DataFrame) -> list[str]:
     return list(wide.attrs.get("metrics", []))
 
 
-def quality_metrics(metrics: list[str]) -> list[str]:
-    """The result metrics among a table's columns (not times, memory or the hypergradient check)."""
-    return [m for m in metrics if fmt.kind(m) == "plain" and m not in ("hypergrad_rel_error", "flops_hypergrad")]
-
-
-def key_metrics(wide: pd.DataFrame) -> list[str]:
-    """The columns of a comparison table, in order, restricted to metrics some ok run measured: accuracy, the
-    task's own result metrics, outer_loss, the hypergradient error, then times and memory (the task's own cost
-    metrics, e.g. ``peak_live_bytes``, after the standard ones)."""
+def key_metrics(wide: pd.DataFrame, task: str | None = None) -> list[str]:
+    """The columns of a comparison table, in order, restricted to metrics some ok run measured: the task's declared
+    quality metrics, the standard ones (:data:`TRAILING`), the task's other declared ranked metrics, then
+    :data:`OPTIONAL` where non-zero. Diagnostics (no direction), lists, text and undeclared metrics are left out."""
+    if task is None and len(wide):
+        task = str(wide["task"].iloc[0])
     ok = wide[wide["status"] == "ok"]
     present = [m for m in metric_columns(wide) if m in ok and ok[m].notna().any()]
-    extra = [m for m in task_metrics(wide) if m in present]
-    cols = [m for m in LEADING if m in present]
-    cols += [m for m in extra if fmt.kind(m) == "plain"]
+    cols = [m for m in specs.quality(task, present) if m not in TRAILING]
     cols += [m for m in TRAILING if m in present]
-    cols += [m for m in extra if fmt.kind(m) != "plain"]
+    own = [m.name for m in specs.paper(task).metrics if m.ranked] if task else []
+    cols += [m for m in own if m in present and m not in cols]
     cols += [m for m in OPTIONAL if m in present and (ok[m].fillna(0) != 0).any()]
     return cols
 
@@ -116,8 +99,8 @@ def split_settings(wide: pd.DataFrame, configs: dict[str, dict]) -> list[Setting
         for i, (key, runs) in enumerate(groups):
             name = _letters(i)
             setting = Setting(str(task), str(key), name, runs.copy(), flat=flat[key])
-            setting.short = ", ".join(f"{k.removeprefix('task.')}={_v(flat[key].get(k))}" for k in varying[:4]) + (
-                ", …" if len(varying) > 4 else "")
+            setting.short = ", ".join(f"{k.removeprefix('task.')}={fmt.knob(flat[key].get(k))}"
+                                      for k in varying[:4]) + (", …" if len(varying) > 4 else "")
             setting.description = describe(flat[key], varying)
             setting.combos = combos(runs)
             out.append(setting)
@@ -146,18 +129,12 @@ def _varying_keys(flats: list[dict[str, Any]]) -> list[str]:
     return [k for k in keys if len({json.dumps(f.get(k), default=str) for f in flats}) > 1 and k != "task.name"]
 
 
-def _v(x: Any) -> str:
-    if isinstance(x, float) and x.is_integer():
-        return str(int(x)) if abs(x) < 1e6 else f"{x:g}"
-    return str(x)
-
-
 def describe(flat: dict[str, Any], varying: list[str]) -> str:
     """The setting's knobs a reader needs: the task's own scalar knobs, steps, dtype, and whatever varies."""
     head = [k for k in flat if k.startswith("task.") and k.count(".") == 1 and k != "task.name"]
     head += [k for k in ("steps", "inner_steps", "dtype", "device") if k in flat]
     head += [k for k in varying if k not in head]
-    return ", ".join(f"`{k}={_v(flat[k])}`" for k in head if k in flat)
+    return ", ".join(f"`{k}={fmt.knob(flat[k])}`" for k in head if k in flat)
 
 
 def combos(runs: pd.DataFrame) -> list[Combo]:
@@ -169,7 +146,7 @@ def combos(runs: pd.DataFrame) -> list[Combo]:
         knobs = json.loads(c.variant) if c.variant and c.variant != "nan" else {}
         c.label = c.method
         if by_method[(c.backend, c.method)] > 1 and knobs:
-            c.label += " (" + ", ".join(f"{k}={_v(v)}" for k, v in sorted(knobs.items())) + ")"
+            c.label += " (" + ", ".join(f"{k}={fmt.knob(v)}" for k, v in sorted(knobs.items())) + ")"
     return out
 
 
@@ -185,23 +162,34 @@ def comparison(setting: Setting, metrics: list[str]) -> Table:
         for m in metrics:
             summary[(i, m)] = stats.mean_std(ok[m].tolist() if m in ok else [])
     best: dict[str, str] = {}  # metric -> the best mean as displayed (ties in display are all bold)
+    task = setting.task
     for m in metrics:
         means = [summary[(i, m)][0] for i in range(len(setting.combos)) if summary[(i, m)][2]]
-        if len(means) >= 2:
-            best[m] = fmt.value(m, max(means) if stats.higher_is_better(m) else min(means))
-    header = ["backend", "method", "runs"] + [f"{m} {'↑' if stats.higher_is_better(m) else '↓'}" for m in metrics]
+        if len(means) >= 2 and specs.direction(task, m):
+            best[m] = fmt.value(m, max(means) if specs.higher_is_better(task, m) else min(means))
+    header = ["backend", "method", "runs"] + [f"{m} {specs.arrow(task, m)}".rstrip() for m in metrics]
     rows = []
     for i, combo in enumerate(setting.combos):
         counts = status_counts(combo.runs)
         tone = "" if set(counts) == {"ok"} else ("bad" if not counts.get("ok") else "warn")
         row = [cell(combo.backend), cell(combo.label), cell(status_text(counts), tone=tone)]
+        busy = bool(ok_loaded(combo.runs).any())
         for m in metrics:
             mean, std, n = summary[(i, m)]
-            row.append(Cell(fmt.mean_std(m, mean, std, n), bold=bool(n) and fmt.value(m, mean) == best.get(m)))
+            warn = busy and specs.unit(task, m) == "s"
+            row.append(Cell(fmt.mean_std(m, mean, std, n) + (" ⚠" if warn and n else ""),
+                            bold=bool(n) and fmt.value(m, mean) == best.get(m), tone="warn" if warn and n else ""))
         rows.append(row)
     caption = ("mean ± sample std (number of ok seeds) over the runs that ended ok; ↓ lower is better, "
-               "↑ higher is better; the best mean per column is in bold.")
+               "↑ higher is better (no arrow: not ranked); the best mean per column is in bold; ⚠ = some of the "
+               "times were taken while the load average exceeded the core count.")
     return Table(header, rows, align=["l", "l", "l"] + ["r"] * len(metrics), caption=caption)
+
+
+def ok_loaded(runs: pd.DataFrame) -> pd.Series:
+    """Per ok run: whether it was timed under load (False where not recorded)."""
+    ok = runs[runs["status"] == "ok"]
+    return ok["loaded"].fillna(False).astype(bool) if "loaded" in ok else pd.Series(False, index=ok.index)
 
 
 def coverage(setting: Setting) -> list[str]:
@@ -230,30 +218,6 @@ def coverage(setting: Setting) -> list[str]:
         for _, r in bad.iterrows():
             notes.append(f"{c.backend} × {c.label}, seed {r['seed']}: **{r['status']}** — {fmt.short(r['reason'], 90)}")
     return notes
-
-
-def glance(setting: Setting, metrics: list[str]) -> str | None:
-    """One line naming the best combination per headline metric (None with fewer than two combinations)."""
-    if len(setting.combos) < 2:
-        return None
-    quality = quality_metrics(metrics)[:1]
-    parts = []
-    for m in quality + [m for m in GLANCE if m in metrics]:
-        scored = []
-        for c in setting.combos:
-            ok = c.runs[c.runs["status"] == "ok"]
-            mean, _, n = stats.mean_std(ok[m].tolist() if m in ok else [])
-            if n:
-                scored.append((mean, c))
-        if len(scored) < 2:
-            continue
-        mean, c = (max if stats.higher_is_better(m) else min)(scored, key=lambda t: t[0])
-        ties = [x for v, x in scored if fmt.value(m, v) == fmt.value(m, mean)]
-        who = (", ".join(f"{x.backend} × {x.label}" for x in ties) + (" (tie)" if len(ties) > 1 else "")
-               if len(ties) <= 3 else f"{len(ties)} combinations tie")
-        word = "highest" if stats.higher_is_better(m) else "lowest"
-        parts.append(f"{word} `{m}`: **{who}** ({fmt.value(m, mean)})")
-    return "; ".join(parts) if parts else None
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -297,22 +261,27 @@ def corrupt_block(corrupt: list[str]) -> list:
 # --------------------------------------------------------------------------------------------------------------
 # scaling with the problem size
 
-SIZE_KEY = "task.d"
-
-
-def scaling_groups(settings: list[Setting], key: str = SIZE_KEY) -> list[list[Setting]]:
-    """Settings of one task that differ only in ``key`` (at least two sizes), as groups."""
+def scaling_groups(settings: list[Setting]) -> list[list[Setting]]:
+    """Settings of one task that differ only in the task's declared size knob (``paper.size``; at least two sizes),
+    as groups."""
     groups: dict[tuple[str, str], list[Setting]] = {}
     for s in settings:
-        if key not in s.flat:
+        key = specs.paper(s.task).size
+        if key is None or key not in s.flat:
             continue
         rest = json.dumps({k: v for k, v in s.flat.items() if k != key}, sort_keys=True, default=str)
         groups.setdefault((s.task, rest), []).append(s)
-    return [sorted(g, key=lambda s: s.flat[key]) for g in groups.values() if len({s.flat[key] for s in g}) >= 2]
+    out = []
+    for g in groups.values():
+        key = specs.paper(g[0].task).size
+        if len({s.flat[key] for s in g}) >= 2:
+            out.append(sorted(g, key=lambda s: s.flat[key]))
+    return out
 
 
-def scaling_table(group: list[Setting], metric: str = "time_hypergrad_s", key: str = SIZE_KEY) -> Table:
-    """Per backend × method: the sizes run and the log–log slope of ``metric`` in ``key`` with its 95% interval."""
+def scaling_table(group: list[Setting], metric: str = "time_hypergrad_s") -> Table:
+    """Per backend × method: the sizes run and the log–log slope of ``metric`` in the size knob, 95% interval."""
+    key = str(specs.paper(group[0].task).size)
     runs = pd.concat([s.runs for s in group], ignore_index=True)
     ok = runs[(runs["status"] == "ok")] if metric in runs else runs.iloc[0:0]
     rows = []
@@ -328,5 +297,5 @@ def scaling_table(group: list[Setting], metric: str = "time_hypergrad_s", key: s
     return Table(["backend", "method", key, f"slope of log {metric} in log {key.removeprefix('task.')}", "runs"],
                  rows, align=["l", "l", "l", "r", "r"],
                  caption="Least-squares slope over every ok run (95% interval with at least three sizes): 1 = "
-                         "linear, 2 = quadratic, 3 = cubic growth. Small sizes are dominated by fixed overheads, "
+                         "linear, 2 = square, 3 = cubic growth. Small sizes are dominated by fixed overheads, "
                          "which pulls slopes down.")

@@ -10,10 +10,13 @@ Columns, in order: ``run_id, task, backend, method, seed, status, config_hash, d
   method and their knobs) — runs with the same ``setting`` are the same experiment and can be compared side by side.
 - ``variant``: the method's knobs as canonical JSON (``{}`` without knobs), so two configurations of one method in a
   setting are never pooled.
+- ``ordering``: the run's step order (a record without the key ran ``inner_first``).
+- ``load``: the larger 1-minute load average (run start, end) over the CPU count (NaN when not recorded);
+  ``loaded``: ``load`` > 1 — other work competed for the cores, so the run's times are not comparable.
 
 A run that measured nothing (e.g. ``unsupported`` before any work) keeps one row with ``metric`` and ``value`` empty,
 so every record is in the table. Non-numeric metrics are not rows: ``memory_kind`` is a column; lists are spread as
-``<key>.<index>``, mappings as ``<key>.<sub>``.
+``<key>.<index>``, mappings as ``<key>.<sub>``; text metrics (e.g. a genotype) stay in the record only.
 """
 
 from __future__ import annotations
@@ -28,7 +31,8 @@ import pandas as pd
 from mlo_bench.suite.records import NON_NUMERIC_KEYS
 
 ID_COLUMNS = ["run_id", "task", "backend", "method", "seed", "status", "config_hash", "dtype"]
-RUN_COLUMNS = ["reason", "steps", "inner_steps", "device", "memory_kind", "setting", "variant"]
+RUN_COLUMNS = ["reason", "steps", "inner_steps", "device", "memory_kind", "setting", "variant", "ordering", "load",
+               "loaded"]
 #: config keys that are the compared factors or the repetition, left out of ``setting``
 COMPARED_KEYS = ("seed", "backend", "method", "hypergrad_check")
 
@@ -51,6 +55,22 @@ def setting_key(config: dict[str, Any], drop: tuple[str, ...] = COMPARED_KEYS) -
     rest = {k: v for k, v in config.items() if k not in drop and k not in NON_NUMERIC_KEYS}
     blob = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def load_of(provenance: Any) -> float | None:
+    """Load per core: the larger 1-minute load average (``loadavg_start``, ``loadavg_end``) over ``cpu_count``;
+    ``None`` when the record did not measure it."""
+    p = provenance if isinstance(provenance, dict) else {}
+    loads = [x for x in (p.get("loadavg_start"), p.get("loadavg_end"))
+             if isinstance(x, (int, float)) and not isinstance(x, bool)]
+    cpus = p.get("cpu_count")
+    if not loads or not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:
+        return None
+    return max(loads) / cpus
+
+
+def _mapping(x: Any) -> dict[str, Any]:
+    return x if isinstance(x, dict) else {}
 
 
 def _knobs(config: dict[str, Any], role: str) -> dict[str, Any]:
@@ -79,8 +99,8 @@ def _numeric_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 def run_row(record: dict[str, Any]) -> dict[str, Any]:
     """The per-run columns (everything but metric/value) of one record."""
-    config = record.get("config") or {}
-    metrics = record.get("metrics") or {}
+    config, metrics = _mapping(record.get("config")), _mapping(record.get("metrics"))
+    load = load_of(record.get("provenance"))
     row: dict[str, Any] = {
         "run_id": record.get("run_id"),
         "task": record.get("task"),
@@ -93,10 +113,13 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "reason": record.get("reason"),
         "steps": config.get("steps"),
         "inner_steps": config.get("inner_steps"),
-        "device": (record.get("provenance") or {}).get("device") or config.get("device"),
-        "memory_kind": metrics.get("memory_kind"),
+        "device": _mapping(record.get("provenance")).get("device") or config.get("device"),
+        "memory_kind": metrics.get("memory_kind") if isinstance(metrics.get("memory_kind"), str) else None,
         "setting": setting_key(config),
         "variant": json.dumps(_knobs(config, "method"), sort_keys=True, default=str),
+        "ordering": str(config.get("ordering", "inner_first")),
+        "load": math.nan if load is None else load,
+        "loaded": None if load is None else load > 1.0,
     }
     for role in ("task", "method", "backend"):
         row.update(flatten(_knobs(config, role), role))
@@ -110,7 +133,7 @@ def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
     for record in records:
         base = run_row(record)
         knob_columns.update(k for k in base if k.startswith(("task.", "method.", "backend.")))
-        metrics = _numeric_metrics(record.get("metrics") or {})
+        metrics = _numeric_metrics(_mapping(record.get("metrics")))
         if not metrics:
             rows.append({**base, "metric": None, "value": math.nan})
         for metric, value in sorted(metrics.items()):
@@ -124,6 +147,8 @@ def tidy(records: list[dict[str, Any]]) -> pd.DataFrame:
     frame["value"] = pd.to_numeric(frame["value"], errors="coerce").astype(float)
     for col in ("steps", "inner_steps"):
         frame[col] = pd.to_numeric(frame[col], errors="coerce").astype("Int64")
+    frame["load"] = pd.to_numeric(frame["load"], errors="coerce").astype(float)
+    frame["loaded"] = frame["loaded"].astype("boolean")
     for col in knobs:
         frame[col] = _uniform(frame[col])
     return frame.sort_values(["task", "run_id", "metric"], na_position="last", kind="stable").reset_index(drop=True)
