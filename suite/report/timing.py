@@ -38,7 +38,7 @@ def summary_line(w: pd.DataFrame) -> str:
 
 def section(w: pd.DataFrame) -> Section:
     sec = Section("Timing", anchor_id="timing")
-    sec.add(Para(__doc__.split("\n\n", 1)[1].replace("\n", " ")))
+    sec.add(Para(__doc__.split("\n\n", 1)[1].replace("\n", " ").replace("``", "`")))
     busy = flagged(w)
     if len(busy):
         items = [f"`{r['run_id']}` ({r['task']} · {r['backend']} × {r['method']}, seed {r['seed']}): load "
