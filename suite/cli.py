@@ -44,7 +44,7 @@ def _fail(command: str, message: str) -> int:
 
 
 def option_groups() -> list[str]:
-    """The config groups kept as folders of YAML files in suite/conf (experiment, mwn_variant, …), added with ``+``."""
+    """The config groups kept as folders of YAML files in suite/conf (experiment, complexity_path), added with ``+``."""
     root = resources.files("mlo_bench.suite.conf")
     return sorted(p.name for p in root.iterdir() if p.is_dir() and any(f.name.endswith(".yaml") for f in p.iterdir()))
 
@@ -114,6 +114,16 @@ def check_overrides(args: list[str]) -> str | None:
             problem = _preset_problem(args, value)
             if problem:
                 return problem
+            continue
+        if key == "variant":
+            from mlo_bench.suite import variants
+
+            known = variants.names()
+            for name in value.split(","):
+                if name != variants.NONE and name not in known:
+                    close = difflib.get_close_matches(name, known, n=1)
+                    hint = f"; did you mean {close[0]!r}?" if close else ""
+                    return f"unknown variant {name!r}{hint} valid variants: {', '.join(known) or 'none'}"
             continue
         if key in option_groups():
             known = group_options(key)

@@ -3,6 +3,9 @@
 That one file is the whole plugin: it is discovered, gets a Hydra option ``task=<name>`` (its ``Config`` fields become
 ``task.<field>`` keys), and the contract tests run it on every backend × method.
 
+Declare what the report should know (metrics, variants, paper tables, claims) as ``paper = Paper(...)``; see
+``tasks/_template_paper.py``.
+
 Write models and losses once, against the ops protocol (``mlo_bench.suite.contract.Ops``):
 they receive the backend's ``ops``,
 a dict of every level's parameters, and the batch (``{**data(), **batch(level, step)}``).
