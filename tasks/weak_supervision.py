@@ -125,9 +125,9 @@ class WeakSupervisionConfig:
 
 # ---- the paper (Betty Table 3): rows = label model, baseline, + reweight, + reweight & correct ---------------------
 _NAIVE = {"naive": {"chain": "reverse"}}
-_ROWS = [Variant("snorkel", "none", {"task.program": "label_model"}, label="label model alone (Snorkel's row)",
+_ROWS = [Variant("snorkel", "none", {"task.program": "label_model"}, _NAIVE, label="label model alone (Snorkel's row)",
                  doc="the label model's own test predictions (here Dawid–Skene EM, not snorkel's LabelModel)"),
-         Variant("baseline", "none", {"task.program": "baseline"}, label="end model on label-model labels")]
+         Variant("baseline", "none", {"task.program": "baseline"}, _NAIVE, label="end model on label-model labels")]
 for _prog, _name, _label in (("reweight", "reweight", "+ reweight"), ("correct", "reweight-correct",
                                                                       "+ reweight & correct")):
     _ROWS.append(Variant(_name, "darts", {"task.program": _prog}, _NAIVE, label=f"{_label} (darts, as Betty)"))
