@@ -159,12 +159,15 @@ PAPER = Paper(
         "Weak supervision on WRENCH-format data (Betty Table 3, our analogue)", tuple(v.name for v in VARIANTS),
         column="task.dataset", column_label="data set", quality="test_score", cost=("peak_live_bytes", "time_total_s"),
         claims=(
-            TableClaim("reweighting beats the baseline on every data set (each reweight row against the baseline)",
-                       tuple(Comparison(v, "baseline", "test_score", "higher", at="each") for v in _RW)),
-            TableClaim("correction adds to reweighting on every data set (reweight & correct against reweight, "
-                       "same method)",
-                       tuple(Comparison(c, r, "test_score", "higher", at="each") for c, r in zip(_RWC, _RW,
-                                                                                                   strict=True))),
+            TableClaim("+ reweight (darts, Betty's row) beats the baseline on every data set",
+                       (Comparison("reweight", "baseline", "test_score", "higher", at="each"),)),
+            TableClaim("+ reweight & correct (darts, Betty's row) beats + reweight on every data set",
+                       (Comparison("reweight-correct", "reweight", "test_score", "higher", at="each"),)),
+            TableClaim("reweighting beats the baseline with cg, neumann and unroll too",
+                       tuple(Comparison(v, "baseline", "test_score", "higher", at="each") for v in _RW[1:])),
+            TableClaim("correction adds to reweighting with cg, neumann and unroll too (same method)",
+                       tuple(Comparison(c, r, "test_score", "higher", at="each")
+                             for c, r in zip(_RWC[1:], _RW[1:], strict=True))),
         )),),
     claims="weak_supervision.csv",
     baselines={("betty2023", "3"): "baseline"},
