@@ -50,7 +50,8 @@ std over seeds; ``+experiment=weak_supervision_table3``), torch (4 seeds) / jax 
 0.706 / 0.706; baseline 0.799 ± 0.004 / 0.801 ± 0.003 / 0.801 ± 0.003; + reweight 0.827 ± 0.021 / 0.831 ± 0.008 /
 0.837 ± 0.005; + reweight & correct 0.857 ± 0.005 / 0.847 ± 0.011 / 0.855 ± 0.005. Paired by seed, reweighting
 beats the baseline on every backend (1.03–1.04×, intervals above 1); correction adds 1.02–1.04×, supported on naive,
-inconclusive on torch and jax (≈ 5–8 seeds needed). With unroll on torch (3 seeds) the rows are 0.872 and 0.885.
+inconclusive on torch and jax (≈ 5–8 seeds needed). On torch (3 seeds) with unroll the two bilevel rows are 0.872
+and 0.885, with cg (3 iterations) 0.879 and 0.897.
 ``neumann`` at Betty's defaults (1 term, α = 1) drives the clean loss *up* here (0.2 and 0.1 accuracy: the weight
 net learns to favour the wrong labels) — a measured failure of that approximation, not hidden.
 """
