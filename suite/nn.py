@@ -10,8 +10,8 @@ weights) and ``apply(ops, params, x) -> logits``. Images are NCHW and kernels OI
   zero-pad channels), global average pool, linear. Batch normalisation is functional: it always normalises with the
   current batch's statistics (there are no running averages in a pure-function model), so evaluation must use
   reasonably large, class-mixed batches.
-- :func:`weight_net` — Meta-Weight-Net (Shu et al. 2019): per-example loss → linear(1, h) → ReLU → linear(h, 1) →
-  sigmoid, a weight in (0, 1) per example.
+- :func:`weight_net` — Meta-Weight-Net (Shu et al. 2019): per-example loss (and, optionally, more per-example
+  inputs) → linear(·, h) → ReLU → linear(h, 1) → sigmoid, a weight in (0, 1) per example.
 
 Initialisation follows ``torch.nn`` defaults (linear: U(±1/√fan_in)) for the MLP, CNN and weight net, and the MWN
 code's Kaiming-normal for ResNet-32's convolutions and classifier.
@@ -189,14 +189,17 @@ def resnet32(in_channels: int = 3, n_classes: int = 10) -> Model:
 # Meta-Weight-Net
 
 
-def weight_net(hidden: int = 100) -> Model:
-    """Per-example loss (n,) → weight in (0, 1) (n,): linear(1, hidden) → ReLU → linear(hidden, 1) → sigmoid."""
+def weight_net(hidden: int = 100, in_features: int = 1) -> Model:
+    """Per-example inputs → weight in (0, 1) (n,): linear(in_features, hidden) → ReLU → linear(hidden, 1) → sigmoid.
+
+    ``in_features`` = 1 is Meta-Weight-Net's (the loss, shape (n,)); more takes (n, in_features) (e.g. the loss and a
+    summary of the example's weak-label votes, ``weak_supervision``)."""
 
     def init(rng: np.random.Generator) -> Params:
-        return {**linear_init(rng, 1, hidden, "l0"), **linear_init(rng, hidden, 1, "l1")}
+        return {**linear_init(rng, in_features, hidden, "l0"), **linear_init(rng, hidden, 1, "l1")}
 
-    def apply(ops: Any, params: dict[str, Any], losses: Any) -> Any:
-        h = ops.relu(linear(ops, params, "l0", ops.reshape(losses, (-1, 1))))
+    def apply(ops: Any, params: dict[str, Any], inputs: Any) -> Any:
+        h = ops.relu(linear(ops, params, "l0", ops.reshape(inputs, (-1, in_features))))
         return ops.reshape(ops.sigmoid(linear(ops, params, "l1", h)), (-1,))
 
     return Model("weight_net", init, apply)

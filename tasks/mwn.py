@@ -73,6 +73,7 @@ from mlo_bench.suite.contract import (
 )
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
+from mlo_bench.suite.reweight import EpochBatches, l2, per_example_ce, predict, weighted_mean
 from mlo_bench.tasks.data import images
 from mlo_bench.tasks.data.longtail import long_tailed_split, uniform_noise
 
@@ -212,18 +213,6 @@ def make_model(cfg: MWNConfig) -> nn.Model:
     return nn.resnet32(channels, classes)
 
 
-def _per_example_ce(ops: Any, logits: Any, labels: Any) -> Any:
-    return -ops.take_along_last(ops.log_softmax(logits), labels)
-
-
-def _l2(ops: Any, params: dict[str, Any]) -> Any:
-    total = None
-    for key in sorted(params):
-        term = ops.sum(params[key] * params[key])
-        total = term if total is None else total + term
-    return total
-
-
 @register("task")
 class MetaWeightNet(Task):
     """Meta-Weight-Net reweighting a classifier on long-tailed data (digits embedded; CIFAR-10 pickles)."""
@@ -287,7 +276,7 @@ class MetaWeightNet(Task):
         self.y_train = uniform_noise(clean, cfg.noise_rate, self.n_classes, rng) if cfg.noise_rate else clean
         self.noisy = int((self.y_train != clean).sum())
         self.y_meta = y_pool[split.meta]
-        self._perms: dict[tuple[str, int], np.ndarray] = {}
+        self._batches = EpochBatches(seed)
 
     # ---- the program ------------------------------------------------------------------------------------------
     def levels(self) -> list[Level]:
@@ -299,29 +288,20 @@ class MetaWeightNet(Task):
     def _meta_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         idx = batch["meta_idx"]
         logits = self.model.apply(ops, params["classifier"], batch["x_meta"][idx])
-        return ops.mean(_per_example_ce(ops, logits, batch["y_meta"][idx]))
+        return ops.mean(per_example_ce(ops, logits, batch["y_meta"][idx]))
 
     def _train_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         cfg, idx = self.cfg, batch["idx"]
         x = batch["x_aug"] if "x_aug" in batch else batch["x_train"][idx]
         theta = params["classifier"]
-        losses = _per_example_ce(ops, self.model.apply(ops, theta, x), batch["y_train"][idx])
+        losses = per_example_ce(ops, self.model.apply(ops, theta, x), batch["y_train"][idx])
         if cfg.reweight:
             w = self.weight_net.apply(ops, params["mwn"], ops.stop_gradient(losses) if cfg.detach else losses)
-            if cfg.normalize:
-                # Σ w ℓ / Σ w, written around its own (detached) value c: the same function with the same
-                # derivatives of every order (∂/∂c ≡ 0), but its λ-gradient Σ ∂w_i (ℓ_i − f) / Σ w is summed from the
-                # small ℓ_i − c rather than from ℓ_i ≈ f, which keeps float32 round-off ~10× lower (darts divides it
-                # by its step: torch and jax then agree to ~5e-5 instead of ~2e-3 in float32).
-                total = ops.sum(w)
-                c = ops.stop_gradient(ops.sum(w * losses) / total)
-                loss = ops.sum(w * (losses - c)) / total + c
-            else:
-                loss = ops.mean(w * losses)
+            loss = weighted_mean(ops, w, losses, cfg.normalize)
         else:
             loss = ops.mean(losses)
         if cfg.weight_decay:
-            loss = loss + 0.5 * cfg.weight_decay * _l2(ops, theta)
+            loss = loss + 0.5 * cfg.weight_decay * l2(ops, theta)
         return loss
 
     def init_params(self, rng: np.random.Generator) -> dict[str, dict[str, np.ndarray]]:
@@ -333,24 +313,9 @@ class MetaWeightNet(Task):
             out["x_train"] = self.x_train
         return out
 
-    def _perm(self, tag: str, n: int, epoch: int) -> np.ndarray:
-        key = (tag, epoch)
-        if key not in self._perms:
-            if len(self._perms) > 8:
-                self._perms.clear()
-            stream = {"train": 1, "meta": 2}[tag]
-            self._perms[key] = np.random.default_rng([self.seed, 0xB47, stream, epoch]).permutation(n)
-        return self._perms[key]
-
-    def _epoch_batch(self, tag: str, n: int, size: int, step: int) -> np.ndarray:
-        """Batch ``step`` of shuffled epochs without replacement (incomplete last batches dropped)."""
-        size = min(size, n)
-        epoch, pos = divmod(step, n // size)
-        return self._perm(tag, n, epoch)[pos * size : (pos + 1) * size].astype(np.int64)
-
     def batch(self, level: str, step: int) -> dict[str, np.ndarray] | None:
         if level == "classifier":
-            idx = self._epoch_batch("train", len(self.y_train), self.cfg.batch_size, step)
+            idx = self._batches.batch("train", len(self.y_train), self.cfg.batch_size, step)
             out = {"idx": idx}
             if self.cfg.augment:
                 rng = np.random.default_rng([self.seed, 0xA06, step])
@@ -359,7 +324,7 @@ class MetaWeightNet(Task):
         n_meta = len(self.y_meta)
         if self.cfg.meta_batch_size >= n_meta:
             return {"meta_idx": np.arange(n_meta, dtype=np.int64)}
-        return {"meta_idx": self._epoch_batch("meta", n_meta, self.cfg.meta_batch_size, step)}
+        return {"meta_idx": self._batches.batch("meta", n_meta, self.cfg.meta_batch_size, step)}
 
     # ---- metrics and checks -----------------------------------------------------------------------------------
     def n_lower_params(self) -> int:
@@ -377,20 +342,8 @@ class MetaWeightNet(Task):
         return not self.unavailable and self.n_lower_params() <= self.cfg.exact_max_params
 
     def predict(self, backend: Any, theta: dict[str, Any], x: np.ndarray) -> np.ndarray:
-        """Class predictions for numpy images ``x``, in chunks of ``eval_batch_size`` (the last one wrapped around
-        with earlier images, so batch statistics never see padding)."""
-        ops, n = backend.ops, len(x)
-        size = min(self.cfg.eval_batch_size, n)
-
-        def forward(params: Any, xb: Any) -> Any:
-            return ops.argmax(self.model.apply(ops, params, xb), axis=-1)
-
-        fn = backend.compile(forward, (theta, backend.asarray(x[:size])))[0]
-        out = []
-        for start in range(0, n, size):
-            idx = np.arange(start, start + size) % n
-            out.append(backend.to_numpy(fn(theta, backend.asarray(x[idx])))[: n - start])
-        return np.concatenate(out)
+        """Class predictions for numpy images ``x``, in chunks of ``eval_batch_size`` (:func:`reweight.predict`)."""
+        return predict(backend, self.model, theta, x, self.cfg.eval_batch_size)
 
     def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
         pred = self.predict(backend, params["classifier"], self.x_test)
