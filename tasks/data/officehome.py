@@ -33,11 +33,12 @@ def _root(root: str | Path, layout: str) -> Path:
 def image_classes(root: str | Path) -> list[str]:
     """The class folder names shared by every domain; checks the layout (not the images)."""
     path = _root(root, IMAGES_LAYOUT)
+    for domain in DOMAINS:
+        if not (path / domain).is_dir():
+            raise ValueError(f"{path / domain}: missing domain folder; {IMAGES_LAYOUT}")
     classes: list[str] | None = None
     for domain in DOMAINS:
         d = path / domain
-        if not d.is_dir():
-            raise ValueError(f"{d}: missing domain folder; {IMAGES_LAYOUT}")
         found = sorted(p.name for p in d.iterdir() if p.is_dir())
         if not found:
             raise ValueError(f"{d}: no class folders; {IMAGES_LAYOUT}")
