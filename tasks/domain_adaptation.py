@@ -32,9 +32,8 @@ standardised with the source-train ∪ target-train statistics), see :mod:`mlo_b
 class, uniformly) — the learned weights should push it down.
 
 Variants (``variant=NAME``, Table 4's rows): ``baseline`` (method none), ``reweight`` and ``lbi`` with ``cg`` — the
-lower
-levels are strongly convex, so the implicit solve is the faithful hypergradient: at the demo's final state cg's
-hypergradient has cosine 0.96 with ``exact`` (reweight, torch), while darts (Betty's default, kept as
+lower levels are strongly convex, so the implicit solve is the faithful hypergradient: at the demo's final state
+cg's hypergradient has cosine 0.96 with ``exact`` (reweight, torch), while darts (Betty's default, kept as
 ``reweight-darts`` / ``lbi-darts``) has −0.2 and left the validation loss where the baseline's is (1.529 → 1.529,
 full preset, Cl-Ar, seed 0; cg: 1.378).
 
