@@ -41,8 +41,9 @@ Measured (2-core CPU under load ≈ 4–6, torch, ``full`` preset, 4 seeds, ``+e
 accuracy baseline / reweight / lbi — Cl-Ar 0.596 / 0.662 / 0.634, Ar-Pr 0.866 / 0.889 / 0.875, Pr-Rw 0.849 / 0.854 /
 0.837, Rw-Cl 0.828 / 0.853 / 0.839; peak live bytes 38.8 / 77.9 / 85.7 KiB (reweight ÷ baseline 2.01×, Table 4:
 2.16×); time 1.8 / 10.2 / 17.6 s (5.7×, Table 4: 3.0×; every run flagged as loaded). The learned weights favour the
-source examples nearest the target (weight 1.19 vs 0.77 far, reweight-darts demo, Cl-Ar) and push a corrupted
-slice down (``corrupt_fraction=0.2``, demo, darts: 0.72 vs 0.98 clean for reweight, 0.67 vs 0.93 for lbi).
+source examples nearest the target (full, Cl-Ar, seed 0: reweight 1.69 vs 1.31 far, lbi 1.66 vs 1.27) and push a
+corrupted slice down (``corrupt_fraction=0.2``, demo, seed 0, corrupted vs clean: reweight cg 0.65 vs 1.38, darts
+0.82 vs 1.03; lbi cg 0.70 vs 1.37, darts 0.79 vs 1.00).
 
 Metrics: ``test_accuracy`` (target test accuracy of the model that is evaluated: ``finetune`` for lbi, ``model``
 otherwise); for reweight and lbi the learned weights' relation to the shift: ``weight_mean``,

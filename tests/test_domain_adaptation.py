@@ -181,14 +181,16 @@ def test_verify_certifies_both_programs_across_backends(tmp_path, capsys):
 
 
 # ---- the learned weights and the demo ----------------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["cg", "darts"])
 @pytest.mark.parametrize("program", ["reweight", "lbi"])
-def test_learned_weights_push_a_corrupted_source_slice_down(tmp_path, program):
-    rec = execute(prepare(_compose([*RUN, "+preset=demo", f"task.program={program}", "method=darts",
+def test_learned_weights_push_a_corrupted_source_slice_down(tmp_path, program, method):
+    rec = execute(prepare(_compose([*RUN, "+preset=demo", f"task.program={program}", f"method={method}",
                                     "task.corrupt_fraction=0.2", "hypergrad_check=false",
                                     f"results_dir={tmp_path}"])))
     assert rec["status"] == "ok", rec.get("traceback")
     m = rec["metrics"]
-    # measured (seed 0, Cl-Ar): reweight 0.72 vs 0.98, lbi 0.67 vs 0.93 (weights start at 1)
+    # measured (seed 0, Cl-Ar, weights start at 1): corrupted vs clean — reweight cg 0.65 vs 1.38, darts 0.82 vs 1.03;
+    # lbi cg 0.70 vs 1.37, darts 0.79 vs 1.00
     assert m["weight_corrupt"] < m["weight_clean"] - 0.15, m
 
 
