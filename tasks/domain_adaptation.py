@@ -41,7 +41,8 @@ Measured (2-core CPU under load ≈ 4–6, torch, ``full`` preset, 4 seeds, ``+e
 accuracy baseline / reweight / lbi — Cl-Ar 0.596 / 0.662 / 0.634, Ar-Pr 0.866 / 0.889 / 0.875, Pr-Rw 0.849 / 0.854 /
 0.837, Rw-Cl 0.828 / 0.853 / 0.839; peak live bytes 38.8 / 77.9 / 85.7 KiB (reweight ÷ baseline 2.01×, Table 4:
 2.16×); time 1.8 / 10.2 / 17.6 s (5.7×, Table 4: 3.0×; every run flagged as loaded). The learned weights favour the
-source examples nearest the target (full, Cl-Ar, seed 0: reweight 1.69 vs 1.31 far, lbi 1.66 vs 1.27) and push a
+source examples nearest the target (full, mean over 4 pairs × 4 seeds: reweight 1.62 vs 1.39 far, lbi 1.63 vs 1.39,
+near > far in 16 of 16 runs each) and push a
 corrupted slice down (``corrupt_fraction=0.2``, demo, seed 0, corrupted vs clean: reweight cg 0.65 vs 1.38, darts
 0.82 vs 1.03; lbi cg 0.70 vs 1.37, darts 0.79 vs 1.00).
 
