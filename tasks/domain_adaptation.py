@@ -31,7 +31,9 @@ standardised with the source-train ∪ target-train statistics), see :mod:`mlo_b
 ``corrupt_fraction``: a seeded slice of the source training examples gets wrong labels (each replaced by another
 class, uniformly) — the learned weights should push it down.
 
-Variants (``variant=NAME``, Table 4's rows): ``baseline`` (method none), ``reweight`` and ``lbi`` with ``cg`` — the
+Variants (``variant=NAME``, Table 4's rows): ``baseline`` (method none), ``reweight-cg`` (the paper's "reweight"
+row; the name ``reweight`` is weak_supervision's darts variant, and one name stands for one method) and ``lbi`` with
+``cg`` — the
 lower levels are strongly convex, so the implicit solve is the faithful hypergradient: at the demo's final state
 cg's hypergradient has cosine 0.96 with ``exact`` (reweight, torch), while darts (Betty's default, kept as
 ``reweight-darts`` / ``lbi-darts``) has −0.2 and left the validation loss where the baseline's is (1.529 → 1.529,
@@ -126,7 +128,7 @@ _NAIVE = {"naive": {"chain": "reverse"}}
 VARIANTS = (
     Variant("baseline", "none", {"task.program": "baseline"}, _NAIVE, label="baseline",
             doc="the model trained on source ∪ target-train, unweighted, method=none"),
-    Variant("reweight", "cg", {"task.program": "reweight"}, _NAIVE, label="+ reweight",
+    Variant("reweight-cg", "cg", {"task.program": "reweight"}, _NAIVE, label="+ reweight",
             doc="bilevel: per-source-example weights learned on the target validation split (implicit, cg)"),
     Variant("lbi", "cg", {"task.program": "lbi"}, _NAIVE, label="learning by ignoring (3 levels)",
             doc="weights → pretrain on weighted source → fine-tune on target train; weights learned on target "
@@ -152,20 +154,21 @@ PAPER = Paper(
     ),
     variants=VARIANTS,
     tables=(PaperTable(
-        "Domain adaptation by source reweighting (Betty Table 4, our analogue)", ("baseline", "reweight", "lbi"),
+        "Domain adaptation by source reweighting (Betty Table 4, our analogue)", ("baseline", "reweight-cg", "lbi"),
         column="task.pair", column_label="pair", quality="test_accuracy",
         cost=("peak_live_bytes", "peak_memory_bytes", "time_total_s"), treatments=("task.program",),
         claims=(
             TableClaim("reweighting helps: target test accuracy above the baseline's on every pair",
-                       (Comparison("reweight", "baseline", "test_accuracy", "higher", at="each"),)),
+                       (Comparison("reweight-cg", "baseline", "test_accuracy", "higher", at="each"),)),
             TableClaim("learning by ignoring (3 levels) helps: above the baseline on every pair",
                        (Comparison("lbi", "baseline", "test_accuracy", "higher", at="each"),)),
             TableClaim("reweighting costs more memory and wall time than the baseline (Table 4: 2.2×, 3.0×)",
-                       (Comparison("reweight", "baseline", "peak_live_bytes", "higher"),
-                        Comparison("reweight", "baseline", "time_total_s", "higher"))),
+                       (Comparison("reweight-cg", "baseline", "peak_live_bytes", "higher"),
+                        Comparison("reweight-cg", "baseline", "time_total_s", "higher"))),
         )),),
     claims="domain_adaptation.csv",
     baselines={("betty2023", "4"): "baseline"},
+    claim_variants={"reweight": "reweight-cg"},  # weak_supervision's `reweight` is darts: one name, one method
     settings={**_TABLE4, "officehome": {}},
     paper_data={"task.dataset": "images"},
     claim_metrics={"test_accuracy": ("test_accuracy",), "peak_memory": ("peak_live_bytes", "peak_memory_bytes"),

@@ -195,7 +195,7 @@ def test_learned_weights_push_a_corrupted_source_slice_down(tmp_path, program, m
 
 
 def test_demo_preset_runs_every_program_well_above_chance(tmp_path):
-    for variant in ("baseline", "reweight", "lbi"):
+    for variant in ("baseline", "reweight-cg", "lbi"):
         rec = execute(prepare(_compose([*RUN, "+preset=demo", f"variant={variant}", f"results_dir={tmp_path}"])))
         assert rec["status"] == "ok", rec.get("traceback")
         assert rec["metrics"]["test_accuracy"] > 0.4, (variant, rec["metrics"])  # chance: 0.1

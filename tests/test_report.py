@@ -209,7 +209,8 @@ def test_claims_are_packaged_and_not_measured_or_not_compared_by_the_rule(sweep)
     assert mem.owner == "mwn"
     cplx = by["betty-abstract-cplx"]
     assert "quadratic/materialised-chain" in cplx.why, "quadratic torch runs exist: only the naive side is missing"
-    assert "has not landed" in by["betty-t4-base-clar"].why
+    unlanded = [r for r in results if not r.owner]  # claims of tasks not in the suite yet (e.g. DARTS, data selection)
+    assert unlanded and all("has not landed" in r.why for r in unlanded)
     assert "no ok run of weak_supervision" in by["betty-t3-rw-trec"].why, "declared by weak_supervision, not run"
 
 

@@ -155,6 +155,9 @@ class Paper:
       100}}``); ``paper_data``: filters that put a run on the paper's own data (needed for absolute figures).
     - ``claim_metrics``: per claim metric, the record metrics that measure it, first present used.
     - ``rules``: per claim id, a :class:`ClaimRule`.
+    - ``claim_variants``: the paper's row name (the CSV's ``variant``) → the task's variant that measures it, where
+      they differ (a variant name stands for one method in every task, so ``reweight`` run with cg is
+      ``reweight-cg`` in a task whose sibling task's ``reweight`` is darts).
     """
 
     metrics: tuple[MetricSpec, ...] = ()
@@ -170,6 +173,7 @@ class Paper:
     paper_data: Mapping[str, Any] = field(default_factory=dict)
     claim_metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     rules: Mapping[str, ClaimRule] = field(default_factory=dict)
+    claim_variants: Mapping[str, str] = field(default_factory=dict)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

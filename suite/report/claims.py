@@ -170,16 +170,17 @@ def evaluate_one(c: Claim, runs: list[Run], task: str | None, index: dict[tuple,
             return _ratio(res, runs, task, rule.num, rule.den, where, rule.metric, rule.expected)
         return _exponent(res, runs, task, rule, where)
     baseline = p.baselines.get((c.source, c.table))
+    ours = p.claim_variants.get(c.variant, c.variant)  # the task's variant that measures the paper's row
     if baseline is None or baseline == c.variant:
         data = {**where, **p.paper_data}
         res = Result(c, f"{c.variant} · {c.setting} · {c.metric} (absolute)", paper,
-                     f"{task}: {c.variant} [{_where(data)}]", owner=task)
+                     f"{task}: {ours} [{_where(data)}]", owner=task)
         metric = _metric(task, c.metric, runs)
         if specs.unit(task, metric) in HARDWARE_UNITS:
             res.verdict = V.NOT_COMPARED
             res.why = "absolute figure of the paper's hardware: compared as ratios in the other rows"
             return res
-        return _absolute(res, _select(runs, task, c.variant, data), metric,
+        return _absolute(res, _select(runs, task, ours, data), metric,
                          float(c.value) * UNIT_SCALE.get(c.unit, 1.0))
     base = index.get((c.source, c.table, c.setting, c.metric, baseline))
     if base is None:
@@ -188,8 +189,8 @@ def evaluate_one(c: Claim, runs: list[Run], task: str | None, index: dict[tuple,
     expected = float(c.value) / float(base.value)
     res = Result(c, f"{c.variant} / {baseline} · {c.setting} · {c.metric}",
                  f"{c.value} / {base.value} {c.unit} = {expected:.3f}×",
-                 f"{task}: {c.variant} ÷ {baseline}" + (f" [{_where(where)}]" if where else ""), owner=task)
-    return _ratio(res, runs, task, c.variant, baseline, where, c.metric, expected)
+                 f"{task}: {ours} ÷ {baseline}" + (f" [{_where(where)}]" if where else ""), owner=task)
+    return _ratio(res, runs, task, ours, p.claim_variants.get(baseline, baseline), where, c.metric, expected)
 
 
 def _absolute(res: Result, chosen: list[Run], metric: str, expected: float) -> Result:
