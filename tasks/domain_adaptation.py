@@ -63,7 +63,17 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite import nn
-from mlo_bench.suite.contract import Comparison, Level, MetricSpec, Paper, PaperTable, TableClaim, Task, Variant
+from mlo_bench.suite.contract import (
+    Comparison,
+    ExactBudget,
+    Level,
+    MetricSpec,
+    Paper,
+    PaperTable,
+    TableClaim,
+    Task,
+    Variant,
+)
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
 from mlo_bench.tasks.data import domains, images, officehome
@@ -191,7 +201,7 @@ def _sqnorm(ops: Any, a: dict[str, Any], b: dict[str, Any] | None = None) -> Any
 
 
 @register("task")
-class DomainAdaptation(Task):
+class DomainAdaptation(ExactBudget, Task):
     """Source reweighting for domain adaptation: baseline, bilevel reweighting and 3-level learning by ignoring."""
 
     name = "domain_adaptation"
@@ -312,17 +322,6 @@ class DomainAdaptation(Task):
     def n_lower_params(self) -> int:
         n = nn.n_params(self.model.init(np.random.default_rng(0)))
         return 2 * n if self.cfg.program == "lbi" else n
-
-    def supports(self, method: str) -> str | None:
-        if self.unavailable:
-            return self.unavailable
-        if method == "exact" and self.n_lower_params() > self.cfg.exact_max_params:
-            return (f"the lower levels have {self.n_lower_params()} parameters; exact materialises their Hessians "
-                    f"(limit task.exact_max_params={self.cfg.exact_max_params})")
-        return None
-
-    def exact_reference(self) -> bool:
-        return not self.unavailable and self.n_lower_params() <= self.cfg.exact_max_params
 
     def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
         ops = backend.ops

@@ -63,6 +63,7 @@ from mlo_bench.suite import nn
 from mlo_bench.suite.contract import (
     ClaimRule,
     Comparison,
+    ExactBudget,
     Level,
     MetricSpec,
     Paper,
@@ -214,7 +215,7 @@ def make_model(cfg: MWNConfig) -> nn.Model:
 
 
 @register("task")
-class MetaWeightNet(Task):
+class MetaWeightNet(ExactBudget, Task):
     """Meta-Weight-Net reweighting a classifier on long-tailed data (digits embedded; CIFAR-10 pickles)."""
 
     name = "mwn"
@@ -329,17 +330,6 @@ class MetaWeightNet(Task):
     # ---- metrics and checks -----------------------------------------------------------------------------------
     def n_lower_params(self) -> int:
         return nn.n_params(self.model.init(np.random.default_rng(0)))
-
-    def supports(self, method: str) -> str | None:
-        if self.unavailable:
-            return self.unavailable
-        if method == "exact" and self.n_lower_params() > self.cfg.exact_max_params:
-            return (f"the {self.cfg.model} classifier has {self.n_lower_params()} parameters; exact materialises their "
-                    f"Hessian (limit task.exact_max_params={self.cfg.exact_max_params})")
-        return None
-
-    def exact_reference(self) -> bool:
-        return not self.unavailable and self.n_lower_params() <= self.cfg.exact_max_params
 
     def predict(self, backend: Any, theta: dict[str, Any], x: np.ndarray) -> np.ndarray:
         """Class predictions for numpy images ``x``, in chunks of ``eval_batch_size`` (:func:`reweight.predict`)."""

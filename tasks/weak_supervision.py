@@ -64,7 +64,17 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite import nn
-from mlo_bench.suite.contract import Comparison, Level, MetricSpec, Paper, PaperTable, TableClaim, Task, Variant
+from mlo_bench.suite.contract import (
+    Comparison,
+    ExactBudget,
+    Level,
+    MetricSpec,
+    Paper,
+    PaperTable,
+    TableClaim,
+    Task,
+    Variant,
+)
 from mlo_bench.suite.optim import OptimizerConfig
 from mlo_bench.suite.registry import register
 from mlo_bench.suite.reweight import EpochBatches, l2, per_example_ce, predict, soft_ce, weighted_mean
@@ -187,7 +197,7 @@ PAPER = Paper(
 
 
 @register("task")
-class WeakSupervision(Task):
+class WeakSupervision(ExactBudget, Task):
     """End model on labeling-function labels, with an upper level that reweights (and corrects) them (WRENCH)."""
 
     name = "weak_supervision"
@@ -301,15 +311,6 @@ class WeakSupervision(Task):
     # ---- metrics and checks -----------------------------------------------------------------------------------
     def n_lower_params(self) -> int:
         return nn.n_params(self.model.init(np.random.default_rng(0)))
-
-    def supports(self, method: str) -> str | None:
-        if method == "exact" and self.n_lower_params() > self.cfg.exact_max_params:
-            return (f"the end model has {self.n_lower_params()} parameters; exact materialises their Hessian "
-                    f"(limit task.exact_max_params={self.cfg.exact_max_params})")
-        return None
-
-    def exact_reference(self) -> bool:
-        return self.n_lower_params() <= self.cfg.exact_max_params
 
     def metrics(self, backend: Any, params: dict[str, Any]) -> dict[str, Any]:
         pred = predict(backend, self.model, params["end_model"], self.d.test.x, self.cfg.eval_batch_size)

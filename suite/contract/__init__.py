@@ -21,7 +21,8 @@ from mlo_bench.suite.contract.paper import (
     TableClaim,
     Variant,
 )
-from mlo_bench.suite.contract.task import Level, Oracle, Selection, Task
+from mlo_bench.suite.contract.task import ExactBudget, Level, Oracle, Selection, Task
 
-__all__ = ["STANDARD_METRICS", "Backend", "ClaimRule", "Comparison", "Level", "Method", "MetricSpec", "Ops", "Oracle",
-           "Paper", "PaperTable", "Response", "Selection", "TableClaim", "Task", "Unavailable", "Variant"]
+__all__ = ["STANDARD_METRICS", "Backend", "ClaimRule", "Comparison", "ExactBudget", "Level", "Method", "MetricSpec",
+           "Ops", "Oracle", "Paper", "PaperTable", "Response", "Selection", "TableClaim", "Task", "Unavailable",
+           "Variant"]

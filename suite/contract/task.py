@@ -99,6 +99,7 @@ class Task(ABC):
     - ``exact_reference()``: for a task without an oracle, whether its lower levels are small enough for their
       Hessians to be materialised; then the runner measures ``hypergrad_rel_error`` / ``hypergrad_cosine`` of the
       run's method against the ``exact`` method on the same backend at the same state (the final one).
+      :class:`ExactBudget` implements it and ``supports`` from a parameter count and ``task.exact_max_params``.
     - ``presets``: named sets of config values, ``{name: {"task": {knob: value}, top-level key: value}}``; each is a
       Hydra option (``+preset=NAME`` applies the chosen task's values; command-line overrides still win). Preset
       names are shared between tasks (``demo``: seconds per run; ``full``: the embedded data to convergence; …).
@@ -143,3 +144,31 @@ class Task(ABC):
 
     def exact_reference(self) -> bool:
         return False
+
+
+class ExactBudget:
+    """Mixin for a task without an oracle whose lower levels are sometimes small enough for ``exact``.
+
+    The task provides ``n_lower_params()`` (the parameters whose Hessians ``exact`` materialises) and a config knob
+    ``exact_max_params``; optionally an instance attribute ``unavailable`` (the one-line reason its data cannot be
+    loaded, which then answers every ``supports``). Above the limit ``exact`` is unsupported with a reason naming the
+    knob, and below it ``exact_reference()`` is true (the runner compares the run's method to ``exact``). List it
+    before :class:`Task` in the bases: ``class MyTask(ExactBudget, Task)``.
+    """
+
+    unavailable: str | None = None
+
+    def n_lower_params(self) -> int:
+        raise NotImplementedError
+
+    def supports(self, method: str) -> str | None:
+        if self.unavailable:
+            return self.unavailable
+        n, limit = self.n_lower_params(), self.cfg.exact_max_params  # type: ignore[attr-defined]
+        if method == "exact" and n > limit:
+            return (f"the lower levels have {n} parameters; exact materialises their Hessians "
+                    f"(limit task.exact_max_params={limit})")
+        return None
+
+    def exact_reference(self) -> bool:
+        return not self.unavailable and self.n_lower_params() <= self.cfg.exact_max_params  # type: ignore[attr-defined]
