@@ -141,6 +141,7 @@ def test_runs_timed_under_load_are_left_out_of_time_verdicts():
     result = papers.evaluate("mwn", TABLE, records)
     time_line = next(ln for ln in result["claims"][1]["lines"] if "time_total_s" in ln.label)
     assert time_line.verdict == V.NOT_MEASURED and "under load" in time_line.note
+    assert time_line.measured.startswith("⚠ ") and "paired" in time_line.measured, "the loaded ratio is shown, unjudged"
     sec = papers.section("mwn", TABLE, result)
     text = "\n".join(md_table(b) for b in sec.blocks if hasattr(b, "header"))
     assert "⚠6 loaded" in text, "the table marks the loaded runs' time figures"

@@ -78,11 +78,13 @@ class Ratio:
     note: str = ""
 
 
-def measure(num: list[Run], den: list[Run], metric: str, task: str | None = None) -> Ratio | None:
+def measure(num: list[Run], den: list[Run], metric: str, task: str | None = None,
+            keep_loaded: bool = False) -> Ratio | None:
     """num/den on ``metric``, paired by (``_col``, seed) where at least two seeds are shared, else the unpaired ratio
-    of means; time metrics leave out runs timed under load. ``None`` when a side has no value."""
+    of means; time metrics leave out runs timed under load (unless ``keep_loaded``: for display only, never for a
+    verdict). ``None`` when a side has no value."""
     note = []
-    if specs.unit(task, metric) == "s":
+    if specs.unit(task, metric) == "s" and not keep_loaded:
         busy = [r for r in num + den if loaded(r.provenance)]
         if busy:
             note.append(f"{len(busy)} run(s) timed under load left out")
@@ -112,7 +114,11 @@ def compare_runs(num: list[Run], den: list[Run], metric: str, want: str, toleran
     if m is None:
         busy = num and den and specs.unit(task, metric) == "s" and (all(loaded(r.provenance) for r in num)
                                                                     or all(loaded(r.provenance) for r in den))
-        return "–", V.NOT_MEASURED, None, "every run of a side was timed under load" if busy else ""
+        if not busy:
+            return "–", V.NOT_MEASURED, None, ""
+        raw = measure(num, den, metric, task, keep_loaded=True)  # shown, never judged
+        return ((f"⚠ {raw.text}" if raw else "–"), V.NOT_MEASURED, None,
+                "every run of a side was timed under load: the ratio under load is shown, not judged")
     verdict = V.comparison_verdict(want, m.lo, m.hi, tolerance)
     needed = (stats.seeds_needed(m.ratio, m.sd, V.boundary(want, tolerance))
               if verdict == V.INCONCLUSIVE and m.paired else None)
