@@ -39,10 +39,12 @@ cg's hypergradient has cosine 0.96 with ``exact`` (reweight, torch), while darts
 ``reweight-darts`` / ``lbi-darts``) has −0.2 and left the validation loss where the baseline's is (1.529 → 1.529,
 full preset, Cl-Ar, seed 0; cg: 1.378).
 
-Measured (2-core CPU under load ≈ 4–6, torch, ``full`` preset, 4 seeds, ``+experiment=da_table4``): target test
-accuracy baseline / reweight / lbi — Cl-Ar 0.596 / 0.662 / 0.634, Ar-Pr 0.866 / 0.889 / 0.875, Pr-Rw 0.849 / 0.854 /
-0.837, Rw-Cl 0.828 / 0.853 / 0.839; peak live bytes 38.8 / 77.9 / 85.7 KiB (reweight ÷ baseline 2.01×, Table 4:
-2.16×); time 1.8 / 10.2 / 17.6 s (5.7×, Table 4: 3.0×; every run flagged as loaded). The learned weights favour the
+Measured (2-core CPU under load ≈ 7, torch, ``full`` preset, 6 seeds, ``+experiment=da_table4``): target test
+accuracy baseline / reweight / lbi — Cl-Ar 0.616 / 0.671 / 0.653, Ar-Pr 0.863 / 0.887 / 0.876, Pr-Rw 0.858 / 0.858 /
+0.847, Rw-Cl 0.815 / 0.845 / 0.832 (paired: reweight helps on Cl-Ar 1.09× [1.02, 1.16] and Ar-Pr 1.03× [1.00,
+1.06], undecided on the other two); peak live bytes 38.8 / 77.9 / 85.7 KiB (reweight ÷ baseline 2.01×, Table 4:
+2.16×); time 12.7 / 32.8 / 23.9 s (paired 2.31× [1.35, 3.95], Table 4: 3.0×; every run flagged as loaded, so not
+judged). An earlier 4-seed run (load ≈ 4–6) gave the same accuracy ordering. The learned weights favour the
 source examples nearest the target (full, mean over 4 pairs × 4 seeds: reweight 1.62 vs 1.39 far, lbi 1.63 vs 1.39,
 near > far in 16 of 16 runs each) and push a
 corrupted slice down (``corrupt_fraction=0.2``, demo, seed 0, corrupted vs clean: reweight cg 0.65 vs 1.38, darts
