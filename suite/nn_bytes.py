@@ -9,7 +9,9 @@ beyond the protocol's ``concatenate``/``matmul``/slicing, so every backend runs 
   h ← h + ReLU(causal conv_k(h)) with dilation 2^l (receptive field 1 + (k−1)(2^layers − 1) bytes), linear d → 256.
   :func:`lm_losses` gives each sequence's mean next-byte cross-entropy (nats per byte).
 - :func:`byte_cnn` — the weight model: embedding (256 → e), one valid conv_k → ReLU, mean over positions, linear →
-  one logit per sequence. Its last layer starts at zero, so every example starts with the same weight.
+  one logit per sequence. Its last layer starts at zero, so every example starts with the same weight, and has no
+  bias: the weights are only ever used relative to each other (sampling ∝ exp(logit), a softmax), to which a bias is
+  invisible — its gradient would be pure round-off, a leaf that no two backends agree on.
 """
 
 from __future__ import annotations
@@ -71,13 +73,13 @@ def byte_cnn(e: int = 16, channels: int = 16, kernel: int = 5) -> Model:
     def init(rng: np.random.Generator) -> Params:
         return {"emb": 0.5 * rng.standard_normal((VOCAB, e)),
                 "c_w": _uniform(rng, kernel * e, (kernel * e, channels)), "c_b": np.zeros(channels),
-                "fc_w": np.zeros((channels, 1)), "fc_b": np.zeros(1)}
+                "fc_w": np.zeros((channels, 1))}
 
     def apply(ops: Any, params: dict[str, Any], tokens: Any) -> Any:
         h = params["emb"][tokens]
         valid = h.shape[1] - kernel + 1
         windows = ops.concatenate([h[:, j : j + valid] for j in range(kernel)], axis=-1)
         h = ops.mean(ops.relu(ops.matmul(windows, params["c_w"]) + params["c_b"]), axis=1)
-        return ops.reshape(ops.matmul(h, params["fc_w"]) + params["fc_b"], (-1,))
+        return ops.reshape(ops.matmul(h, params["fc_w"]), (-1,))
 
     return Model("byte_cnn", init, apply)
