@@ -152,22 +152,22 @@ class DSConfig:
     generic: str | None = None
     specific: str | None = None
     domain: str = "email"
-    seq_len: int = 32
-    max_domain_bytes: int = 20_000
+    seq_len: int = 16
+    max_domain_bytes: int = 8_000
     test_fraction: float = 0.2
     specific_fraction: float = 0.5
-    b_small: int = 8
-    b_large: int = 32
+    b_small: int = 4
+    b_large: int = 16
     mix: float = 0.5
     filter_fraction: float = 0.25
-    d: int = 32
-    layers: int = 2
+    d: int = 16
+    layers: int = 1
     kernel: int = 3
-    wm_emb: int = 16
-    wm_channels: int = 16
-    wm_kernel: int = 5
-    eval_sequences: int = 128
-    precision_batches: int = 16
+    wm_emb: int = 8
+    wm_channels: int = 8
+    wm_kernel: int = 3
+    eval_sequences: int = 64
+    precision_batches: int = 8
     finetune_steps: int = 0
     exact_max_params: int = 2000
     lower: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=2e-3, eps_root=1e-16))
@@ -215,8 +215,9 @@ class DataSelection(ExactBudget, Task):
     Config = DSConfig
     paper = PAPER
     presets = {
-        "demo": {"task": {"seq_len": 32, "d": 32, "layers": 2, "b_small": 8, "b_large": 32,
-                          "max_domain_bytes": 30_000, "eval_sequences": 128, "finetune_steps": 20}, "steps": 60},
+        "demo": {"task": {"seq_len": 32, "d": 32, "layers": 2, "b_small": 8, "b_large": 32, "wm_emb": 16,
+                          "wm_channels": 16, "wm_kernel": 5, "max_domain_bytes": 30_000, "eval_sequences": 128,
+                          "precision_batches": 64, "finetune_steps": 20}, "steps": 60},
         "full": {"task": {"seq_len": 64, "d": 48, "layers": 3, "b_small": 16, "b_large": 128,
                           "max_domain_bytes": 120_000, "eval_sequences": 512, "precision_batches": 32,
                           "finetune_steps": 100}, "steps": 600},
@@ -252,10 +253,11 @@ class DataSelection(ExactBudget, Task):
         spec = spec_test = None
         for domain in sorted(corpus):
             rng = np.random.default_rng([seed, zlib.crc32(domain.encode()), 0xD5])
-            files, budget = [], cfg.max_domain_bytes
+            files, names, budget = [], [], cfg.max_domain_bytes
             for i in rng.permutation(len(corpus[domain])):  # at most a quarter of the budget from one file
                 if budget <= 0:
                     break
+                names.append(corpus[domain][i][0])
                 files.append(corpus[domain][i][1][: min(budget, cfg.max_domain_bytes // text.MIN_FILES)])
                 budget -= len(files[-1])
             used[domain] = (len(files), sum(map(len, files)))
@@ -267,6 +269,8 @@ class DataSelection(ExactBudget, Task):
             if domain == cfg.domain:
                 own, shared = _split(len(rest), cfg.specific_fraction, rng)
                 spec, spec_test = seqs(rest[own]), seqs(test)
+                self.split_files = {"spec": [names[i] for i in rest[own]], "spec_test": [names[i] for i in test],
+                                    "gen": [names[i] for i in rest[shared]]}
                 gen.append(seqs(rest[shared]))
             else:
                 gen.append(seqs(rest))
