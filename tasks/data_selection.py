@@ -151,9 +151,10 @@ class DSConfig:
     data: str = "stdlib"
     generic: str | None = None
     specific: str | None = None
-    domain: str = "email"
+    domain: str = "encodings"
     seq_len: int = 16
     max_domain_bytes: int = 8_000
+    specific_bytes: int = 0
     test_fraction: float = 0.2
     specific_fraction: float = 0.5
     b_small: int = 4
@@ -194,8 +195,8 @@ class DSConfig:
                 raise ValueError(f"task.{key} must be in (0, 1) (got {getattr(self, key)})")
         if not 0 <= self.mix <= 1:
             raise ValueError(f"task.mix must be in [0, 1] (got {self.mix})")
-        if self.finetune_steps < 0 or self.exact_max_params < 0:
-            raise ValueError("task.finetune_steps and task.exact_max_params must be >= 0")
+        if min(self.finetune_steps, self.exact_max_params, self.specific_bytes) < 0:
+            raise ValueError("task.finetune_steps, task.exact_max_params and task.specific_bytes must be >= 0")
         for key in ("lower", "upper", "finetune"):
             getattr(self, key).validate(f"task.{key}")
 
@@ -216,11 +217,13 @@ class DataSelection(ExactBudget, Task):
     paper = PAPER
     presets = {
         "demo": {"task": {"seq_len": 32, "d": 32, "layers": 2, "b_small": 8, "b_large": 32, "wm_emb": 16,
-                          "wm_channels": 16, "wm_kernel": 5, "max_domain_bytes": 30_000, "eval_sequences": 128,
-                          "precision_batches": 64, "finetune_steps": 20}, "steps": 60},
-        "full": {"task": {"seq_len": 64, "d": 48, "layers": 3, "b_small": 16, "b_large": 128,
-                          "max_domain_bytes": 120_000, "eval_sequences": 512, "precision_batches": 32,
-                          "finetune_steps": 100}, "steps": 600},
+                          "wm_channels": 16, "wm_kernel": 5, "max_domain_bytes": 30_000, "specific_bytes": 90_000,
+                          "eval_sequences": 128,
+                          "precision_batches": 64, "finetune_steps": 20, "upper": {"lr": 0.01}}, "steps": 60},
+        "full": {"task": {"seq_len": 64, "d": 32, "layers": 3, "b_small": 8, "b_large": 64, "wm_emb": 16,
+                          "wm_channels": 16, "wm_kernel": 5, "max_domain_bytes": 60_000, "specific_bytes": 160_000,
+                          "eval_sequences": 256,
+                          "precision_batches": 128, "finetune_steps": 100, "upper": {"lr": 0.01}}, "steps": 500},
     }
 
     def __init__(self, cfg: DSConfig, seed: int) -> None:
@@ -253,7 +256,8 @@ class DataSelection(ExactBudget, Task):
         spec = spec_test = None
         for domain in sorted(corpus):
             rng = np.random.default_rng([seed, zlib.crc32(domain.encode()), 0xD5])
-            files, names, budget = [], [], cfg.max_domain_bytes
+            cap = cfg.specific_bytes if domain == cfg.domain and cfg.specific_bytes else cfg.max_domain_bytes
+            files, names, budget = [], [], cap
             for i in rng.permutation(len(corpus[domain])):  # at most a quarter of the budget from one file
                 if budget <= 0:
                     break
