@@ -8,6 +8,10 @@ and the upper level receives the mixed VJP −(∂²f/∂λ∂θ) x (:func:`mlo_
 z = −x). The VJP uses x after its step (a Gauss–Seidel order: the cold, stateless form is then ``mixed_vjp(ρ v)``,
 not zero). ``method.rho`` is ρ. Compared with ``neumann`` with ``warm_start``: the same Richardson step, but one per
 outer step and the state is what makes it converge (no inner iterations), which is the method's point at scale.
+
+The iteration contracts only when ρ λ_max(H) < 2. Measured on ``data_selection``'s ``full`` preset (power iteration,
+torch float32): λ_max ≈ 1.9 at initialisation, 31 after 100 steps, 25 after 300 — with ρ = 0.1, x grew until the
+hypergradient was non-finite at steps 60–80 in 3 of 3 seeds; the default ρ = 0.02 keeps ρ λ_max ≈ 0.6.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ class SOBA:
 
     @dataclass
     class Config:
-        rho: float = 0.1
+        rho: float = 0.02
 
         def validate(self) -> None:
             if not self.rho > 0:
