@@ -71,7 +71,7 @@ class Run:
     def __init__(self, plan: Plan, backend: Any) -> None:
         self.plan, self.backend, ops = plan, backend, backend.ops
         self.task = task = plan.task_cls(plan.task_cfg, plan.seed)
-        reason = task.supports(plan.method.name)
+        reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
         if reason:
             raise Unsupported(reason)
         self.levels = chain(task.levels())

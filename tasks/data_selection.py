@@ -357,6 +357,16 @@ class DataSelection(ExactBudget, Task):
     def n_lower_params(self) -> int:
         return nn.n_params(self.lm.init(np.random.default_rng(0)))
 
+    def supports_on(self, backend: Any, method: str) -> str | None:
+        """A backend that materialises the best-response Jacobian row by row (naive's default chain) takes one
+        backward pass per LM parameter per hypergradient: above ``exact_max_params`` it is unsupported, as ``exact``
+        is (the byte embedding alone is 256·d parameters; ``backend.chain=reverse`` runs every method)."""
+        n, limit = self.n_lower_params(), self.cfg.exact_max_params
+        if getattr(backend, "materialises", False) and n > limit:
+            return (f"backend {backend.name} materialises the {n}-row best-response Jacobian (one backward pass per "
+                    f"lower parameter; limit task.exact_max_params={limit}); backend.chain=reverse runs every method")
+        return None
+
     # ---- metrics ------------------------------------------------------------------------------------------------
     def _fn(self, backend: Any, name: str, fn: Any, args: tuple) -> Any:
         key = (id(backend), name)
