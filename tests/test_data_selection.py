@@ -37,6 +37,7 @@ def run(tmp_path, variant=None, backend="torch", steps=3, eval_every=0, **task):
     if variant:
         v = DataSelection.paper.variant(variant)
         cfg["method"] = {"name": v.method}
+        cfg["backend"].update(v.backend_knobs.get(backend, {}))
         for key, value in v.overrides.items():
             cfg["task"][key.split(".", 1)[1]] = value
     return execute(prepare(cfg))
@@ -250,3 +251,14 @@ def test_verify_certifies_dds_soba_and_cg_across_backends(capsys):
     out = capsys.readouterr().out
     assert code == 0, out
     assert out.count("pass") == 3
+
+
+def test_naive_materialised_chain_is_refused_in_one_line_and_its_reverse_chain_runs(tmp_path):
+    cfg = {"task": {"name": "data_selection", **TINY}, "backend": {"name": "naive"}, "method": {"name": "unroll"},
+           "seed": 0, "steps": 2, "inner_steps": 1, "dtype": "float32", "device": "cpu", "results_dir": str(tmp_path),
+           "log_every": 0, "progress": False, "hypergrad_check": False}
+    record = execute(prepare(cfg))
+    assert record["status"] == "unsupported" and "materialises" in record["reason"]
+    assert "task.exact_max_params" in record["reason"] and "\n" not in record["reason"]
+    record = run(tmp_path, "select-unroll", backend="naive", steps=2)
+    assert record["status"] == "ok", record.get("traceback") or record["reason"]
