@@ -71,7 +71,7 @@ class Run:
     def __init__(self, plan: Plan, backend: Any) -> None:
         self.plan, self.backend, ops = plan, backend, backend.ops
         self.task = task = plan.task_cls(plan.task_cfg, plan.seed)
-        reason = task.supports(plan.method.name)
+        reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
         if reason:
             raise Unsupported(reason)
         self.levels = chain(task.levels())
@@ -243,6 +243,8 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
             if phase in timer.samples:
                 metrics[f"time_{phase}_s"] = timer.median(phase)
         metrics["steps_done"] = len(timer.samples.get("inner", []))
+        if metrics["steps_done"] and metrics["time_total_s"] > 0:
+            metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
 

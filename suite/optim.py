@@ -26,6 +26,9 @@ class OptimizerConfig:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    #: Adam: added to v̂ under the square root (optax's eps_root). 0 = plain Adam; > 0 keeps the step
+    #: differentiable where a gradient entry is exactly 0 (sqrt′(0) = ∞ makes ``unroll``'s derivative NaN there)
+    eps_root: float = 0.0
     milestones: list[int] = field(default_factory=list)
     gamma: float = 0.1
 
@@ -40,6 +43,8 @@ class OptimizerConfig:
             raise ValueError(f"{key}.weight_decay must be >= 0 (got {self.weight_decay})")
         if not (0 <= self.beta1 < 1 and 0 <= self.beta2 < 1):
             raise ValueError(f"{key}.beta1 and {key}.beta2 must be in [0, 1)")
+        if self.eps_root < 0:
+            raise ValueError(f"{key}.eps_root must be >= 0 (got {self.eps_root})")
 
 
 def init(ops: Any, cfg: OptimizerConfig, params: Any) -> dict[str, Any]:
@@ -77,5 +82,6 @@ def update(ops: Any, cfg: OptimizerConfig, grads: Any, state: dict[str, Any], pa
     v = tree_map(lambda v_, g: cfg.beta2 * v_ + (1.0 - cfg.beta2) * g * g, state["v"], grads)
     c1 = 1.0 - cfg.beta1**t
     c2 = 1.0 - cfg.beta2**t
-    new_params = tree_map(lambda p, m_, v_: p - lr * (m_ / c1) / (ops.sqrt(v_ / c2) + cfg.eps), params, m, v)
+    new_params = tree_map(lambda p, m_, v_: p - lr * (m_ / c1) / (ops.sqrt(v_ / c2 + cfg.eps_root) + cfg.eps),
+                          params, m, v)
     return new_params, {"count": t, "m": m, "v": v}

@@ -28,12 +28,21 @@ NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume",
 #: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
 #: ``ordering``, ``eval_every`` and ``level_steps``
 HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {}}
+#: the same for fields of nested config groups, at any depth: an optimizer's ``eps_root``
+NESTED_UNLESS_DEFAULT = {"eps_root": 0.0}
+
+
+def _strip_nested_defaults(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _strip_nested_defaults(v) for k, v in value.items()
+                if not (k in NESTED_UNLESS_DEFAULT and v == NESTED_UNLESS_DEFAULT[k])}
+    return value
 
 
 def config_hash(config: dict[str, Any]) -> str:
     """sha256 of the canonical JSON of the resolved config, without keys that do not affect the numbers
     (:data:`NON_NUMERIC_KEYS`) and without :data:`HASHED_UNLESS_DEFAULT` keys at their default."""
-    relevant = {k: v for k, v in config.items() if k not in NON_NUMERIC_KEYS
+    relevant = {k: _strip_nested_defaults(v) for k, v in config.items() if k not in NON_NUMERIC_KEYS
                 and not (k in HASHED_UNLESS_DEFAULT and v in (None, HASHED_UNLESS_DEFAULT[k]))}
     blob = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

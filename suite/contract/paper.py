@@ -198,5 +198,6 @@ STANDARD_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("inner_step_evals", "lower", "count", quality=False),
     MetricSpec("memory_kind", kind="text"),
     MetricSpec("steps_done", unit="count"),
+    MetricSpec("steps_per_s", "higher", "1/s", quality=False, doc="outer steps per second of the training clock"),
     MetricSpec("diverged_step", unit="count"),
 )

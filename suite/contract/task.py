@@ -96,6 +96,9 @@ class Task(ABC):
       default does nothing (``{}``).
     - ``oracle()``: an :class:`Oracle` or ``None``.
     - ``supports(method)``: ``None`` or the reason this task cannot be run with that method.
+    - ``supports_on(backend, method)``: ``None`` or the reason this task cannot run that method on that backend (e.g.
+      a backend that ``materialises`` best-response Jacobians row by row, one backward pass per lower parameter,
+      on a task whose lower level has tens of thousands); the default defers to ``supports``'s answer alone.
     - ``exact_reference()``: for a task without an oracle, whether its lower levels are small enough for their
       Hessians to be materialised; then the runner measures ``hypergrad_rel_error`` / ``hypergrad_cosine`` of the
       run's method against the ``exact`` method on the same backend at the same state (the final one).
@@ -140,6 +143,9 @@ class Task(ABC):
         return None
 
     def supports(self, method: str) -> str | None:
+        return None
+
+    def supports_on(self, backend: Any, method: str) -> str | None:
         return None
 
     def exact_reference(self) -> bool:

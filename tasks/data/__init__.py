@@ -2,6 +2,9 @@
 
 - :mod:`mlo_bench.tasks.data.images` — scikit-learn's bundled 8×8 digits, and CIFAR-10 from its python pickle batches.
 - :mod:`mlo_bench.tasks.data.longtail` — long-tailed class sizes and splits (Shu et al. 2019), uniform label noise.
+- :mod:`mlo_bench.tasks.data.text` — the standard library's source files as a domain-labelled text corpus, and
+  JSONL / plain-text corpora, cut into byte sequences (``data_selection``).
+- :mod:`mlo_bench.tasks.data.selection_filters` — the data-selection baselines' scorers (ridge classifier, CDS).
 
 Not a task plugin: the registry imports it like any module of ``tasks/``, and it registers nothing.
 """
