@@ -79,7 +79,7 @@ class DartsConfig:
     eval_batch_size: int = 256
     hessian_iters: int = 10
     hessian_examples: int = 128
-    exact_max_params: int = 1000
+    exact_max_params: int = 300
     lower: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=LOWER_LR, momentum=0.9))
     upper: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=3e-3, beta1=0.5))
 
@@ -167,8 +167,8 @@ class Darts(ExactBudget, Task):
     Config = DartsConfig
     paper = PAPER
     presets = {
-        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 150,
-                          "hessian_iters": 5}, "steps": 40},
+        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 400,
+                          "hessian_iters": 5}, "steps": 100},
         "full": {"task": {"channels": 8, "cells": 2, "nodes": 3, "retrain_steps": 600}, "steps": 300},
     }
 
@@ -288,7 +288,7 @@ class Darts(ExactBudget, Task):
         size = min(cfg.retrain_batch_size, len(self.y_all))
         first = self._batches.batch("retrain", len(self.y_all), size, 0)
         step_c = backend.compile(step, (theta, state, backend.asarray(self.x_all[first]),
-                                        backend.asarray(self.y_all[first])))[0]
+                                        backend.asarray(self.y_all[first])))[0] if cfg.retrain_steps else step
         backend.block(theta)
         start = time.perf_counter()
         for t in range(cfg.retrain_steps):
