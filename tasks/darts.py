@@ -169,7 +169,7 @@ class Darts(ExactBudget, Task):
     presets = {
         "demo": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 400,
                           "hessian_iters": 5}, "steps": 100},
-        "full": {"task": {"channels": 8, "cells": 2, "nodes": 3, "retrain_steps": 600}, "steps": 300},
+        "full": {"task": {"channels": 6, "cells": 1, "nodes": 3, "retrain_steps": 800}, "steps": 200},
     }
 
     def __init__(self, cfg: DartsConfig, seed: int) -> None:
