@@ -24,9 +24,23 @@ Skip-connection collapse, measured, not hidden (``metrics``; with ``eval_every=N
 ``hessian_iters`` power iterations with the backend's Hessian-vector products on a fixed batch of the α half
 (``hessian_examples``). RobustDARTS (Zela et al. 2020) ties its growth to poor derived architectures.
 
+Choices, and why: one α for every cell and no reduction cells (a digit is 8×8: no room to downsample twice; the
+derivation and collapse mechanics are the normal cell's); the lower level's weight decay is a loss term; α's Adam uses
+DARTS's β₁ = 0.5 with a 10× larger rate (3e-3: hundreds of steps here against DARTS's ~20,000); ``original-darts``
+is ``darts`` with ``method.xi`` = the lower learning rate (see :mod:`mlo_bench.methods.darts`). The eigenvalue is the
+one of largest magnitude, signed (early in a search it is small and may be negative). ``exact`` materialises the
+supernet's Hessian: only up to ``exact_max_params`` (300) weights.
+
 Data (``dataset``): ``digits`` (default, embedded): scikit-learn's 8×8 digits, a seeded ``test_fraction`` held out,
 the rest split in two halves; ``cifar10``: the MWN task's loader (``data_root`` holding ``cifar-10-batches-py``),
 the 50,000 training images split in two halves, scored on ``test_batch`` (``test_examples`` > 0 keeps that many).
+
+Measured (``+preset=demo``, torch, seed 0, ``+experiment=darts_demo backend=torch``, a 2-core CPU under load 12–16):
+derived accuracy original-darts 0.833 (274 parameters), darts-1 0.813 (274), darts-3 0.852 (622), first-order
+0.738 (158); skip share 0 in all four (pools dominate early, as in DARTS's first epochs); ``hessian_eig`` stays
+within ±0.05 over the 100 steps (α moves little). Search / retrain (``time_total_s`` / ``time_eval_s``) 93 / 17 s,
+31 / 9 s, 157 / 43 s, 108 / 37 s; at load 4, darts-1's 40 steps took 6.5 s and its retraining 1.8 s. jax compiles
+the supernet per function (44 s for the demo's darts at load 8: 160 s wall for the run).
 """
 
 from __future__ import annotations
