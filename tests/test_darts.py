@@ -93,7 +93,7 @@ def _task(**knobs):
     return Darts(cfg, 0)
 
 
-@pytest.mark.parametrize("backend", ["torch", "jax"])
+@pytest.mark.parametrize("backend", ["torch", pytest.param("jax", marks=pytest.mark.slow)])  # jax: HVP compile
 def test_hessian_eigenvalue_is_the_materialised_hessians_dominant_one(backend):
     b = make_backend(backend, "float64")
     task = _task(hessian_iters=100, hessian_examples=16)
