@@ -35,12 +35,16 @@ Data (``dataset``): ``digits`` (default, embedded): scikit-learn's 8×8 digits, 
 the rest split in two halves; ``cifar10``: the MWN task's loader (``data_root`` holding ``cifar-10-batches-py``),
 the 50,000 training images split in two halves, scored on ``test_batch`` (``test_examples`` > 0 keeps that many).
 
-Measured (``+preset=demo``, torch, seed 0, ``+experiment=darts_demo backend=torch``, a 2-core CPU under load 12–16):
-derived accuracy original-darts 0.833 (274 parameters), darts-1 0.813 (274), darts-3 0.852 (622), first-order
-0.738 (158); skip share 0 in all four (pools dominate early, as in DARTS's first epochs); ``hessian_eig`` stays
-within ±0.05 over the 100 steps (α moves little). Search / retrain (``time_total_s`` / ``time_eval_s``) 93 / 17 s,
-31 / 9 s, 157 / 43 s, 108 / 37 s; at load 4, darts-1's 40 steps took 6.5 s and its retraining 1.8 s. jax compiles
-the supernet per function (44 s for the demo's darts at load 8: 160 s wall for the run).
+Measured (``+preset=demo``, torch, ``+experiment=darts_demo backend=torch``, a 2-core CPU under load 11–17):
+derived accuracy by seed 0 / 1 / 2 — original-darts 0.833 / 0.721 / 0.908, darts-1 0.813 / 0.696 / 0.908 (the same
+genotype as original-darts on seeds 1 and 2); seed 0 only: darts-3 0.852 (622 parameters), first-order 0.738 (158).
+The derived network's size follows its genotype (158–622 parameters) and drives the spread over seeds. darts-1 ÷
+original-darts = 0.981× [0.938, 1.03] (paired, n = 3): the reference claim (Betty 97.35 vs 97.24, "no difference") is
+supported; the table's 2%-match claim is inconclusive. Skip share 0 everywhere (pools dominate early, as in DARTS's
+first epochs); ``hessian_eig`` grows from ≈ ±0.004 to 0.03 over the 100 steps on seeds 1–2 (α still moves little).
+Search / retrain (``time_total_s`` / ``time_eval_s``) 31–214 s / 9–64 s per run under that load; at load 4,
+darts-1's 40 steps took 6.5 s and its retraining 1.8 s. jax compiles the supernet per function: 44 s for the demo's
+darts at load 8 (160 s wall for the run); ``mlo-bench verify`` on a 5-edge space took ~2–5 min per method at load 15.
 """
 
 from __future__ import annotations
