@@ -92,15 +92,35 @@ class JaxOps:
     def stop_gradient(self, x):
         return self.lax.stop_gradient(x)
 
-    def conv2d(self, x, w, stride=1, padding=0):
+    def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1):
         return self.lax.conv_general_dilated(
-            x, w, (stride, stride), [(padding, padding), (padding, padding)],
-            dimension_numbers=("NCHW", "OIHW", "NCHW"),
+            x, w, (stride, stride), [(padding, padding), (padding, padding)], rhs_dilation=(dilation, dilation),
+            dimension_numbers=("NCHW", "OIHW", "NCHW"), feature_group_count=groups,
         )
 
-    def avg_pool2d(self, x, size):
-        n, c, h, w = x.shape
-        return self.np.mean(self.np.reshape(x, (n, c, h // size, size, w // size, size)), axis=(3, 5))
+    def _window(self, x, init, op, size, stride, padding):
+        pads = ((0, 0), (0, 0), (padding, padding), (padding, padding))
+        stride = stride or size
+        return self.lax.reduce_window(x, init, op, (1, 1, size, size), (1, 1, stride, stride), pads)
+
+    def avg_pool2d(self, x, size, stride=None, padding=0):
+        if padding == 0 and (stride or size) == size:  # non-overlapping windows: a reshape and a mean
+            n, c, h, w = x.shape
+            return self.np.mean(self.np.reshape(x, (n, c, h // size, size, w // size, size)), axis=(3, 5))
+        total = self._window(x, 0.0, self.lax.add, size, stride, padding)
+        count = self._window(self.np.ones(x.shape[2:], x.dtype)[None, None], 0.0, self.lax.add, size, stride,
+                             padding)
+        return total / count
+
+    def max_pool2d(self, x, size, stride=None, padding=0):
+        return self._window(x, -self.np.inf, self.lax.max, size, stride, padding)
+
+    def pad2d(self, x, padding):
+        top, bottom, left, right = padding
+        return self.np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
+
+    def softmax(self, x, axis=-1):
+        return self.nn.softmax(x, axis=axis)
 
     #: set while FLOPs are counted: XLA's cost analysis counts a while loop's body once, whatever its trip count,
     #: so the loops are traced fully unrolled for the count (the same arithmetic, every iteration visible)

@@ -86,11 +86,22 @@ class TorchOps:
     def stop_gradient(self, x):
         return x.detach()
 
-    def conv2d(self, x, w, stride=1, padding=0):
-        return self.t.nn.functional.conv2d(x, w, stride=stride, padding=padding)
+    def conv2d(self, x, w, stride=1, padding=0, dilation=1, groups=1):
+        return self.t.nn.functional.conv2d(x, w, stride=stride, padding=padding, dilation=dilation, groups=groups)
 
-    def avg_pool2d(self, x, size):
-        return self.t.nn.functional.avg_pool2d(x, size)
+    def avg_pool2d(self, x, size, stride=None, padding=0):
+        return self.t.nn.functional.avg_pool2d(x, size, stride=stride or size, padding=padding,
+                                               count_include_pad=False)
+
+    def max_pool2d(self, x, size, stride=None, padding=0):
+        return self.t.nn.functional.max_pool2d(x, size, stride=stride or size, padding=padding)
+
+    def pad2d(self, x, padding):
+        top, bottom, left, right = padding
+        return self.t.nn.functional.pad(x, (left, right, top, bottom))
+
+    def softmax(self, x, axis=-1):
+        return self.t.softmax(x, dim=axis)
 
 
 @register("backend")

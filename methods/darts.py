@@ -1,7 +1,15 @@
-"""``darts``: Betty's finite-difference form, with H⁻¹ ≈ I and no inner-learning-rate factor.
+"""``darts``: the finite-difference form of DARTS's second-order approximation, H⁻¹ ≈ ξ·I.
 
-eps = alpha / ‖v‖;  θ± = θ ± eps·v;  result = (∇_λ f(θ−, λ) − ∇_λ f(θ+, λ)) / (2·eps)  ≈ −∂²f/∂λ∂θ · v.
+eps = alpha / ‖v‖;  θ± = θ ± eps·v;  result = ξ · (∇_λ f(θ−, λ) − ∇_λ f(θ+, λ)) / (2·eps)  ≈ −ξ ∂²f/∂λ∂θ · v.
 Costs two gradients, no Hessian-vector product.
+
+``xi`` is Liu et al.'s inner-learning-rate factor (DARTS, ICLR 2019, eq. 7–8: the virtual step w' = w − ξ∇_w f
+differentiated once, ∇_α L_val(w', α) − ξ ∇²_{α,w} f(w, α) ∇_{w'} L_val(w', α)). Betty's ``darts`` drops it
+(``xi = 1``, the default): the same finite difference with the factor absent. One method with one knob rather than two
+methods, because the two differ in that scalar only; original DARTS sets ``method.xi`` to the lower level's learning
+rate. Under the default ``ordering=inner_first`` the lower level's real step is the look-ahead w' (the hypergradient
+is taken at the state it reached); Liu et al. take the mixed derivative at w (before the virtual step) and the virtual
+step with the optimizer's momentum and weight decay — differences of order ξ.
 """
 
 from __future__ import annotations
@@ -19,14 +27,17 @@ class Darts:
     @dataclass
     class Config:
         alpha: float = 0.01
+        xi: float = 1.0
 
         def validate(self) -> None:
             if not self.alpha > 0:
                 raise ValueError(f"method.alpha must be > 0 (got {self.alpha})")
+            if not self.xi > 0:
+                raise ValueError(f"method.xi must be > 0 (got {self.xi})")
 
     def response_vjp(self, backend, r, v, cfg):
         eps = cfg.alpha / tree_norm(backend.ops, v)
         grad_upper = backend.grad(lambda lam, th: r.loss(th, lam))
         plus = grad_upper(r.upper, tree_axpy(eps, v, r.lower))
         minus = grad_upper(r.upper, tree_axpy(-eps, v, r.lower))
-        return tree_scale(1.0 / (2.0 * eps), tree_sub(minus, plus))
+        return tree_scale(cfg.xi / (2.0 * eps), tree_sub(minus, plus))

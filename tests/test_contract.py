@@ -89,6 +89,12 @@ def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method)
                     f"results_dir={tmp_path}", "dtype=float64"])
     if task == "quadratic":
         OmegaConf.update(cfg, "task.d", 6)
+    if task == "darts":  # jax compiles the supernet per function, in time growing with edges × primitives: the smallest
+        # space (its convolutions are tested in test_darts.py / test_ops_nas.py)
+        for key, value in {"task.primitives": ["none", "skip_connect", "max_pool_3x3"], "task.nodes": 1,
+                           "task.cells": 1, "task.channels": 2, "task.retrain_steps": 2, "task.hessian_iters": 1,
+                           "task.batch_size": 8, "task.exact_max_params": 0}.items():
+            OmegaConf.update(cfg, key, value)
     record = execute(prepare(cfg))
     assert record["status"] in ("ok", "unsupported"), record.get("traceback") or record["reason"]
     if record["status"] == "unsupported":

@@ -43,15 +43,29 @@ class Ops(Protocol):
 
     def stop_gradient(self, x: Array) -> Array: ...
     # convolutional networks (NCHW activations, OIHW kernels on every backend)
-    def conv2d(self, x: Array, w: Array, stride: int = 1, padding: int = 0) -> Array:
-        """2-D cross-correlation (no bias): ``x`` (N, C, H, W), ``w`` (O, C, kh, kw) → (N, O, H', W'), with
-        ``padding`` zeros on each side of both spatial axes and the same ``stride`` along both."""
+    def conv2d(self, x: Array, w: Array, stride: int = 1, padding: int = 0, dilation: int = 1,
+               groups: int = 1) -> Array:
+        """2-D cross-correlation (no bias): ``x`` (N, C, H, W), ``w`` (O, C / groups, kh, kw) → (N, O, H', W'), with
+        ``padding`` zeros on each side of both spatial axes, the same ``stride`` and kernel ``dilation`` along both,
+        and ``groups`` channel groups (``groups = C = O``: a depthwise convolution, as in separable convolutions)."""
         ...
 
-    def avg_pool2d(self, x: Array, size: int) -> Array:
-        """Average over non-overlapping ``size``×``size`` windows of an NCHW ``x`` (stride = size, no padding; H and
-        W divisible by ``size``)."""
+    def avg_pool2d(self, x: Array, size: int, stride: int | None = None, padding: int = 0) -> Array:
+        """Average over ``size``×``size`` windows of an NCHW ``x`` moved by ``stride`` (default ``size``), the input
+        padded by ``padding`` on each side; a window averages only its in-bounds entries (torch's
+        ``count_include_pad=False``, DARTS's pooling)."""
         ...
+
+    def max_pool2d(self, x: Array, size: int, stride: int | None = None, padding: int = 0) -> Array:
+        """Maximum over ``size``×``size`` windows of an NCHW ``x`` moved by ``stride`` (default ``size``), the input
+        padded by ``padding`` on each side with −∞ (padding never wins)."""
+        ...
+
+    def pad2d(self, x: Array, padding: tuple[int, int, int, int]) -> Array:
+        """Zeros around the spatial axes of an NCHW ``x``: ``(top, bottom, left, right)``."""
+        ...
+
+    def softmax(self, x: Array, axis: int = -1) -> Array: ...
 
     # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
     # (JAX) supplies it so iterative solvers compile once;
