@@ -60,8 +60,7 @@ class Peer:
             return None
         if method in self.features:
             return self.features[method]
-        return (f"{self.dist} has no {method!r}: this peer runs only its library's own methods "
-                f"({', '.join(self.methods)})")
+        return f"not in {self.dist}: this peer runs only its library's own methods ({', '.join(self.methods)})"
 
     def known_issue(self, method: str) -> str | None:
         return self.known_issues.get(method)

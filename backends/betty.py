@@ -81,7 +81,8 @@ def _adam_of(backend: Any, r: Any) -> Any:
     def make(params: list[Any]) -> Any:
         from mlo_bench.suite.optim import learning_rate
 
-        lr = float(backend.to_numpy(torch.as_tensor(learning_rate(opt, r.state["count"]))))
+        lr = learning_rate(opt, r.state["count"])  # a float, or an array with a step schedule
+        lr = lr if isinstance(lr, float) else float(backend.to_numpy(lr))
         adam = torch.optim.Adam(params, lr=lr, betas=(opt.beta1, opt.beta2), eps=opt.eps)
         if started:  # an empty state before the first step, as Betty's optimizer has
             for p, (m, s, g) in zip(params, moments, strict=True):
