@@ -8,6 +8,10 @@ engine); each lower-level step is the differentiable optimizer's update (``_upda
 taking the gradient) on the suite's optimizer state, loaded into and read back from the optimizer's per-parameter
 state each step. A fresh ``torch.optim`` optimizer of the level's kind provides the hyper-parameters.
 
+Only the steps on the differentiated graph go through higher (inner steps of the unrolled phase); a step nothing
+differentiates (the upper level's own update) is the suite's ``torch.optim``-semantics optimizer, as the meta-optimizer
+of MWN code written with higher is a plain ``torch.optim`` one.
+
 higher's Adam adds ε to √v before the bias correction (lr·√(1−β₂ᵗ)/(1−β₁ᵗ) · m/(√v + ε), the old ``torch.optim``
 form) where the suite's optimizer follows current ``torch.optim`` (m̂/(√v̂ + ε)); the difference is O(ε/√v̂) per step
 and shows only with an Adam lower level (the quadratic task's is SGD).
@@ -20,6 +24,7 @@ from typing import Any
 from mlo_bench.backends._peers import Peer, rebuild
 from mlo_bench.backends.naive import NaiveBackend
 from mlo_bench.backends.torch import TorchOps
+from mlo_bench.suite import optim
 from mlo_bench.suite.optim import learning_rate
 from mlo_bench.suite.registry import NoConfig, register
 from mlo_bench.suite.trees import tree_leaves
@@ -35,6 +40,8 @@ class HigherOps(TorchOps):
 
         torch = self.t
         p, g = tree_leaves(params), tree_leaves(grads)
+        if not any(t.requires_grad for t in p + g):  # a step nothing differentiates (the outer update): torch.optim's
+            return optim.update(TorchOps(torch), cfg, grads, state, params)  # semantics, as MWN code with higher has
         started = float(state["count"]) > 0
         lr = learning_rate(cfg, state["count"])
         lr = float(lr) if not isinstance(lr, float) else lr
