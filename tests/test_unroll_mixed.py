@@ -42,17 +42,21 @@ def test_same_hypergradient_as_unroll(backend_name, inner):
     assert np.linalg.norm(out["unroll_mixed"] - ref) / np.linalg.norm(ref) < 1e-10
 
 
-def test_live_memory_grows_less_with_depth_than_plain_unroll():
-    """Counted peak bytes alive (torch's allocator-level count, deterministic) at depth 2 and 16 on the MLP task of
-    MWN's demo would be the real case; here the quadratic: plain unroll keeps every step's graph (grows with K),
-    mixed mode only the iterates."""
-    backend = make_backend("torch")
-    task = make_task(d=200, levels=2)
-    growth = {}
-    for method in ("unroll", "unroll_mixed"):
-        peaks = []
-        for k in (2, 16):
-            fn, args = _hg(backend, task, method, k)
-            peaks.append(backend.live_peak_bytes(fn, args))
-        growth[method] = peaks[1] - peaks[0]
-    assert growth["unroll_mixed"] < growth["unroll"], growth
+def _peak_live(tmp_path, method: str, depth: int) -> int:
+    from mlo_bench.suite.cli import _compose
+    from mlo_bench.suite.plan import prepare
+    from mlo_bench.suite.runner import execute
+
+    rec = execute(prepare(_compose(["task=mwn", "+preset=demo", "backend=torch", f"method={method}", "steps=1",
+                                    f"inner_steps={depth}", "isolate=false", "hypergrad_check=false",
+                                    "progress=false", f"results_dir={tmp_path}"])))
+    assert rec["status"] == "ok", rec["reason"]
+    return rec["metrics"]["peak_live_bytes"]
+
+
+def test_live_memory_grows_with_depth_by_the_iterates_only(tmp_path):
+    """MWN's demo (an MLP on batches of 100): peak bytes alive per outer step (counted by torch's allocator-level
+    tracker, deterministic) from unroll depth 2 to 8. Plain unroll keeps every step's graph; mixed mode the iterates
+    (measured: ~88 KiB vs ~10 KiB per extra step, README / the report note)."""
+    growth = {m: _peak_live(tmp_path, m, 8) - _peak_live(tmp_path, m, 2) for m in ("unroll", "unroll_mixed")}
+    assert growth["unroll"] > 3 * growth["unroll_mixed"] > 0, growth
