@@ -66,6 +66,7 @@ def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: di
         unroll_steps=steps_of(steps, level.name),
         level=level.name,
         method_state=method_state,
+        optimizer=level.optimizer,
     )
 
 

@@ -65,7 +65,12 @@ def learning_rate(cfg: OptimizerConfig, count: Any) -> Any:
 
 
 def update(ops: Any, cfg: OptimizerConfig, grads: Any, state: dict[str, Any], params: Any) -> tuple[Any, dict]:
-    """One optimizer step: returns ``(new_params, new_state)``."""
+    """One optimizer step: returns ``(new_params, new_state)``. Where ``ops`` has ``optimizer_update`` (a peer
+    engine whose library has its own differentiable optimizers: torchopt, higher) the step is that library's, with the
+    same semantics and state."""
+    custom = getattr(ops, "optimizer_update", None)
+    if custom is not None:
+        return custom(cfg, grads, state, params)
     if cfg.weight_decay:
         grads = tree_map(lambda g, p: g + cfg.weight_decay * p, grads, params)
     count = state["count"]

@@ -76,9 +76,18 @@ def test_task_contract(name):
             np.testing.assert_array_equal(a[lv][k], b[lv][k])
 
 
-@pytest.mark.parametrize("task", TASKS)
-@pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("method", METHODS)
+def _combinations():
+    """task × backend × method; a peer engine (a library: backends/_peers.py) on a task other than the oracle one is
+    ``slow`` (each is a worker process; tests/test_peers.py and the peers experiment cover them by default)."""
+    for method in METHODS:
+        for backend in BACKENDS:
+            peer = hasattr(registry.get("backend", backend), "dist")
+            for task in TASKS:
+                marks = [pytest.mark.slow] if peer and task != "quadratic" else []
+                yield pytest.param(task, backend, method, marks=marks, id=f"{method}-{backend}-{task}")
+
+
+@pytest.mark.parametrize("task,backend,method", list(_combinations()))
 def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method):
     """Two outer steps of every task × backend × method: ``ok``, or ``unsupported`` with a reason — never an error."""
     from omegaconf import OmegaConf

@@ -12,7 +12,7 @@ from mlo_bench.suite import registry
 from mlo_bench.suite.cli import main
 from mlo_bench.suite.verify import max_rel_diff, parse
 
-SMALL = ["task=quadratic", "task.d=12", "--steps", "3"]
+SMALL = ["task=quadratic", "task.d=12", "--steps", "3", "backend=torch,jax,naive"]  # the peers: test_peers.py
 
 
 def verify(capsys, *args):

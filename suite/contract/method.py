@@ -29,6 +29,8 @@ class Response:
     - ``unroll_steps``: the lower level's optimizer steps per outer step (the unroll depth).
     - ``level``: the lower level's name.
     - ``method_state``: a stateful method's state at this edge from the previous outer step (``None`` otherwise).
+    - ``optimizer``: the lower level's optimizer config (:class:`mlo_bench.suite.optim.OptimizerConfig`; ``sama``
+      preconditions with its Adam moments in ``state``).
     """
 
     loss: Any
@@ -39,6 +41,7 @@ class Response:
     unroll_steps: int
     level: str = ""
     method_state: Tree = None
+    optimizer: Any = None
 
 
 class Method(Protocol):

@@ -1,0 +1,85 @@
+"""What the peer engines share: the libraries people choose between (betty, torchopt, higher, jaxopt) as backends.
+
+A peer engine runs the suite's own task definitions (same losses, data, initial parameters and batch order) on the
+torch or jax backend it subclasses, and routes the hypergradient through its library's own API: each method it
+runs is listed in ``methods`` with the library call that computes it (``override``); every other method is
+``unsupported`` with the reason (``supports``), and so is every library feature that fails here (``features``:
+recorded, not hidden). ``known_issues`` names a method whose released implementation is known to be wrong: verify
+still runs it (the certificate must catch it) and prints the reason beside the failing row.
+
+A missing library is an availability reason that carries the install command (``mlo-bench list``). ``versions()``
+records the library's version and which path ran (e.g. torchopt's pure-Python fallback on torch 2.13).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from importlib import metadata
+from typing import Any, ClassVar
+
+from mlo_bench.suite.contract import Unavailable
+from mlo_bench.suite.trees import tree_map
+
+Tree = Any
+#: the optional extra that installs torchopt, higher and jaxopt (betty needs its own step: see backends/betty.py)
+EXTRA = 'pip install -e ".[peers]"'
+
+
+def rebuild(tree: Tree, leaves: list[Any]) -> Tree:
+    """``tree`` with its leaves (in :func:`tree_leaves` order) replaced by ``leaves``."""
+    it = iter(leaves)
+    return tree_map(lambda _leaf: next(it), tree)
+
+
+class Peer:
+    """Mixin for a peer engine; put it first in the bases, before the torch or jax backend it runs on."""
+
+    #: the import name of the library, its PyPI distribution and the command that installs it
+    library: ClassVar[str]
+    dist: ClassVar[str]
+    install: ClassVar[str] = EXTRA
+    #: suite method -> the library API that computes its hypergradient here
+    methods: ClassVar[dict[str, str]] = {}
+    #: library features that do not run here -> why (recorded as ``unsupported``; see the module docstring)
+    features: ClassVar[dict[str, str]] = {}
+    #: method -> a known defect of the released library that verify reports beside the row
+    known_issues: ClassVar[dict[str, str]] = {}
+
+    @classmethod
+    def check_available(cls) -> None:
+        super().check_available()  # type: ignore[misc]  # the framework underneath (torch or jax)
+        try:
+            importlib.import_module(cls.library)
+        except Exception as exc:  # noqa: BLE001 - any failure to import is the reason
+            raise Unavailable(f"{cls.dist} is not installed ({type(exc).__name__}: {exc}); "
+                              f"install it with: {cls.install}") from None
+
+    def supports(self, method: str) -> str | None:
+        if method in self.methods:
+            return None
+        if method in self.features:
+            return self.features[method]
+        return f"not in {self.dist}: this peer runs only its library's own methods ({', '.join(self.methods)})"
+
+    def known_issue(self, method: str) -> str | None:
+        return self.known_issues.get(method)
+
+    def override(self, method: str) -> Callable[..., Tree] | None:
+        return self.library_vjp(method) if method in self.methods else None
+
+    def library_vjp(self, method: str) -> Callable[..., Tree] | None:
+        """The response VJP through the library's API (``None``: the method's generic one, e.g. ``unroll``, whose
+        steps go through the library's optimizers instead)."""
+        return None
+
+    def path(self) -> str:
+        """Which code path of the library runs here (recorded in provenance)."""
+        return "python"
+
+    def versions(self) -> dict[str, str]:
+        try:
+            version = metadata.version(self.dist)
+        except metadata.PackageNotFoundError:
+            version = "?"
+        return {**super().versions(), self.dist: version, "peer_path": self.path()}  # type: ignore[misc]

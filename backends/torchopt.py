@@ -1,0 +1,132 @@
+"""``torchopt``: TorchOpt (0.7.3) — implicit differentiation with its ``custom_root`` and linear solvers, and unrolled
+differentiation through its own functional optimizers.
+
+- ``cg``: ``torchopt.diff.implicit.custom_root(optimality, argnums=1, solve=torchopt.linear_solve.solve_cg(
+  maxiter=K, rtol=0, atol=0))`` — exactly K iterations, as the suite's ``cg``; ``neumann``: ``solve_inv(ns=True,
+  maxiter=K, alpha=α)`` (TorchOpt's Neumann series is Betty's form: α Σ_{j=0..K} (I − αH)^j); ``exact``:
+  ``solve_inv()`` (TorchOpt materialises the matrix and calls ``torch.linalg.solve``). The optimality condition is the
+  gradient of the task's lower loss (``torch.func.grad``: TorchOpt differentiates it with functorch), the root the
+  state the runner reached; the edge's VJP is ``torch.autograd.grad`` through the decorated solver.
+- ``unroll``: every lower-level optimizer step (the inner phase the runner differentiates, and the single-edge
+  unroll) is ``torchopt.sgd`` / ``torchopt.adam`` ``update`` + ``apply_updates(inplace=False)`` on the suite's
+  optimizer state (momentum trace, Adam moments and count converted both ways each step), differentiated by the
+  torch backend's ``torch.func`` transforms. The transformation is built afresh each step, so TorchOpt's momentum is
+  in its first-call form (t + g, the flag being a closure variable rather than state): it is handed t = μ·buf.
+
+Measured difference: TorchOpt's Adam computes its bias correction 1 − βᵗ as ``pow(β, count)`` with an int64 count,
+i.e. in float32 even in a float64 run (~3e-7 relative per step); with an Adam lower level its float64 hypergradients
+differ from the torch backend's by ~1e-6 (tests/test_peers.py, ``ADAM_TOL``), with SGD they agree to roundoff.
+
+On torch 2.13 TorchOpt's compiled ops (``torchopt._C``) do not load and it falls back to pure Python; the path that
+ran is recorded in provenance (``peer_path``). Everything else (arrays, timing, memory) is the torch backend's.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+from mlo_bench.backends._peers import Peer, rebuild
+from mlo_bench.backends.torch import TorchBackend, TorchOps
+from mlo_bench.suite.optim import learning_rate
+from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import tree_leaves
+
+Tree = Any
+
+
+class TorchoptOps(TorchOps):
+    """The torch ops, with the lower levels' optimizer steps taken by TorchOpt's functional optimizers."""
+
+    def optimizer_update(self, cfg: Any, grads: Tree, state: dict[str, Any], params: Tree) -> tuple[Tree, dict]:
+        import torchopt
+        from torchopt.transform.scale_by_adam import ScaleByAdamState
+        from torchopt.transform.trace import TraceState
+
+        lr = learning_rate(cfg, state["count"])
+        p, g = tree_leaves(params), tree_leaves(grads)
+        if cfg.name == "sgd":
+            tx = torchopt.sgd(lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+            st = tx.init(p)
+            if cfg.momentum:  # a fresh ``trace`` takes its first-call form t + g (the flag is a closure variable,
+                # not state): t = μ·buf makes that the heavy-ball update μ·buf + g, and g itself at the first step
+                trace = [cfg.momentum * b for b in tree_leaves(state["momentum"])]
+                st = tuple(TraceState(trace=trace) if isinstance(s, TraceState) else s for s in st)
+        else:
+            tx = torchopt.adam(lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps, weight_decay=cfg.weight_decay)
+            count = self.t.round(state["count"]).to(self.t.int64)
+            adam = ScaleByAdamState(mu=tree_leaves(state["m"]), nu=tree_leaves(state["v"]), count=[count] * len(p))
+            st = tuple(adam if isinstance(s, ScaleByAdamState) else s for s in tx.init(p))
+        updates, st = tx.update(g, st, params=p, inplace=False)
+        new = rebuild(params, list(torchopt.apply_updates(p, updates, inplace=False)))
+        out = dict(state, count=state["count"] + 1.0)
+        for s in st:
+            if isinstance(s, TraceState):
+                out["momentum"] = rebuild(params, list(s.trace))
+            if isinstance(s, ScaleByAdamState):
+                out["m"], out["v"] = rebuild(params, list(s.mu)), rebuild(params, list(s.nu))
+        return new, out
+
+
+def _solver(method: str, cfg: Any) -> Any:
+    from torchopt import linear_solve
+
+    if method == "cg":
+        return linear_solve.solve_cg(maxiter=cfg.iterations, rtol=0.0, atol=0.0)
+    if method == "neumann":
+        return linear_solve.solve_inv(ns=True, maxiter=cfg.iterations, alpha=cfg.alpha)
+    return linear_solve.solve_inv()
+
+
+def _torchopt_vjp(method: str):
+    def response_vjp(backend: Any, r: Any, v: Tree, cfg: Any) -> Tree:
+        from torchopt.diff.implicit import custom_root
+
+        torch = backend.torch
+
+        def loss(theta: tuple, lam: tuple) -> Any:
+            return r.loss(rebuild(r.lower, list(theta)), rebuild(r.upper, list(lam)))
+
+        def optimality(theta: tuple, lam: tuple) -> tuple:
+            return tuple(torch.func.grad(loss)(theta, lam))
+
+        root = tuple(t.detach() for t in tree_leaves(r.lower))
+
+        @custom_root(optimality, argnums=1, solve=_solver(method, cfg))
+        def solver(theta0: tuple, lam: tuple) -> tuple:
+            return root
+
+        lam = tuple(t.detach().requires_grad_(True) for t in tree_leaves(r.upper))
+        with torch.enable_grad(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*functorch", category=FutureWarning)  # TorchOpt's own calls
+            out = solver(root, lam)
+            grads = torch.autograd.grad(out, lam, grad_outputs=tuple(tree_leaves(v)), allow_unused=True)
+        pairs = zip(grads, lam, strict=True)
+        return rebuild(r.upper, [torch.zeros_like(x) if gr is None else gr.detach() for gr, x in pairs])
+
+    return response_vjp
+
+
+@register("backend")
+class TorchoptBackend(Peer, TorchBackend):
+    """TorchOpt 0.7.3: custom_root with its cg / Neumann / dense solvers, unrolling through its optimizers."""
+
+    name = "torchopt"
+    library, dist = "torchopt", "torchopt"
+    methods = {"cg": "torchopt.diff.implicit.custom_root + linear_solve.solve_cg",
+               "neumann": "torchopt.diff.implicit.custom_root + linear_solve.solve_inv(ns=True)",
+               "exact": "torchopt.diff.implicit.custom_root + linear_solve.solve_inv (dense)",
+               "unroll": "torchopt.sgd / torchopt.adam functional updates, differentiated with torch.func"}
+
+    def setup(self, dtype: str, device: str, seed: int) -> None:
+        super().setup(dtype, device, seed)
+        self.ops = TorchoptOps(self.torch)
+
+    def library_vjp(self, method: str):
+        return None if method == "unroll" else _torchopt_vjp(method)
+
+    def path(self) -> str:
+        import torchopt
+
+        return ("torchopt._C accelerated ops" if torchopt.accelerated_op_available()
+                else "pure Python (torchopt._C did not load)")
