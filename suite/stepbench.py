@@ -42,6 +42,7 @@ class Stepper:
     label: str
     backend_name: str
     method: str
+    threads: int = 0  #: torch / BLAS threads set before each chunk (0: leave as they are)
     run: Any = None
     backend: Any = None
     state: tuple = ()
@@ -57,6 +58,8 @@ class Stepper:
         from mlo_bench.suite.measure import PhaseTimer
 
         params, states, mstate = self.state
+        if self.threads:
+            set_threads(self.threads)
         timer = PhaseTimer(self.backend.block)
         start = time.perf_counter()
         for _ in range(steps):
@@ -69,6 +72,15 @@ class Stepper:
         for phase, xs in timer.samples.items():
             self.phases.setdefault(phase, []).extend(xs)
         return seconds
+
+
+def set_threads(n: int) -> None:
+    """torch intra-op and BLAS threads, switchable between chunks (XLA's are fixed when jax is imported)."""
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    torch.set_num_threads(n)
+    threadpool_limits(limits=n)
 
 
 def configs(base: list[str], backends: list[str], methods: list[str]) -> list[tuple[str, str, list[str]]]:
@@ -124,10 +136,11 @@ def interleave(steppers: list[Stepper], steps: int, rounds: int, warmup: int = 1
 def ratios(steppers: list[Stepper], reference: str = REFERENCE) -> dict[str, float]:
     """Per stepper: the median over rounds of its seconds per step / the reference backend's (same method, same
     round)."""
-    ref = {s.method: s for s in steppers if s.backend_name == reference and s.problem is None}
+    ref = {(s.method, s.threads): s for s in steppers if s.backend_name == reference and s.problem is None}
     out = {}
     for s in steppers:
-        r = ref.get(s.method)
+        r = ref.get((s.method, s.threads)) or ref.get((s.method, min((t for m, t in ref if m == s.method),
+                                                                      default=0)))
         if s.problem is None and r is not None:
             out[s.label] = statistics.median(a / b for a, b in zip(s.per_step, r.per_step, strict=False))
     return out
@@ -160,14 +173,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", default=",".join(METHODS))
     ap.add_argument("--steps", type=int, default=50, help="outer steps per chunk")
     ap.add_argument("--rounds", type=int, default=5, help="timed rounds (one chunk per config each)")
-    ap.add_argument("--threads", type=int, default=1, help="intra-op / BLAS / XLA threads (suite/threads.py)")
+    ap.add_argument("--threads", default="1",
+                    help="intra-op / BLAS / XLA threads (suite/threads.py); several (1,2) interleave torch-based "
+                         "configs at each count (XLA keeps the first: its threads are fixed at import)")
     ap.add_argument("--reference", default=REFERENCE, help="the backend the ratios are taken to")
     args = ap.parse_args(argv)
-    applied = threads_mod.apply(args.threads)
+    counts = [int(n) for n in args.threads.split(",")]
+    applied = threads_mod.apply(counts[0])
     registry.discover()
     load0 = provenance.loadavg()
     grid = configs(args.base, args.backends.split(","), args.methods.split(","))
-    steppers = [make_stepper(b, m, o) for b, m, o in grid]
+    steppers = []
+    for b, m, o in grid:
+        for n in counts if b != "jax" else counts[:1]:
+            st = make_stepper(b, m, o)
+            if len(counts) > 1:
+                st.threads, st.label = n, f"{st.label} · {n} thr"
+            steppers.append(st)
     interleave(steppers, args.steps, args.rounds)
     print(f"base: {' '.join(args.base)}; {args.steps} steps × {args.rounds} rounds, interleaved; threads {applied}; "
           f"load average {load0} → {provenance.loadavg()} on {provenance.os.cpu_count()} CPUs")
