@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite import optim
+from mlo_bench.suite.fused import Fused, eligible, wanted
 from mlo_bench.suite.hypergrad import hypergradient_fn, init_method_state, stateful_hypergradient_fn
 from mlo_bench.suite.levels import chain, steps_per_level
 from mlo_bench.suite.measure import PhaseTimer
@@ -210,6 +211,13 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
     mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params) if run.trains_upper else {}
     run.compile(params, states, mstate, metrics)
+    fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
+    if fused is not None:
+        metrics["compile_s"] += fused.compile(params, states, mstate)
+    step = fused.step if fused is not None else run.step
+    cache = getattr(backend, "compile_cache_stats", None)
+    if cache is not None:
+        metrics.update(cache())
     metrics["inner_step_evals"] = run.inner_step_evals
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 
@@ -224,7 +232,9 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     start = time.perf_counter()
     try:
         for t in range(plan.steps):
-            params, states, mstate, rounds, top_batch, hb = run.step(t, params, states, mstate, timer, capture)
+            tick = time.perf_counter()
+            params, states, mstate, rounds, top_batch, hb = step(t, params, states, mstate, timer, capture)
+            timer.samples.setdefault("step", []).append(time.perf_counter() - tick)
             last_rounds, last_top = rounds, top_batch
             if (t + 1) % log_every == 0 or t + 1 == plan.steps:
                 value = float(backend.to_numpy(run.loss_c(params, top_batch)))
@@ -249,13 +259,19 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
             metrics["time_eval_during_s"] = eval_s
         metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
         metrics["memory_kind"] = backend.memory_kind
-        for phase in ("select", "inner", "hypergrad", "outer"):
+        for phase in ("select", "inner", "hypergrad", "outer", "step"):
             if phase in timer.samples:
                 metrics[f"time_{phase}_s"] = timer.median(phase)
-        metrics["steps_done"] = len(timer.samples.get("inner", []))
+        metrics["steps_done"] = len(timer.samples.get("step", []))
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
 
+    if fused is not None:  # the phases' times from a separate sampled pass (suite/fused.py), outside the clock
+        sampled = PhaseTimer(backend.block)
+        fused.sample_phases(params, states, mstate, sampled, plan.steps)
+        metrics.update({f"time_{p}_s": sampled.median(p) for p in ("inner", "hypergrad", "outer")
+                        if p in sampled.samples})
+        metrics["phase_timing"] = "sampled"
     if capture is not None:
         capture.setdefault("first_hypergrad", None)
         capture["params"] = backend.tree_to_numpy(params)

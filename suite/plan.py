@@ -18,7 +18,7 @@ TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
     "ordering", "eval_every", "level_steps",
-    "plugins", "repeat", "variant", "threads",
+    "plugins", "repeat", "variant", "threads", "fused",
 )
 ORDERINGS = ("inner_first", "lookahead")
 
@@ -51,6 +51,7 @@ class Plan:
     eval_every: int = 0
     level_steps: dict[str, int] | None = None
     threads: int = 0
+    fused: bool | None = None
 
 
 def _check(cond: bool, message: str) -> None:
@@ -77,6 +78,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("repeat", 0)
     # a config without ``threads`` ran with every library at its own default
     config.setdefault("threads", 0)
+    config.setdefault("fused", None)
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
@@ -109,6 +111,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     for name, value in level_steps.items():
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                f"level_steps.{name} must be an integer >= 1 (got {value!r})")
+    _check(config["fused"] in (None, True, False), f"fused must be true, false or null (got {config['fused']!r})")
     problem = threads.validate(config["threads"])
     _check(problem is None, problem or "")
     _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
@@ -138,6 +141,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
+        fused=config["fused"],
     )
 
 

@@ -121,6 +121,7 @@ class LoadWatch:
 
 
 _WATCH: list[LoadWatch] = []
+_WARNED: list[bool] = []
 
 
 def start_snapshot() -> dict[str, Any]:
@@ -175,7 +176,8 @@ def collect(backend_versions: dict[str, str], start: dict[str, Any] | None = Non
     if peak is not None:
         out["loadavg_max"] = max(peak, out["loadavg_end"] or peak)
     out["loaded"] = busy(out)
-    if out["loaded"]:
+    if out["loaded"] and not _WARNED:  # once per process (verify and in-process sweeps run many)
+        _WARNED.append(True)
         worst = max(x for x in (out.get("loadavg_start"), out["loadavg_end"], out.get("loadavg_max")) if x is not None)
         print(f"warning: load average {worst} exceeded the {out['cpu_count']} CPUs during this run: its time figures "
               "are flagged (provenance.loaded) and left out of time verdicts", file=sys.stderr)

@@ -28,8 +28,9 @@ NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume",
 #: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
 #: ``ordering``, ``eval_every`` and ``level_steps``; ``threads`` (a run at the default of 1 thread keeps the hash it
 #: had before the key existed; other counts are configs of their own: time figures, and float sums, depend on them)
+#: and ``fused`` (null: the backend's choice; a forced value is a config of its own)
 HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {},
-                         "threads": 1}
+                         "threads": 1, "fused": None}
 
 
 def config_hash(config: dict[str, Any]) -> str:

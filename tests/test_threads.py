@@ -59,6 +59,7 @@ def test_a_run_records_threads_applied_and_flags_load_above_the_cores(tmp_path, 
 
     monkeypatch.setattr(provenance.os, "getloadavg", lambda: (64.0, 1.0, 1.0))
     monkeypatch.setattr(provenance.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(provenance, "_WARNED", [])
     rec = execute(prepare(_compose(["task.d=8", "steps=3", "progress=false", "threads=1", "hypergrad_check=false",
                                     f"results_dir={tmp_path}"])))
     p = rec["provenance"]
