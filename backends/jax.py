@@ -289,6 +289,10 @@ class JaxBackend(Backend):
     def hvp(self, f, x, v):
         return self.jax.jvp(self.jax.grad(f), (x,), (v,))[1]
 
+    def hvp_operator(self, f, x):
+        """``v ↦ H v`` from ``jax.linearize`` of ∇f: the gradient is traced and its linearisation built once."""
+        return self.jax.linearize(self.jax.grad(f), x)[1]
+
     def hessian(self, f, x):
         return self.jax.hessian(f)(x)
 

@@ -148,6 +148,7 @@ class NaiveBackend(TorchBackend):
     name = "naive"
     Config = NaiveConfig
     retain_graphs = True  # the whole graph kept, as the original code (torch's autograd derivatives, never freed early)
+    hvp_operator = None  # every Hessian-vector product from scratch (a gradient and a backward), the plain way
 
     @property
     def reverse(self) -> bool:

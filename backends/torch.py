@@ -253,6 +253,19 @@ class TorchBackend(Backend):
             g = self._grad([f(xs)], leaves, None, True)
         return _rebuild(x, self._grad(g, leaves, tree_leaves(v), create))
 
+    def hvp_operator(self, f, x):
+        """``v ↦ H v`` with ∇f's graph built once (``create_graph``) and kept for every product (one backward each)."""
+        create = self._keep_graph(x)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            g = self._grad([f(xs)], leaves, None, True)
+
+        def matvec(v):
+            keep = create or self._keep_graph(v)
+            return _rebuild(x, self._grad(g, leaves, tree_leaves(v), keep, retain=True))
+
+        return matvec
+
     def hessian(self, f, x):
         """``torch.func.jacrev(torch.func.grad(f))``: the rows are VJPs batched by vmap."""
         return self.torch.func.jacrev(self.torch.func.grad(f))(x)

@@ -3,10 +3,11 @@
 Each config (a list of run overrides, as on the ``mlo-bench run`` command line) is composed and validated like a run,
 its backend set up, and a :class:`mlo_bench.suite.loop.Run` built and compiled (compile time apart). Then, round after
 round, every config in turn runs a chunk of ``steps`` outer steps of the loop the runner times (``Run.step``: batches,
-phases, the finiteness check, the outer update) and the chunk's wall time is divided by ``steps``. Interleaving is what
-makes the figures comparable on a shared machine: a burst of load hits every config of a round alike, so the ratio of
-two configs within a round is steadier than either figure; the table gives the median over rounds of seconds per
-step and of each config's ratio to the reference backend's same-method figure in the same round.
+phases, the finiteness check, the outer update; ``Fused.step`` where a run fuses its step, i.e. on jax, whose phase
+columns are then empty) and the chunk's wall time is divided by ``steps``. Interleaving is what makes the figures
+comparable on a shared machine: a burst of load hits every config of a round alike, so the ratio of two configs within
+a round is steadier than either figure; the table gives the median over rounds of seconds per step and of each
+config's ratio to the reference backend's same-method figure in the same round.
 
     python -m mlo_bench.suite.stepbench                      # the Betty-sized MWN step, torch / jax / naive × 4 methods
     python -m mlo_bench.suite.stepbench --backends torch,naive --methods cg --rounds 9 --steps 100
@@ -44,6 +45,7 @@ class Stepper:
     method: str
     threads: int = 0  #: torch / BLAS threads set before each chunk (0: leave as they are)
     run: Any = None
+    stepper: Any = None  #: ``Run.step`` or, where the run would fuse (suite/fused.py), ``Fused.step``
     backend: Any = None
     state: tuple = ()
     t: int = 0
@@ -63,7 +65,7 @@ class Stepper:
         timer = PhaseTimer(self.backend.block)
         start = time.perf_counter()
         for _ in range(steps):
-            params, states, mstate, *_ = self.run.step(self.t, params, states, mstate, timer)
+            params, states, mstate, *_ = self.stepper(self.t, params, states, mstate, timer)
             self.t += 1
         self.backend.block(params)
         seconds = (time.perf_counter() - start) / steps
@@ -91,7 +93,7 @@ def configs(base: list[str], backends: list[str], methods: list[str]) -> list[tu
 
 def make_stepper(backend_name: str, method: str, overrides: list[str]) -> Stepper:
     """Compose, validate, set up and compile one config; a config that cannot run keeps its reason (``problem``)."""
-    from mlo_bench.suite import optim
+    from mlo_bench.suite import fused, optim
     from mlo_bench.suite.cli import _compose
     from mlo_bench.suite.hypergrad import init_method_state
     from mlo_bench.suite.loop import Run
@@ -112,10 +114,15 @@ def make_stepper(backend_name: str, method: str, overrides: list[str]) -> Steppe
         mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
         metrics: dict[str, Any] = {}
         run.compile(params, states, mstate, metrics)
+        stepper = run.step
+        if fused.wanted(plan, backend) and fused.eligible(run):
+            f = fused.Fused(run)
+            metrics["compile_s"] += f.compile(params, states, mstate)
+            stepper = f.step
     except Exception as exc:  # noqa: BLE001 - reported in the table
         st.problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:120]
         return st
-    st.run, st.backend, st.state = run, backend, (params, states, mstate)
+    st.run, st.stepper, st.backend, st.state = run, stepper, backend, (params, states, mstate)
     st.compile_s, st.peak_live_bytes = metrics.get("compile_s"), metrics.get("peak_live_bytes")
     return st
 
