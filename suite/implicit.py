@@ -47,6 +47,10 @@ class MatrixFreeSolve:
     def solve(self, backend: Any, matvec: Any, v: Tree, cfg: Any, x0: Tree | None) -> Tree:
         raise NotImplementedError
 
+    def gradients(self, cfg: Any, unroll_steps: int) -> int:
+        """K Hessian-vector products and one mixed VJP per edge."""
+        return int(cfg.iterations) + 1
+
     def init(self, backend: Any, lower: Tree, cfg: Any) -> Tree:
         return tree_map(backend.ops.zeros_like, lower) if cfg.warm_start else {}
 

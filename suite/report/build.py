@@ -16,7 +16,7 @@ import pandas as pd
 from mlo_bench.suite import __version__
 from mlo_bench.suite.records import iter_record_paths, read_records, write_atomic, write_text_atomic
 from mlo_bench.suite.report import bench as bench_mod
-from mlo_bench.suite.report import choice, complexity, figures, html, markdown, papers, specs, tables, timing
+from mlo_bench.suite.report import choice, complexity, figures, floor, html, markdown, papers, specs, tables, timing
 from mlo_bench.suite.report import claims as claims_mod
 from mlo_bench.suite.report.doc import Bullets, Document, Para, Section, slug
 from mlo_bench.suite.report.figures import safe as _safe
@@ -199,6 +199,11 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     if cx is not None:
         doc.sections.append(cx.section)
         written.extend(cx.figures)
+
+    fl = floor.section(w, out / FIGURE_DIR if why_no_figures is None else None)  # hypergradients in gradients
+    if fl is not None:
+        doc.sections.append(fl[0])
+        written.extend(fl[1])
 
     paper_sections = papers.sections(records)  # each task's declared paper tables, paired verdicts per backend
     doc.sections.extend(paper_sections)
