@@ -12,7 +12,8 @@ After training (outside the run's clock) a run records ``time_lower_grad_s`` —
 calls (after one warm-up) of the compiled gradient of the level below the top, w.r.t. its own parameters, at the
 final state on its last batch — and ``gradient_count`` (``None`` for a method that does not count in gradients or a
 backend that replaces the chain, e.g. naive's materialised Jacobians). The report divides ``time_hypergrad_s`` by the
-first and sets the quotient beside the second (its "Floor" section).
+first and sets the quotient beside the second (its "Floor" section), and ``flops_hypergrad`` by ``flops_lower_grad``
+(the same gradient's counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
 """
 
 from __future__ import annotations
@@ -34,25 +35,33 @@ def gradient_count(run: Any) -> int | None:
     return None if any(c is None for c in counts) else int(sum(counts)) + 1
 
 
-def lower_grad_seconds(run: Any, params: dict[str, Any], batches: dict[str, Any]) -> float | None:
-    """Median seconds of one gradient of the level below the top w.r.t. its parameters, at ``params`` on its batch
-    in ``batches`` (compiled where the backend compiles; compile time not counted)."""
-    backend, ops = run.backend, run.backend.ops
-    level = run.lower[0]
+def _lower_grad(run: Any):
+    backend, ops, level = run.backend, run.backend.ops, run.lower[0]
 
     def grad(params, batch):
         return backend.grad(lambda th: level.loss(ops, {**params, level.name: th}, batch))(params[level.name])
 
-    batch = batches.get(level.name)
-    fn, _ = backend.compile(grad, (params, batch))
-    timer = PhaseTimer(backend.block)
+    return grad, level.name
+
+
+def lower_grad_seconds(run: Any, params: dict[str, Any], batches: dict[str, Any]) -> float | None:
+    """Median seconds of one gradient of the level below the top w.r.t. its parameters, at ``params`` on its batch
+    in ``batches`` (compiled where the backend compiles; compile time not counted)."""
+    grad, name = _lower_grad(run)
+    batch = batches.get(name)
+    fn, _ = run.backend.compile(grad, (params, batch))
+    timer = PhaseTimer(run.backend.block)
     for _ in range(REPEATS + 1):
         timer.time("grad", fn, params, batch)
     return timer.median("grad")
 
 
 def measure(run: Any, params: dict[str, Any], batches: dict[str, Any]) -> dict[str, Any]:
-    """``{"gradient_count": …, "time_lower_grad_s": …}`` for a run that trains its upper level (``{}`` otherwise)."""
+    """``gradient_count``, ``time_lower_grad_s`` and ``flops_lower_grad`` (the same gradient's counted FLOPs, to set
+    beside ``flops_hypergrad``: the floor by arithmetic, which no load disturbs) for a run that trains its upper
+    level (``{}`` otherwise)."""
     if not run.trains_upper or not run.lower:
         return {}
-    return {"gradient_count": gradient_count(run), "time_lower_grad_s": lower_grad_seconds(run, params, batches)}
+    grad, name = _lower_grad(run)
+    return {"gradient_count": gradient_count(run), "time_lower_grad_s": lower_grad_seconds(run, params, batches),
+            "flops_lower_grad": run.backend.count_flops(grad, (params, batches.get(name)))}

@@ -93,6 +93,7 @@ def test_runs_record_the_gradient_count_and_one_gradient_time(tmp_path, method, 
     rec, _ = _run(tmp_path, "backend=torch", f"method={method}", *extra)
     m = rec["metrics"]
     assert m["gradient_count"] == count and m["time_lower_grad_s"] > 0
+    assert m["flops_lower_grad"] == 3 * 2 * 12 * 12, "one gradient of the quadratic: A θ, B λ, Aᵀ(·): 3 mv"
 
 
 def test_the_materialised_chain_has_no_gradient_count(tmp_path):
@@ -103,7 +104,8 @@ def test_the_materialised_chain_has_no_gradient_count(tmp_path):
 def test_the_floor_section_divides_by_one_gradient_and_by_the_count(tmp_path):
     w = pd.DataFrame([
         {"task": "t", "setting_name": "A", "backend": "b1", "method": "cg", "variant": "{}", "status": "ok",
-         "loaded": False, "gradient_count": 12, "time_hypergrad_s": 0.024, "time_lower_grad_s": 0.001},
+         "loaded": False, "gradient_count": 12, "time_hypergrad_s": 0.024, "time_lower_grad_s": 0.001,
+         "flops_hypergrad": 27, "flops_lower_grad": 3},
         {"task": "t", "setting_name": "A", "backend": "b2", "method": "darts", "variant": "{}", "status": "ok",
          "loaded": True, "gradient_count": 3, "time_hypergrad_s": 0.003, "time_lower_grad_s": 0.001},
         {"task": "t", "setting_name": "A", "backend": "b2", "method": "exact", "variant": "{}", "status": "ok",
@@ -112,6 +114,7 @@ def test_the_floor_section_divides_by_one_gradient_and_by_the_count(tmp_path):
     table = report_floor.rows(w).set_index("method")
     assert list(table.index) == ["cg", "darts"], "a method without a count has no floor"
     assert table.loc["cg", "in_grads"] == pytest.approx(24) and table.loc["cg", "x_floor"] == pytest.approx(2)
+    assert table.loc["cg", "flops_in_grads"] == pytest.approx(9)
     assert table.loc["darts", "x_floor"] == pytest.approx(1) and table.loc["darts", "loaded_only"]
     sec, _ = report_floor.section(w, None)
     assert sec.title.startswith("Floor") and report_floor.section(w.drop(columns="gradient_count"), None) is None

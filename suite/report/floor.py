@@ -7,7 +7,9 @@ in gradients as this backend runs them; divided by the gradient count it is the 
 1 the implementation spends its time on the passes the method needs; a second-order pass (a Hessian-vector product,
 a mixed VJP) costs ≈ 1–2 gradients, so 1–2× is the arithmetic's own range; far above, the time goes elsewhere
 (dispatch, syncs, recomputation). Below 1 a compiler fused or simplified passes, or one gradient's figure is mostly
-per-call overhead. Medians over seeds, quiet runs where there are any (⚠: every run of the row was timed under load).
+per-call overhead. "… by FLOPs" is the same quotient of counted FLOPs (``flops_hypergrad`` / ``flops_lower_grad``):
+what the arithmetic alone would give, undisturbed by load. Medians over seeds, quiet runs where there are any (⚠:
+every run of the row was timed under load).
 """
 
 from __future__ import annotations
@@ -38,7 +40,9 @@ def rows(w: pd.DataFrame) -> pd.DataFrame:
         hg, grad = float(use["time_hypergrad_s"].median()), float(use["time_lower_grad_s"].median())
         count = float(use["gradient_count"].median())
         ratio = hg / grad if grad > 0 else math.nan
+        flops = (use["flops_hypergrad"] / use["flops_lower_grad"]).median() if "flops_lower_grad" in use else math.nan
         out.append({**dict(zip(keys, key, strict=True)), "runs": len(use), "loaded_only": quiet.empty,
+                    "flops_in_grads": float(flops) if flops == flops else math.nan,
                     "time_hypergrad_s": hg, "time_lower_grad_s": grad, "gradient_count": count,
                     "in_grads": ratio, "x_floor": ratio / count if count > 0 else math.nan})
     return pd.DataFrame(out)
@@ -94,11 +98,12 @@ def section(w: pd.DataFrame, folder: Path | None) -> tuple[Section, list[Path]] 
         body.append([cell(f"{r['task']} · {r['setting_name']}"), cell(r["backend"]), cell(r["method"]),
                      cell(f"{r['gradient_count']:.0f}"), cell(_ms(r["time_hypergrad_s"])),
                      cell(_ms(r["time_lower_grad_s"])), cell(f"{r['in_grads']:.2f}"),
+                     cell("–" if not math.isfinite(r["flops_in_grads"]) else f"{r['flops_in_grads']:.2f}"),
                      Cell(f"{r['x_floor']:.2f}" + (" ⚠" if r["loaded_only"] else ""), tone="warn" if far else ""),
                      cell(int(r["runs"]))])
     sec.add(Table(["setting", "backend", "method", "gradient count", "hypergrad ms", "one gradient ms",
-                   "hypergrad in gradients", "× floor", "runs"], body,
-                  align=["l", "l", "l", "r", "r", "r", "r", "r", "r"]))
+                   "hypergrad in gradients", "… by FLOPs", "× floor", "runs"], body,
+                  align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r"]))
     near = table[table["x_floor"] <= WITHIN]
     sec.add(Para(f"{len(near)} of {len(table)} backend × method rows within ×{WITHIN:g} of their floor "
                  f"(highlighted: above it)."))
