@@ -38,6 +38,6 @@ def test_outer_step(benchmark, backend_name, method):
         benchmark.extra_info.update({"backend": backend_name, "method": method, "task": "mwn", "steps": CHUNK,
                                      "compile_s": st.compile_s, "threads": applied.get("torch")})
         benchmark.pedantic(st.chunk, args=(CHUNK,), rounds=ROUNDS, iterations=1, warmup_rounds=1)
-        assert st.t == CHUNK * (ROUNDS + 1) and all(s > 0 for s in st.per_step)
+        assert st.t >= CHUNK and st.per_step and all(s > 0 for s in st.per_step)  # also under --benchmark-disable
     finally:
         st.backend.teardown()
