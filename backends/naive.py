@@ -16,17 +16,16 @@ does (one backward through the unrolled step; Betty Table 1's "original" row). E
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlo_bench.backends.torch import TorchBackend
+from mlo_bench.backends.torch import TorchBackend, _rebuild
 from mlo_bench.suite.contract.method import Response
 from mlo_bench.suite.hypergrad import response
 from mlo_bench.suite.levels import chain as chain_order
 from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import ravel, tree_leaves, tree_map
+from mlo_bench.suite.trees import ravel, tree_map
 
 Tree = Any
 METHODS = ("exact", "unroll")
@@ -41,23 +40,6 @@ class NaiveConfig:
     def validate(self) -> None:
         if self.chain not in CHAINS:
             raise ValueError(f"backend.chain must be one of {', '.join(CHAINS)} (got {self.chain!r})")
-
-
-def _rebuild(tree: Tree, leaves: list[Any]) -> Tree:
-    it = iter(leaves)
-    return tree_map(lambda _leaf: next(it), tree)
-
-
-def _tensors(obj: Any) -> Iterator[Any]:
-    """Every leaf of nested dicts, lists and tuples."""
-    if isinstance(obj, dict):
-        for value in obj.values():
-            yield from _tensors(value)
-    elif isinstance(obj, list | tuple):
-        for value in obj:
-            yield from _tensors(value)
-    else:
-        yield obj
 
 
 class _Materialised:
@@ -165,6 +147,8 @@ class NaiveBackend(TorchBackend):
 
     name = "naive"
     Config = NaiveConfig
+    retain_graphs = True  # the whole graph kept, as the original code (torch's autograd derivatives, never freed early)
+    hvp_operator = None  # every Hessian-vector product from scratch (a gradient and a backward), the plain way
 
     @property
     def reverse(self) -> bool:
@@ -173,11 +157,6 @@ class NaiveBackend(TorchBackend):
     @property
     def materialises(self) -> bool:  # d×d best-response Jacobians multiplied along the chain, unless chain=reverse
         return not self.reverse
-
-    def setup(self, dtype: str, device: str, seed: int) -> None:
-        super().setup(dtype, device, seed)
-        self.func = None  # never torch.func: every derivative below is torch.autograd.grad
-        self._depth = 0
 
     def supports(self, method: str) -> str | None:
         if method in METHODS or self.reverse:
@@ -194,61 +173,6 @@ class NaiveBackend(TorchBackend):
 
     def chain(self) -> Callable[..., Tree] | None:
         return None if self.reverse else materialised_chain
-
-    # autodiff with torch.autograd.grad -------------------------------------------------------------------------
-    @contextmanager
-    def _nested(self) -> Iterator[None]:
-        """While a function is being differentiated, derivatives taken inside it must keep their graph."""
-        self._depth += 1
-        try:
-            with self.torch.enable_grad():
-                yield
-        finally:
-            self._depth -= 1
-
-    def _keep_graph(self, *trees: Tree) -> bool:
-        """create_graph for a derivative: inside another transform, or when an input is itself on a graph."""
-        if self._depth > 0:
-            return True
-        return any(isinstance(t, self.torch.Tensor) and t.requires_grad for t in _tensors(trees))
-
-    def _variables(self, x: Tree) -> tuple[Tree, list[Any]]:
-        """Fresh differentiable aliases of ``x``'s leaves (so the derivative is w.r.t. this argument only)."""
-        leaves = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True) for t in tree_leaves(x)]
-        return _rebuild(x, leaves), leaves
-
-    def _grad(self, outs: list[Any], inputs: list[Any], cts: list[Any] | None, create: bool) -> list[Any]:
-        """Σ_i ⟨ct_i, ∂out_i/∂inputs⟩ with autograd (zeros for inputs that the outputs do not depend on)."""
-        pairs = [(o, c) for o, c in zip(outs, cts or [None] * len(outs), strict=True) if o.requires_grad]
-        if not pairs:
-            return [self.torch.zeros_like(x) for x in inputs]
-        grads = self.torch.autograd.grad(
-            [o for o, _ in pairs], inputs, grad_outputs=[c for _, c in pairs] if cts is not None else None,
-            retain_graph=True, create_graph=create, allow_unused=True,
-        )
-        return [self.torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
-
-    def grad(self, f: Callable[..., Any]) -> Callable[..., Any]:
-        def grad_f(x, *args):
-            create = self._keep_graph(x, args)
-            xs, leaves = self._variables(x)
-            with self._nested():
-                out = f(xs, *args)
-            return _rebuild(x, self._grad([out], leaves, None, create))
-
-        return grad_f
-
-    def vjp(self, f, x):
-        create = self._keep_graph(x)
-        xs, leaves = self._variables(x)
-        with self._nested():
-            out = f(xs)
-
-        def pullback(ct):
-            keep = create or self._keep_graph(ct)
-            return _rebuild(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep))
-
-        return (out if create else tree_map(lambda t: t.detach(), out)), pullback
 
     def trajectory_vjp(self, f, x):
         """The inner steps actually taken, differentiated with plain autograd (graph kept). With the materialised
@@ -277,27 +201,6 @@ class NaiveBackend(TorchBackend):
             return _rebuild(x, [self.torch.tensordot(ct_flat, j, dims=1) for j in jac])
 
         return detach(out), detach(box["aux"]), pullback
-
-    def jvp(self, f, x, t):
-        """Forward mode by the double-backward trick: J t = ∂/∂u ⟨Jᵀ u, t⟩ for a dummy cotangent u."""
-        create = self._keep_graph(x, t)
-        xs, leaves = self._variables(x)
-        with self._nested():
-            out = f(xs)
-            outs = tree_leaves(out)
-            dummies = [self.torch.zeros_like(o).requires_grad_(True) for o in outs]
-            back = self._grad(outs, leaves, dummies, True)
-        tangent = self._grad(back, dummies, tree_leaves(t), create)
-        out = out if create else tree_map(lambda o: o.detach(), out)
-        return out, _rebuild(out, tangent)
-
-    def hvp(self, f, x, v):
-        """Reverse over reverse: H v = ∇_x ⟨∇_x f, v⟩ (the Hessian of a scalar loss is symmetric)."""
-        create = self._keep_graph(x, v)
-        xs, leaves = self._variables(x)
-        with self._nested():
-            g = self._grad([f(xs)], leaves, None, True)
-        return _rebuild(x, self._grad(g, leaves, tree_leaves(v), create))
 
     def hessian(self, f, x):
         """The d×d Hessian of ``f`` over the flat vector ``x``, row by row with autograd."""

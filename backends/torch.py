@@ -1,20 +1,53 @@
-"""The torch backend: torch.func transforms (grad, vjp, jvp), eager execution.
+"""The torch backend: plain ``torch.autograd`` for gradients, VJPs and HVPs, ``torch.func`` for Hessians; eager.
 
-Second-order products are reverse-over-reverse: on CPU with torch 2.13, ``jvp(grad(f))`` (forward-over-reverse) was
-5–7× slower than ``vjp(grad(f))`` for a dense quadratic (d = 1000: 5.1 ms vs 0.70 ms per HVP; d = 4000: 110 ms vs
-23 ms), and ``torch.func.hessian`` (jacfwd of jacrev) 7× slower than ``jacrev(grad(f))`` (d = 1000: 366 ms vs 50 ms).
+Gradients, VJPs, HVPs (reverse over reverse: H v = ∇⟨∇f, v⟩) and JVPs (the double-backward trick) are
+``torch.autograd.grad`` calls, with ``create_graph`` only where the result is differentiated again — inside another
+derivative (a nesting depth the backend tracks) or when an input is itself on a graph — and the graph of a
+derivative nobody differentiates again freed at once. torch.func is kept where it earns its place: the Hessian,
+``jacrev(grad(f))``, whose rows are VJPs batched by ``vmap`` (7× faster than ``torch.func.hessian``, jacfwd of jacrev,
+at d = 1000: 50 ms vs 366 ms; far faster than row-by-row autograd, the naive backend's).
+
+Why not torch.func everywhere (as until issue #18): each ``torch.func.grad`` / ``vjp`` call wraps its inputs and
+flattens pytrees on entry and exit, ≈ 0.27 ms per call on the Betty-sized Meta-Weight-Net step (MLP 64 → 100 → 10,
+batch 64), where the arithmetic of a gradient is about as long: that step took 1.5–1.8× the plain-autograd (naive
+``chain=reverse``) time on every method, cg 1.7× (26 ms vs 15 ms: one functorch ``vjp(grad)`` per CG iteration).
+With autograd the two run the same arithmetic; the figures before and after are in the README ("Close to the floor").
+``torch.compile`` was not chosen: on this 2-core CPU its compile time (tens of seconds per function, recompiled per
+shape and per method) dwarfs a demo run, and the step is dispatch-bound, not kernel-bound.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from mlo_bench.backends._torch_counting import _flop_formulas, _flop_mode, _live_bytes_mode
 from mlo_bench.suite.contract import Backend
 from mlo_bench.suite.measure import CpuPeakRSS
 from mlo_bench.suite.registry import register
+from mlo_bench.suite.trees import tree_leaves, tree_map
+
+Tree = Any
+
+
+def _rebuild(tree: Tree, leaves: list[Any]) -> Tree:
+    it = iter(leaves)
+    return tree_map(lambda _leaf: next(it), tree)
+
+
+def _tensors(obj: Any) -> Iterator[Any]:
+    """Every leaf of nested dicts, lists and tuples."""
+    if isinstance(obj, dict):
+        for value in obj.values():
+            yield from _tensors(value)
+    elif isinstance(obj, list | tuple):
+        for value in obj:
+            yield from _tensors(value)
+    else:
+        yield obj
 
 
 class TorchOps:
@@ -106,9 +139,12 @@ class TorchOps:
 
 @register("backend")
 class TorchBackend(Backend):
-    """PyTorch with torch.func: the reference implementation of every method."""
+    """PyTorch: autograd for derivatives (graphs freed as soon as nobody needs them), torch.func for Hessians."""
 
     name = "torch"
+    #: keep every derivative's graph (``retain_graph=True``) until its outputs die, as the original MWN / ``higher``
+    #: code does: the naive backend sets it; here a graph that is not differentiated again is freed at once
+    retain_graphs = False
 
     @classmethod
     def check_available(cls) -> None:
@@ -118,7 +154,6 @@ class TorchBackend(Backend):
         import torch
 
         self.torch = torch
-        self.func = torch.func
         self.ops = TorchOps(torch)
         self.dtype = dtype
         self._dtype = {"float32": torch.float32, "float64": torch.float64}[dtype]
@@ -130,6 +165,7 @@ class TorchBackend(Backend):
         self._dev = torch.device(device)
         self.memory_kind = "cuda_allocated" if device == "cuda" else "cpu_rss_delta"
         self._cpu_mem = CpuPeakRSS()
+        self._depth = 0
         torch.manual_seed(seed)
 
     # arrays
@@ -141,26 +177,110 @@ class TorchBackend(Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         return x.detach().cpu().numpy()
 
-    # autodiff
+    # autodiff with torch.autograd.grad ---------------------------------------------------------------------------
+    @contextmanager
+    def _nested(self) -> Iterator[None]:
+        """While a function is being differentiated, derivatives taken inside it must keep their graph."""
+        self._depth += 1
+        try:
+            with self.torch.enable_grad():
+                yield
+        finally:
+            self._depth -= 1
+
+    def _keep_graph(self, *trees: Tree) -> bool:
+        """create_graph for a derivative: inside another transform, or when an input is itself on a graph."""
+        if self._depth > 0:
+            return True
+        return any(isinstance(t, self.torch.Tensor) and t.requires_grad for t in _tensors(trees))
+
+    def _variables(self, x: Tree) -> tuple[Tree, list[Any]]:
+        """Fresh differentiable aliases of ``x``'s leaves (so the derivative is w.r.t. this argument only)."""
+        leaves = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True) for t in tree_leaves(x)]
+        return _rebuild(x, leaves), leaves
+
+    def _grad(self, outs: list[Any], inputs: list[Any], cts: list[Any] | None, create: bool,
+              retain: bool = False) -> list[Any]:
+        """Σ_i ⟨ct_i, ∂out_i/∂inputs⟩ with autograd (zeros for inputs that the outputs do not depend on)."""
+        pairs = [(o, c) for o, c in zip(outs, cts or [None] * len(outs), strict=True) if o.requires_grad]
+        if not pairs:
+            return [self.torch.zeros_like(x) for x in inputs]
+        grads = self.torch.autograd.grad(
+            [o for o, _ in pairs], inputs, grad_outputs=[c for _, c in pairs] if cts is not None else None,
+            retain_graph=create or retain or self.retain_graphs, create_graph=create, allow_unused=True,
+        )
+        return [self.torch.zeros_like(x) if g is None else g for g, x in zip(grads, inputs, strict=True)]
+
     def grad(self, f: Callable[..., Any]) -> Callable[..., Any]:
-        return self.func.grad(f, argnums=0)
+        def grad_f(x, *args):
+            create = self._keep_graph(x, args)
+            xs, leaves = self._variables(x)
+            with self._nested():
+                out = f(xs, *args)
+            return _rebuild(x, self._grad([out], leaves, None, create))
+
+        return grad_f
 
     def vjp(self, f, x):
-        out, pullback = self.func.vjp(f, x)
-        return out, lambda ct: pullback(ct)[0]
+        create = self._keep_graph(x)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            out = f(xs)
+
+        def pullback(ct):  # may be called more than once: the graph lives as long as this closure
+            keep = create or self._keep_graph(ct)
+            return _rebuild(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep, retain=True))
+
+        return (out if create else tree_map(lambda t: t.detach(), out)), pullback
 
     def trajectory_vjp(self, f, x):
-        out, pullback, aux = self.func.vjp(f, x, has_aux=True)
-        return out, aux, lambda ct: pullback(ct)[0]
+        """The inner steps actually taken, with their graph kept until the pullback (one backward)."""
+        box: dict[str, Tree] = {}
+
+        def out_only(z):
+            out, box["aux"] = f(z)
+            return out
+
+        out, pullback = self.vjp(out_only, x)
+        return out, tree_map(lambda t: t.detach() if hasattr(t, "detach") else t, box["aux"]), pullback
 
     def jvp(self, f, x, t):
-        return self.func.jvp(f, (x,), (t,))
+        """Forward mode by the double-backward trick: J t = ∂/∂u ⟨Jᵀ u, t⟩ for a dummy cotangent u."""
+        create = self._keep_graph(x, t)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            out = f(xs)
+            outs = tree_leaves(out)
+            dummies = [self.torch.zeros_like(o).requires_grad_(True) for o in outs]
+            back = self._grad(outs, leaves, dummies, True)
+        tangent = self._grad(back, dummies, tree_leaves(t), create)
+        out = out if create else tree_map(lambda o: o.detach(), out)
+        return out, _rebuild(out, tangent)
 
     def hvp(self, f, x, v):
-        return self.func.vjp(self.func.grad(f), x)[1](v)[0]
+        """Reverse over reverse: H v = ∇_x ⟨∇_x f, v⟩ (the Hessian of a scalar loss is symmetric)."""
+        create = self._keep_graph(x, v)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            g = self._grad([f(xs)], leaves, None, True)
+        return _rebuild(x, self._grad(g, leaves, tree_leaves(v), create))
+
+    def hvp_operator(self, f, x):
+        """``v ↦ H v`` with ∇f's graph built once (``create_graph``) and kept for every product (one backward each)."""
+        create = self._keep_graph(x)
+        xs, leaves = self._variables(x)
+        with self._nested():
+            g = self._grad([f(xs)], leaves, None, True)
+
+        def matvec(v):
+            keep = create or self._keep_graph(v)
+            return _rebuild(x, self._grad(g, leaves, tree_leaves(v), keep, retain=True))
+
+        return matvec
 
     def hessian(self, f, x):
-        return self.func.jacrev(self.func.grad(f))(x)
+        """``torch.func.jacrev(torch.func.grad(f))``: the rows are VJPs batched by vmap."""
+        return self.torch.func.jacrev(self.torch.func.grad(f))(x)
 
     def solve(self, a, b):
         return self.torch.linalg.solve(a, b)
@@ -218,114 +338,3 @@ class TorchBackend(Backend):
             info["cuda"] = str(self.torch.version.cuda)
             info["gpu"] = self.torch.cuda.get_device_name()
         return info
-
-
-def _prod(shape: Any) -> int:
-    n = 1
-    for s in shape:
-        n *= int(s)
-    return n
-
-
-def _flop_formulas(torch: Any) -> dict[Any, Any]:
-    """FLOP formulas (FlopCounterMode's ``custom_mapping``: called with the arguments' shapes) for the ops that
-    torch's counter leaves out and our programs dispatch: a multiply-add is 2 FLOPs, as in its ``mm`` formula.
-
-    - ``mv`` (m×n matrix, n vector): 2mn; ``addmv``: 2mn (the add is not counted, as for ``addmm``);
-      ``dot`` / ``vdot``: 2n.
-    - dense solve ``_linalg_solve_ex`` (what ``torch.linalg.solve`` dispatches to) of an n×n system with k right-hand
-      sides: an LU factorisation, 2/3·n³, and a forward and a back substitution per right-hand side, 2·n²·k;
-      ``linalg_lu_factor_ex``: 2/3·n³; ``linalg_lu_solve``: 2·n²·k; ``linalg_solve_triangular``: n²·k; per batch item.
-    """
-    aten = torch.ops.aten
-
-    def mv(a, x, *args, out_shape=None, **kwargs):
-        return 2 * int(a[0]) * int(a[1])
-
-    def addmv(c, a, x, *args, out_shape=None, **kwargs):
-        return 2 * int(a[0]) * int(a[1])
-
-    def dot(a, b, *args, out_shape=None, **kwargs):
-        return 2 * int(a[0])
-
-    def _rhs(a, b) -> int:
-        return 1 if len(b) == len(a) - 1 else int(b[-1])
-
-    def solve(a, b, *args, out_shape=None, **kwargs):
-        n = int(a[-1])
-        return _prod(a[:-2]) * (2 * n**3 // 3 + 2 * n * n * _rhs(a, b))
-
-    def lu_factor(a, *args, out_shape=None, **kwargs):
-        n = int(a[-1])
-        return _prod(a[:-2]) * (2 * n**3 // 3)
-
-    def lu_solve(lu, pivots, b, *args, out_shape=None, **kwargs):
-        n = int(lu[-1])
-        return _prod(lu[:-2]) * 2 * n * n * _rhs(lu, b)
-
-    def triangular(a, b, *args, out_shape=None, **kwargs):
-        n = int(a[-1])
-        return _prod(a[:-2]) * n * n * _rhs(a, b)
-
-    return {aten.mv: mv, aten.addmv: addmv, aten.dot: dot, aten.vdot: dot, aten._linalg_solve_ex: solve,
-            aten.linalg_lu_factor_ex: lu_factor, aten.linalg_lu_solve: lu_solve,
-            aten.linalg_solve_triangular: triangular}
-
-
-def _flop_mode(formulas: dict[Any, Any]) -> Any:
-    """A dispatch mode that adds up ``formulas[op](*args, out_val=out)`` (FlopCounterMode's registry: op packet →
-    shape-wrapped formula) over every op ``fn`` dispatches."""
-    from torch.utils._python_dispatch import TorchDispatchMode
-
-    class Flops(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.total = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            kwargs = kwargs or {}
-            out = func(*args, **kwargs)
-            formula = formulas.get(func.overloadpacket)
-            if formula is not None:
-                self.total += int(formula(*args, **kwargs, out_val=out))
-            return out
-
-    return Flops()
-
-
-def _live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
-    """A dispatch mode that sees every tensor an op creates and tracks, through weak references to the C++ storages
-    (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once. Storages
-    in ``exclude`` (the arguments', whose views cost nothing) are never counted."""
-    from torch.multiprocessing.reductions import StorageWeakRef
-    from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils._pytree import tree_leaves
-
-    expired = torch.UntypedStorage._expired  # what StorageWeakRef.expired() calls, without its Python layers
-
-    class LiveBytes(TorchDispatchMode):
-        def __init__(self) -> None:
-            super().__init__()
-            self.live: dict[int, tuple[Any, int]] = {}
-            self.total = 0
-            self.peak = 0
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            out = func(*args, **(kwargs or {}))
-            for t in tree_leaves(out):
-                if isinstance(t, torch.Tensor):
-                    storage = t.untyped_storage()
-                    ref = StorageWeakRef(storage)  # held: its storage's address is not reused while tracked
-                    if ref.cdata not in self.live and ref.cdata not in exclude:
-                        self.live[ref.cdata] = (ref, storage.nbytes())
-                        self.total += storage.nbytes()
-            # ``total`` still counts storages that died since the last sweep, so it bounds the bytes alive from
-            # above: only when it exceeds the peak can this be a new peak, and only then are the dead swept out
-            # (exact, and far cheaper than a sweep after every op when many storages are alive).
-            if self.total > self.peak:
-                for dead in [k for k in self.live if expired(k)]:
-                    self.total -= self.live.pop(dead)[1]
-                self.peak = max(self.peak, self.total)
-            return out
-
-    return LiveBytes()

@@ -35,6 +35,9 @@ class Darts:
             if not self.xi > 0:
                 raise ValueError(f"method.xi must be > 0 (got {self.xi})")
 
+    def gradients(self, cfg, unroll_steps):
+        return 2  # ∇_λ f at θ + εv and at θ − εv
+
     def response_vjp(self, backend, r, v, cfg):
         eps = cfg.alpha / tree_norm(backend.ops, v)
         grad_upper = backend.grad(lambda lam, th: r.loss(th, lam))

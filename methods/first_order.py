@@ -14,5 +14,8 @@ from mlo_bench.suite.trees import tree_zeros_like
 class FirstOrder:
     name = "first_order"
 
+    def gradients(self, cfg, unroll_steps):
+        return 0  # the top loss's direct gradient only
+
     def response_vjp(self, backend, r, v, cfg):
         return tree_zeros_like(backend.ops, r.upper)

@@ -21,6 +21,9 @@ class Unroll:
     name = "unroll"
     unrolls = True
 
+    def gradients(self, cfg, unroll_steps):
+        return unroll_steps  # one pullback through each optimizer step taken
+
     def response_vjp(self, backend, r, v, cfg):
         def unrolled(upper):
             lower, state = r.lower, r.state

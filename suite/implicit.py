@@ -16,8 +16,16 @@ Tree = Any
 
 
 def hessian_matvec(backend: Any, r: Response):
-    """``u ↦ H u`` for the lower level's loss at the current state (Hessian-vector products, never H itself)."""
-    return lambda u: backend.hvp(lambda th: r.loss(th, r.upper), r.lower, u)
+    """``u ↦ H u`` for the lower level's loss at the current state (Hessian-vector products, never H itself).
+
+    A backend may offer ``hvp_operator(f, x)``: the same map with the gradient's graph (torch) or linearisation (jax)
+    built once and reused by every product, so K products of a solver cost one gradient plus K backward passes
+    rather than K gradients and K backward passes (issue #18's floor: cg with K iterations ≈ K + 2 gradients)."""
+    f = lambda th: r.loss(th, r.upper)  # noqa: E731
+    operator = getattr(backend, "hvp_operator", None)
+    if operator is not None:
+        return operator(f, r.lower)
+    return lambda u: backend.hvp(f, r.lower, u)
 
 
 def mixed_vjp(backend: Any, r: Response, x: Tree) -> Tree:
@@ -38,6 +46,10 @@ class MatrixFreeSolve:
 
     def solve(self, backend: Any, matvec: Any, v: Tree, cfg: Any, x0: Tree | None) -> Tree:
         raise NotImplementedError
+
+    def gradients(self, cfg: Any, unroll_steps: int) -> int:
+        """K Hessian-vector products and one mixed VJP per edge."""
+        return int(cfg.iterations) + 1
 
     def init(self, backend: Any, lower: Tree, cfg: Any) -> Tree:
         return tree_map(backend.ops.zeros_like, lower) if cfg.warm_start else {}

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from mlo_bench.suite import provenance
+from mlo_bench.suite import provenance, threads
 from mlo_bench.suite.plan import Plan
 
 POLL_S = 0.05
@@ -156,7 +156,10 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix=f"{TMP_PREFIX}{os.getpid()}-") as tmp:
         config_path, result_path = Path(tmp) / "config.json", Path(tmp) / "result.json"
         config_path.write_text(json.dumps(plan.config))
-        worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.isolate", str(config_path), str(result_path)])
+        # the thread settings travel in the environment, read before the worker imports torch, BLAS or XLA
+        env = {**os.environ, **threads.env_for(plan.threads)}
+        worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.isolate", str(config_path), str(result_path)],
+                                  env=env)
         try:
             while True:
                 code = worker.poll()

@@ -23,7 +23,8 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import optim
+from mlo_bench.suite import floor, optim
+from mlo_bench.suite.fused import Fused, eligible, wanted
 from mlo_bench.suite.hypergrad import hypergradient_fn, init_method_state, stateful_hypergradient_fn
 from mlo_bench.suite.levels import chain, steps_per_level
 from mlo_bench.suite.measure import PhaseTimer
@@ -154,6 +155,45 @@ class Run:
                                   self.hyper_batches(rounds, top_batch), mstate)
         return self.outer_fn(p1[self.top], s1[self.top], hg)
 
+    def step(self, t: int, params, states, mstate, timer: PhaseTimer, capture: dict[str, Any] | None = None):
+        """Outer step ``t`` as the loop times it, each phase through ``timer``; returns ``(params, states,
+        mstate, rounds, top_batch, hyper_batches)`` (``hyper_batches`` is ``None`` unless a hypergradient was taken
+        from them). Raises :class:`Diverged` on a non-finite hypergradient."""
+        backend, top = self.backend, self.top
+        rounds, select_s = self.batches.rounds(t, params)
+        if self.batches.selects:
+            timer.samples.setdefault("select", []).append(select_s)
+        top_batch = self.batches.top(t)
+        hg = hb = None
+        if not self.lookahead:
+            if self.unrolls:
+                params, states, pull = timer.time("inner", self.forward_c, params, states, rounds)
+                hg = timer.time("hypergrad", self.backward_c, pull, params, top_batch)
+                del pull
+            else:
+                params, states = timer.time("inner", self.inner, params, states, rounds)
+        if self.trains_upper and hg is None:
+            if self.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
+                def virtual(params, states, rounds=rounds, top_batch=top_batch):
+                    p1, _, pull = self.forward_c(params, states, rounds)
+                    return self.backward_c(pull, p1, top_batch)
+
+                hg = timer.time("hypergrad", virtual, params, states)
+            else:
+                hb = self.hyper_batches(rounds, top_batch)
+                hg, mstate = timer.time("hypergrad", self.hyper_c, params, states, hb, mstate)
+        if hg is not None:
+            if not _finite(backend, tree_vdot(backend.ops, hg, hg)):
+                raise Diverged(t + 1, "non-finite hypergradient")
+            if capture is not None and t == 0:
+                capture["first_hypergrad"] = backend.tree_to_numpy(hg)
+            params = dict(params)
+            states = dict(states)
+            params[top], states[top] = timer.time("outer", self.outer_c, params[top], states[top], hg)
+        if self.lookahead:
+            params, states = timer.time("inner", self.inner, params, states, rounds)
+        return params, states, mstate, rounds, top_batch, hb
+
     def inner(self, params, states, rounds):
         for rnd in rounds:
             params, states = self.rounds_c[frozenset(rnd)](params, states, rnd)
@@ -166,11 +206,18 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
     training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
     run = Run(plan, backend)
-    ops, top = backend.ops, run.top
+    ops = backend.ops
     params = backend.tree_asarray(run.init)
     states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
     mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params) if run.trains_upper else {}
     run.compile(params, states, mstate, metrics)
+    fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
+    if fused is not None:
+        metrics["compile_s"] += fused.compile(params, states, mstate)
+    step = fused.step if fused is not None else run.step
+    cache = getattr(backend, "compile_cache_stats", None)
+    if cache is not None:
+        metrics.update(cache())
     metrics["inner_step_evals"] = run.inner_step_evals
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 
@@ -185,36 +232,9 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     start = time.perf_counter()
     try:
         for t in range(plan.steps):
-            rounds, select_s = run.batches.rounds(t, params)
-            if run.batches.selects:
-                timer.samples.setdefault("select", []).append(select_s)
-            top_batch = run.batches.top(t)
-            hg = None
-            if not run.lookahead:
-                if run.unrolls:
-                    params, states, pull = timer.time("inner", run.forward_c, params, states, rounds)
-                    hg = timer.time("hypergrad", run.backward_c, pull, params, top_batch)
-                    del pull
-                else:
-                    params, states = timer.time("inner", run.inner, params, states, rounds)
-            if run.trains_upper and hg is None:
-                if run.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
-                    def virtual(params, states, rounds=rounds, top_batch=top_batch):
-                        p1, _, pull = run.forward_c(params, states, rounds)
-                        return run.backward_c(pull, p1, top_batch)
-
-                    hg = timer.time("hypergrad", virtual, params, states)
-                else:
-                    hb = run.hyper_batches(rounds, top_batch)
-                    hg, mstate = timer.time("hypergrad", run.hyper_c, params, states, hb, mstate)
-            if hg is not None:
-                if not _finite(backend, tree_vdot(ops, hg, hg)):
-                    raise Diverged(t + 1, "non-finite hypergradient")
-                if capture is not None and t == 0:
-                    capture["first_hypergrad"] = backend.tree_to_numpy(hg)
-                params[top], states[top] = timer.time("outer", run.outer_c, params[top], states[top], hg)
-            if run.lookahead:
-                params, states = timer.time("inner", run.inner, params, states, rounds)
+            tick = time.perf_counter()
+            params, states, mstate, rounds, top_batch, hb = step(t, params, states, mstate, timer, capture)
+            timer.samples.setdefault("step", []).append(time.perf_counter() - tick)
             last_rounds, last_top = rounds, top_batch
             if (t + 1) % log_every == 0 or t + 1 == plan.steps:
                 value = float(backend.to_numpy(run.loss_c(params, top_batch)))
@@ -239,23 +259,30 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
             metrics["time_eval_during_s"] = eval_s
         metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
         metrics["memory_kind"] = backend.memory_kind
-        for phase in ("select", "inner", "hypergrad", "outer"):
+        for phase in ("select", "inner", "hypergrad", "outer", "step"):
             if phase in timer.samples:
                 metrics[f"time_{phase}_s"] = timer.median(phase)
-        metrics["steps_done"] = len(timer.samples.get("inner", []))
+        metrics["steps_done"] = len(timer.samples.get("step", []))
         if metrics["steps_done"] and metrics["time_total_s"] > 0:
             metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
 
+    if fused is not None:  # the phases' times from a separate sampled pass (suite/fused.py), outside the clock
+        sampled = PhaseTimer(backend.block)
+        fused.sample_phases(params, states, mstate, sampled, plan.steps)
+        metrics.update({f"time_{p}_s": sampled.median(p) for p in ("inner", "hypergrad", "outer")
+                        if p in sampled.samples})
+        metrics["phase_timing"] = "sampled"
     if capture is not None:
         capture.setdefault("first_hypergrad", None)
         capture["params"] = backend.tree_to_numpy(params)
         capture["method_state"] = backend.tree_to_numpy(mstate)
+    hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
+    metrics.update(floor.measure(run, params, hb))  # one lower-level gradient's time, outside the clock
     metrics.update(run.task.metrics(backend, params))
     _post_training(run, backend, params, metrics)
     if plan.hypergrad_check and run.trains_upper:
-        hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
         metrics.update(hypergrad_check(run, backend, params, states, hb))
 
 

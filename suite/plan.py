@@ -10,7 +10,7 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlo_bench.suite import budget, registry
+from mlo_bench.suite import budget, registry, threads
 
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
@@ -18,7 +18,7 @@ TOP_LEVEL_KEYS = (
     "task", "backend", "method", "seed", "steps", "inner_steps", "dtype", "device", "results_dir",
     "log_every", "progress", "hypergrad_check", "isolate", "resume", "limits", "budget",
     "ordering", "eval_every", "level_steps",
-    "plugins", "repeat", "variant",
+    "plugins", "repeat", "variant", "threads", "fused",
 )
 ORDERINGS = ("inner_first", "lookahead")
 
@@ -50,6 +50,8 @@ class Plan:
     ordering: str = "inner_first"
     eval_every: int = 0
     level_steps: dict[str, int] | None = None
+    threads: int = 0
+    fused: bool | None = None
 
 
 def _check(cond: bool, message: str) -> None:
@@ -74,6 +76,9 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     config.setdefault("level_steps", {})
     config.setdefault("plugins", [])
     config.setdefault("repeat", 0)
+    # a config without ``threads`` ran with every library at its own default
+    config.setdefault("threads", 0)
+    config.setdefault("fused", None)
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
     # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
@@ -106,6 +111,9 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     for name, value in level_steps.items():
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                f"level_steps.{name} must be an integer >= 1 (got {value!r})")
+    _check(config["fused"] in (None, True, False), f"fused must be true, false or null (got {config['fused']!r})")
+    problem = threads.validate(config["threads"])
+    _check(problem is None, problem or "")
     _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
     limits = config.get("limits") or {}
@@ -132,7 +140,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         log_every=config["log_every"], progress=bool(config["progress"]),
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
-        eval_every=config["eval_every"], level_steps=dict(level_steps),
+        eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
+        fused=config["fused"],
     )
 
 

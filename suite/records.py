@@ -26,8 +26,11 @@ NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume",
 #: keys added after the first records that enter the hash only when not at this default, so that a record written
 #: before they existed keeps its hash (and is still found by ``resume``): ``plugins`` (third-party modules named by the
 #: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
-#: ``ordering``, ``eval_every`` and ``level_steps``
-HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {}}
+#: ``ordering``, ``eval_every`` and ``level_steps``; ``threads`` (a run at the default of 1 thread keeps the hash it
+#: had before the key existed; other counts are configs of their own: time figures, and float sums, depend on them)
+#: and ``fused`` (null: the backend's choice; a forced value is a config of its own)
+HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {},
+                         "threads": 1, "fused": None}
 #: the same for fields of nested config groups, at any depth: an optimizer's ``eps_root``
 NESTED_UNLESS_DEFAULT = {"eps_root": 0.0}
 

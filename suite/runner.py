@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import provenance
+from mlo_bench.suite import provenance, threads
 from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.loop import Diverged, Unsupported, train
 from mlo_bench.suite.plan import Plan
@@ -108,6 +108,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     ``capture``, when given, is filled as :func:`train` describes."""
     started = provenance.now()
     provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
+    provenance.set_threads(threads.apply(plan.threads))  # before the backend is set up
     backend_cls = plan.backend_cls
     record = new_record(plan)
     metrics: dict[str, Any] = record["metrics"]

@@ -36,13 +36,14 @@ def _hyper(backend, d: int, levels: int, method: str, **knobs):
 @pytest.mark.parametrize("iterations", [1, 3])
 def test_torch_cg_flops_match_a_hand_count(torch64, iterations):
     """Every matrix–vector product on the d×d data costs 2d² FLOPs (FlopCounterMode's multiply-add = 2). By hand:
-    - one HVP, reverse over reverse (u ↦ ∇_θ⟨∇_θ f, u⟩ with f = ½θᵀAθ − θᵀ(Bλ + c)): the forward pass A θ and B λ
-      (2 mv), the gradient's backward Aᵀ(·) (1 mv), the double backward through both A-products (2 mv): 5 mv;
+    - the gradient's graph, built once per solve (``hvp_operator``; f = ½θᵀAθ − θᵀ(Bλ + c)): the forward pass A θ and
+      B λ (2 mv) and the gradient's backward Aᵀ(·) (1 mv): 3 mv;
+    - each HVP, reverse over that graph (u ↦ ∇_θ⟨∇_θ f, u⟩): the double backward through both A-products: 2 mv;
     - the mixed term −∇_λ⟨∇_θ f, x⟩: the same forward and gradient (3 mv) and Bᵀ x (1 mv): 4 mv;
     - the top loss ½‖θ − b‖² + ½ρ‖λ‖² and the CG updates: elementwise only (not counted).
-    So K CG iterations cost (5K + 4)·2d²."""
+    So K CG iterations cost (2K + 7)·2d² (5K + 4 when every HVP rebuilt the gradient, before issue #18)."""
     fn, args = _hyper(torch64, D, 2, "cg", iterations=iterations)
-    assert torch64.count_flops(fn, args) == (5 * iterations + 4) * 2 * D * D
+    assert torch64.count_flops(fn, args) == (2 * iterations + 7) * 2 * D * D
 
 
 def test_torch_flop_formulas_and_no_heavy_op_left_uncounted(torch64):

@@ -62,6 +62,11 @@ class Method(Protocol):
       runner then keeps the graph of the inner steps it actually takes (same start, same batches; one trajectory, not
       a second one recomputed) and pulls the top loss's gradient back through them (``Backend.trajectory_vjp``);
       ``response_vjp`` is used only where one edge is differentiated from a given state (the oracle check).
+    - ``gradients(cfg, unroll_steps) -> float | None`` (optional): the gradient-like passes one edge of the method
+      costs — a Hessian-vector product, a mixed VJP, a gradient, a pullback through one optimizer step count one each
+      (``cg`` / ``neumann``: K + 1, ``darts``: 2, ``unroll``: K, ``first_order``: 0; ``None``: not a count of
+      gradients, e.g. ``exact``'s Hessian). With the top loss's own gradient it is the method's floor: the report sets
+      a hypergradient's time in units of one lower-level gradient beside it (:mod:`mlo_bench.suite.floor`).
     - ``computes_hypergradient = False`` (optional): the method trains no upper level (``none``: a baseline run with
       the task's own knobs); the runner skips the hypergradient and outer phases.
     """

@@ -16,7 +16,19 @@ import pandas as pd
 from mlo_bench.suite import __version__
 from mlo_bench.suite.records import iter_record_paths, read_records, write_atomic, write_text_atomic
 from mlo_bench.suite.report import bench as bench_mod
-from mlo_bench.suite.report import choice, complexity, engines, figures, html, markdown, papers, specs, tables, timing
+from mlo_bench.suite.report import (
+    choice,
+    complexity_section,
+    engines,
+    figures,
+    floor,
+    html,
+    markdown,
+    papers,
+    specs,
+    tables,
+    timing,
+)
 from mlo_bench.suite.report import claims as claims_mod
 from mlo_bench.suite.report.doc import Bullets, Document, Para, Section, slug
 from mlo_bench.suite.report.figures import safe as _safe
@@ -195,12 +207,17 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         doc.sections.append(bench_mod.section(bench, bench_files, fig))
         write_atomic(out / "bench.csv", lambda tmp: bench.to_csv(tmp, index=False))
 
-    cx = complexity.build(records, out, draw=why_no_figures is None)  # the O(d²)/O(d³) size sweep, when present
+    cx = complexity_section.build(records, out, draw=why_no_figures is None)  # the O(d²)/O(d³) size sweep, when present
     if cx is not None:
         doc.sections.append(cx.section)
         written.extend(cx.figures)
 
     doc.sections.extend(engines.sections(settings, records))  # peer engines (libraries) beside the suite's own
+    fl = floor.section(w, out / FIGURE_DIR if why_no_figures is None else None)  # hypergradients in gradients
+    if fl is not None:
+        doc.sections.append(fl[0])
+        written.extend(fl[1])
+
     paper_sections = papers.sections(records)  # each task's declared paper tables, paired verdicts per backend
     doc.sections.extend(paper_sections)
     results = claims_mod.evaluate(claims_mod.load_claims(), records)

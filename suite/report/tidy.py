@@ -58,10 +58,10 @@ def setting_key(config: dict[str, Any], drop: tuple[str, ...] = COMPARED_KEYS) -
 
 
 def load_of(provenance: Any) -> float | None:
-    """Load per core: the larger 1-minute load average (``loadavg_start``, ``loadavg_end``) over ``cpu_count``;
-    ``None`` when the record did not measure it."""
+    """Load per core: the largest 1-minute load average (``loadavg_start``, ``loadavg_end``, the sampled
+    ``loadavg_max``) over ``cpu_count``; ``None`` when the record did not measure it."""
     p = provenance if isinstance(provenance, dict) else {}
-    loads = [x for x in (p.get("loadavg_start"), p.get("loadavg_end"))
+    loads = [x for x in (p.get("loadavg_start"), p.get("loadavg_end"), p.get("loadavg_max"))
              if isinstance(x, (int, float)) and not isinstance(x, bool)]
     cpus = p.get("cpu_count")
     if not loads or not isinstance(cpus, int) or isinstance(cpus, bool) or cpus < 1:

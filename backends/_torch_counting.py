@@ -1,0 +1,118 @@
+"""Counting for the torch backends (torch, naive, and any backend built on them): FLOP formulas for the ops
+``FlopCounterMode`` leaves out, a lean FLOP-counting dispatch mode, and the live-bytes tracker behind
+``peak_live_bytes``. A helper module, not a plugin (its name starts with ``_``)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _prod(shape: Any) -> int:
+    n = 1
+    for s in shape:
+        n *= int(s)
+    return n
+
+
+def _flop_formulas(torch: Any) -> dict[Any, Any]:
+    """FLOP formulas (FlopCounterMode's ``custom_mapping``: called with the arguments' shapes) for the ops that
+    torch's counter leaves out and our programs dispatch: a multiply-add is 2 FLOPs, as in its ``mm`` formula.
+
+    - ``mv`` (m×n matrix, n vector): 2mn; ``addmv``: 2mn (the add is not counted, as for ``addmm``);
+      ``dot`` / ``vdot``: 2n.
+    - dense solve ``_linalg_solve_ex`` (what ``torch.linalg.solve`` dispatches to) of an n×n system with k right-hand
+      sides: an LU factorisation, 2/3·n³, and a forward and a back substitution per right-hand side, 2·n²·k;
+      ``linalg_lu_factor_ex``: 2/3·n³; ``linalg_lu_solve``: 2·n²·k; ``linalg_solve_triangular``: n²·k; per batch item.
+    """
+    aten = torch.ops.aten
+
+    def mv(a, x, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0]) * int(a[1])
+
+    def addmv(c, a, x, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0]) * int(a[1])
+
+    def dot(a, b, *args, out_shape=None, **kwargs):
+        return 2 * int(a[0])
+
+    def _rhs(a, b) -> int:
+        return 1 if len(b) == len(a) - 1 else int(b[-1])
+
+    def solve(a, b, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * (2 * n**3 // 3 + 2 * n * n * _rhs(a, b))
+
+    def lu_factor(a, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * (2 * n**3 // 3)
+
+    def lu_solve(lu, pivots, b, *args, out_shape=None, **kwargs):
+        n = int(lu[-1])
+        return _prod(lu[:-2]) * 2 * n * n * _rhs(lu, b)
+
+    def triangular(a, b, *args, out_shape=None, **kwargs):
+        n = int(a[-1])
+        return _prod(a[:-2]) * n * n * _rhs(a, b)
+
+    return {aten.mv: mv, aten.addmv: addmv, aten.dot: dot, aten.vdot: dot, aten._linalg_solve_ex: solve,
+            aten.linalg_lu_factor_ex: lu_factor, aten.linalg_lu_solve: lu_solve,
+            aten.linalg_solve_triangular: triangular}
+
+
+def _flop_mode(formulas: dict[Any, Any]) -> Any:
+    """A dispatch mode that adds up ``formulas[op](*args, out_val=out)`` (FlopCounterMode's registry: op packet →
+    shape-wrapped formula) over every op ``fn`` dispatches."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Flops(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.total = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            out = func(*args, **kwargs)
+            formula = formulas.get(func.overloadpacket)
+            if formula is not None:
+                self.total += int(formula(*args, **kwargs, out_val=out))
+            return out
+
+    return Flops()
+
+
+def _live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
+    """A dispatch mode that sees every tensor an op creates and tracks, through weak references to the C++ storages
+    (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once. Storages
+    in ``exclude`` (the arguments', whose views cost nothing) are never counted."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._python_dispatch import TorchDispatchMode
+    from torch.utils._pytree import tree_leaves
+
+    expired = torch.UntypedStorage._expired  # what StorageWeakRef.expired() calls, without its Python layers
+
+    class LiveBytes(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.live: dict[int, tuple[Any, int]] = {}
+            self.total = 0
+            self.peak = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            for t in tree_leaves(out):
+                if isinstance(t, torch.Tensor):
+                    storage = t.untyped_storage()
+                    ref = StorageWeakRef(storage)  # held: its storage's address is not reused while tracked
+                    if ref.cdata not in self.live and ref.cdata not in exclude:
+                        self.live[ref.cdata] = (ref, storage.nbytes())
+                        self.total += storage.nbytes()
+            # ``total`` still counts storages that died since the last sweep, so it bounds the bytes alive from
+            # above: only when it exceeds the peak can this be a new peak, and only then are the dead swept out
+            # (exact, and far cheaper than a sweep after every op when many storages are alive).
+            if self.total > self.peak:
+                for dead in [k for k in self.live if expired(k)]:
+                    self.total -= self.live.pop(dead)[1]
+                self.peak = max(self.peak, self.total)
+            return out
+
+    return LiveBytes()
