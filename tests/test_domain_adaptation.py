@@ -173,7 +173,8 @@ def test_verify_certifies_both_programs_across_backends(tmp_path, capsys):
         pytest.skip("jax unavailable: verify would compare torch with naive only")
     root = write_features(tmp_path)
     for program in ("reweight", "lbi"):
-        code = verify.main(["task=domain_adaptation", f"task.program={program}", "task.dataset=features",
+        code = verify.main(["backend=torch,jax,naive", "task=domain_adaptation", f"task.program={program}",
+                            "task.dataset=features",
                             f"task.data_root={root}", "dtype=float64", "method=exact,cg,darts,unroll", "--steps", "3"])
         out = capsys.readouterr().out
         assert code == 0, out

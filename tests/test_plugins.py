@@ -95,6 +95,7 @@ def test_the_installed_example_runs_isolated_at_the_oracle(installed, tmp_path):
 
 def test_the_installed_example_is_certified_across_backends(installed, tmp_path):
     proc = cli("verify", "task=weighted_lsq", "dtype=float64", "method=cg,exact,unroll", "--steps", "3",
+               "backend=torch,jax,naive",  # the peer engines: tests/test_peers.py
                cwd=tmp_path, pythonpath=[installed])
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "ok: all" in proc.stdout and "against the task's oracle" in proc.stdout

@@ -82,7 +82,7 @@ def test_the_upper_level_changes_which_examples_are_kept(selection_task):
 def test_verify_certifies_the_selection_task(selection_task, capsys):
     if registry.availability("backend", "jax"):
         pytest.skip("jax unavailable: verify would compare torch with itself only")
-    code = verify.main(["task=selection_toy", "dtype=float64", "--steps", "5"])
+    code = verify.main(["backend=torch,jax,naive", "task=selection_toy", "dtype=float64", "--steps", "5"])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "jax" in out and "cg" in out

@@ -187,7 +187,8 @@ def test_demo_bilevel_rows_run_on_the_other_backends(tmp_path, backend):
 def test_verify_certifies_reweight_and_correct_across_backends(capsys):
     if registry.availability("backend", "jax"):
         pytest.skip("jax unavailable: verify would compare torch with itself only")
-    code = verify.main(["task=weak_supervision", "task.program=correct", "dtype=float64", "--steps", "2",
+    code = verify.main(["backend=torch,jax,naive", "task=weak_supervision", "task.program=correct", "dtype=float64",
+                        "--steps", "2",
                         "method=darts,exact,unroll"])
     out = capsys.readouterr().out
     assert code == 0, out
