@@ -5,6 +5,7 @@
 - :mod:`mlo_bench.tasks.data.text` — the standard library's source files as a domain-labelled text corpus, and
   JSONL / plain-text corpora, cut into byte sequences (``data_selection``).
 - :mod:`mlo_bench.tasks.data.selection_filters` — the data-selection baselines' scorers (ridge classifier, CDS).
+- :mod:`mlo_bench.tasks.data.selection_paper` — the data-selection task's paper (Grangier et al. 2024's reference runs).
 
 Not a task plugin: the registry imports it like any module of ``tasks/``, and it registers nothing.
 """
