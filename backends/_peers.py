@@ -24,6 +24,9 @@ from mlo_bench.suite.trees import tree_map
 Tree = Any
 #: the optional extra that installs torchopt, higher and jaxopt (betty needs its own step: see backends/betty.py)
 EXTRA = 'pip install -e ".[peers]"'
+#: knobs of the suite's methods that the libraries do not have, at the value that matches what the library runs:
+#: cg / neumann started from the last solution (method state), cg stopped at negative curvature
+SUITE_ONLY_KNOBS: dict[str, Any] = {"warm_start": False, "negative_curvature": "continue"}
 
 
 def rebuild(tree: Tree, leaves: list[Any]) -> Tree:
@@ -61,6 +64,16 @@ class Peer:
         if method in self.features:
             return self.features[method]
         return f"not in {self.dist}: this peer runs only its library's own methods ({', '.join(self.methods)})"
+
+    def supports_knobs(self, method: str, knobs: Any) -> str | None:
+        """A knob of the suite's method that no library has (:data:`SUITE_ONLY_KNOBS`), away from its default: the
+        library would silently run the plain method under the same name."""
+        for knob, default in SUITE_ONLY_KNOBS.items():
+            value = getattr(knobs, knob, default)
+            if value != default:
+                return (f"{self.dist} has no counterpart of the suite's method.{knob}={value} "
+                        f"({method} runs it only at {knob}={default})")
+        return None
 
     def known_issue(self, method: str) -> str | None:
         return self.known_issues.get(method)

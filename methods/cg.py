@@ -22,10 +22,14 @@ class ConjugateGradient(MatrixFreeSolve):
     class Config:
         iterations: int = 10
         warm_start: bool = False
+        negative_curvature: str = "continue"
 
         def validate(self) -> None:
             if self.iterations < 1:
                 raise ValueError(f"method.iterations must be >= 1 (got {self.iterations})")
+            if self.negative_curvature not in ("continue", "stop"):
+                raise ValueError(
+                    f"method.negative_curvature must be continue or stop (got {self.negative_curvature!r})")
 
     def solve(self, backend, matvec, v, cfg, x0):
-        return cg(backend.ops, matvec, v, cfg.iterations, x0)
+        return cg(backend.ops, matvec, v, cfg.iterations, x0, cfg.negative_curvature == "stop")

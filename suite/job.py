@@ -76,7 +76,7 @@ def _cannot_run(plan: Plan) -> str | None:
     why = registry.availability("backend", plan.backend_cls.name)
     if why is not None:
         return f"backend {plan.backend_cls.name} is not installed here ({why})"
-    return plan.backend_cls(plan.backend_cfg).supports(plan.method.name)
+    return plan.backend_cls(plan.backend_cfg).refusal(plan.method.name, plan.method_cfg)
 
 
 def _ledger(record: dict[str, Any], skipped: bool) -> None:

@@ -31,8 +31,9 @@ NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume",
 #: and ``fused`` (null: the backend's choice; a forced value is a config of its own)
 HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {},
                          "threads": 1, "fused": None}
-#: the same for fields of nested config groups, at any depth: an optimizer's ``eps_root``
-NESTED_UNLESS_DEFAULT = {"eps_root": 0.0}
+#: the same for fields of nested config groups, at any depth: an optimizer's ``eps_root``, cg's
+#: ``negative_curvature``
+NESTED_UNLESS_DEFAULT = {"eps_root": 0.0, "negative_curvature": "continue"}
 
 
 def _strip_nested_defaults(value: Any) -> Any:

@@ -1,6 +1,7 @@
 """Matrix-free linear solvers on pytrees: every solver is ``solve(matvec, b)`` (the jaxopt reduction).
 
-``matvec`` applies a symmetric positive-definite operator (here: a Hessian, through Hessian-vector products).
+``matvec`` applies a symmetric operator (here: a Hessian, through Hessian-vector products), positive definite where
+the lower level is strongly convex; :func:`cg` can stop at negative curvature where it is not.
 Iterations go through :func:`fori_loop`, so a tracing backend (JAX) compiles the loop body once instead of unrolling
 it: compile time does not grow with the number of iterations, and there is still one implementation per solver.
 """
@@ -32,12 +33,18 @@ def fori_loop(ops: Any, iterations: int, body: Callable[[int, Any], Any], init: 
     return carry
 
 
-def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: Tree | None = None) -> Tree:
+def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: Tree | None = None,
+       stop_on_negative_curvature: bool = False) -> Tree:
     """``iterations`` steps of conjugate gradient on ``A x = b`` from ``x0`` (default ``x = 0``; a warm start passes
     the previous solution).
 
     The search direction is built from the *new* residual (the bug in betty-ml 0.2.1 used the old one). A direction
     whose curvature is exactly zero (converged) contributes nothing instead of producing NaN.
+
+    CG assumes ``A`` positive definite. On an indefinite ``A`` (a non-convex lower level away from its minimum) a
+    direction with ``pᵀAp ≈ 0`` can make a step of any size: the iterates blow up and round-off decides the result.
+    ``stop_on_negative_curvature`` (Steihaug's rule, as in Newton-CG) keeps ``x`` from the first direction whose
+    curvature is not positive on: it never triggers on a positive-definite ``A``, where the two modes agree exactly.
     """
 
     def body(_: int, carry: tuple) -> tuple:
@@ -50,11 +57,26 @@ def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: T
         p = tree_axpy(_safe_div(ops, rs_new, rs), p, r)
         return x, r, p, rs_new
 
+    def guarded(_: int, carry: tuple) -> tuple:
+        x, r, p, rs, live = carry  # live: 1 until the first non-positive curvature, then 0 for good
+        ap = matvec(p)
+        pap = tree_vdot(ops, p, ap)
+        live = ops.where(pap > 0, live, live * 0)
+        step = live * _safe_div(ops, rs, pap)
+        x = tree_axpy(step, p, x)
+        r = tree_axpy(-step, ap, r)
+        rs_new = tree_vdot(ops, r, r)
+        p = tree_axpy(_safe_div(ops, rs_new, rs), p, r)
+        return x, r, p, rs_new, live
+
     if x0 is None:
         x, r = tree_zeros_like(ops, b), b
     else:
         x, r = x0, tree_axpy(-1.0, matvec(x0), b)
-    return fori_loop(ops, iterations, body, (x, r, r, tree_vdot(ops, r, r)))[0]
+    rs = tree_vdot(ops, r, r)
+    if stop_on_negative_curvature:
+        return fori_loop(ops, iterations, guarded, (x, r, r, rs, rs * 0 + 1))[0]
+    return fori_loop(ops, iterations, body, (x, r, r, rs))[0]
 
 
 def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, alpha: float,

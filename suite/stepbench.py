@@ -104,7 +104,7 @@ def make_stepper(backend_name: str, method: str, overrides: list[str]) -> Steppe
         plan = prepare(_compose(overrides))
         plan.backend_cls.check_available()
         backend = plan.backend_cls(plan.backend_cfg)
-        reason = backend.supports(plan.method.name)
+        reason = backend.refusal(plan.method.name, plan.method_cfg)
         if reason:
             raise RuntimeError(reason)
         backend.setup(plan.dtype, plan.device, plan.seed)

@@ -148,13 +148,13 @@ def run(opts: Options, out: Any = None) -> int:
             if why:
                 notes.append(f"method {method} skipped: task {task.name} does not support it ({why})")
                 continue
-            why = registry.get("backend", reference)().supports(method)
+            why = registry.get("backend", reference)().refusal(method, plans[reference, method].method_cfg)
             if why:
                 notes.append(f"method {method} skipped: the reference {reference} does not support it ({why})")
                 continue
             others = []
             for backend in backends[1:]:
-                why = registry.get("backend", backend)().supports(method)
+                why = registry.get("backend", backend)().refusal(method, plans[backend, method].method_cfg)
                 if why:
                     skipped.setdefault((backend, why), []).append(method)
                 else:

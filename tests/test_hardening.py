@@ -225,3 +225,13 @@ def test_records_are_published_atomically(tmp_path):
     assert problems == []
     assert json.loads((final / "record.json").read_text())["metrics"]["x"][-1] == 19999
     assert sorted(p.name for p in runs.iterdir()) == ["run-1", "run-1-1"]
+
+
+def test_nested_knobs_added_later_enter_the_hash_only_away_from_their_default():
+    """An optimizer's eps_root and cg's negative_curvature came after records were written with the same configs."""
+    base = {"method": {"name": "cg", "iterations": 10}, "task": {"inner": {"name": "adam", "lr": 0.1}}, "seed": 0}
+    same = {"method": {"name": "cg", "iterations": 10, "negative_curvature": "continue"},
+            "task": {"inner": {"name": "adam", "lr": 0.1, "eps_root": 0.0}}, "seed": 0}
+    assert config_hash(same) == config_hash(base)
+    assert config_hash({**same, "method": {**same["method"], "negative_curvature": "stop"}}) != config_hash(base)
+    assert config_hash({**same, "task": {"inner": {"name": "adam", "lr": 0.1, "eps_root": 1e-16}}}) != config_hash(base)

@@ -147,6 +147,21 @@ def test_runs_timed_under_load_are_left_out_of_time_verdicts():
     assert "⚠6 loaded" in text, "the table marks the loaded runs' time figures"
 
 
+def test_rates_per_second_are_timed_metrics_too():
+    """steps/s is read off the same clock as seconds: runs timed under load leave a steps/s comparison as well."""
+    assert specs.timed(None, "steps_per_s") and specs.timed(None, "time_total_s")
+    assert not specs.timed(None, "peak_live_bytes")
+    quiet = [_rec("darts-1", "torch", 100.0, s, 0.8, 3e5, 10.0) for s in range(3)]
+    busy = [_rec("erm", "torch", 100.0, s, 0.7, 3e5, 10.0, load=5.0) for s in range(3)]
+    for r in quiet + busy:
+        r["metrics"]["steps_per_s"] = 10.0 if r in quiet else 1.0  # load made erm look 10x slower
+    num, den = prepare_runs(quiet), prepare_runs(busy)
+    assert papers.measure(num, den, "steps_per_s") is None, "no quiet run on one side: nothing to judge"
+    shown = papers.measure(num, den, "steps_per_s", keep_loaded=True)
+    assert shown is not None and shown.ratio == pytest.approx(10.0)
+    assert papers.measure(num, den, "test_accuracy") is not None, "quality metrics keep loaded runs"
+
+
 def test_missing_variant_is_not_measured_and_no_runs_is_no_section():
     records = [r for r in _records(0.8, 3e5, np.random.default_rng(2)) if r["method"] != "none"]  # no ERM
     result = papers.evaluate("mwn", TABLE, records)

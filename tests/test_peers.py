@@ -200,3 +200,20 @@ def test_verify_lists_the_peers_and_catches_bettys_cg(capsys):
         if (peer, method) != ("betty", "cg"):
             assert line.endswith("pass"), line
     assert {p for p, _ in rows} == set(PEERS)
+
+
+@pytest.mark.parametrize("peer", list(PEERS))
+def test_a_suite_only_knob_is_refused_rather_than_run_as_the_plain_method(peer):
+    """A library's cg has neither the suite's warm start nor its stop at negative curvature: with either set, the peer
+    must be `unsupported` (saying which knob), never run classic CG under the same name; at the defaults it runs."""
+    backend = registry.get("backend", peer)()
+    for method in ("cg", "neumann"):
+        if method not in backend.methods:
+            continue
+        assert backend.refusal(method, method_cfg(method)) is None
+        why = backend.refusal(method, method_cfg(method, warm_start=True))
+        assert why and "warm_start=True" in why
+    if "cg" in backend.methods:
+        why = backend.refusal("cg", method_cfg("cg", negative_curvature="stop"))
+        assert why and "negative_curvature=stop" in why
+    assert make_backend("torch").refusal("cg", method_cfg("cg", negative_curvature="stop")) is None

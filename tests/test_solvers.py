@@ -69,3 +69,34 @@ def test_cg_at_convergence_stays_finite():
     out = cg(NumpyOps, lambda u: {"w": a @ u["w"]}, {"w": np.array([1.0, 0.0])}, iterations=10)
     assert np.all(np.isfinite(out["w"]))
     np.testing.assert_allclose(out["w"], [1.0, 0.0])
+
+
+@settings(max_examples=20, deadline=None)
+@given(problems)
+def test_cg_stop_at_negative_curvature_changes_nothing_on_spd_systems(problem):
+    seed, d, condition = problem
+    a = spd(seed, d, condition)
+    b = {"w": np.random.default_rng(seed + 1).standard_normal(d)}
+    for k in (1, d // 2 + 1, d):
+        plain = cg(NumpyOps, lambda u: {"w": a @ u["w"]}, b, iterations=k)
+        guarded = cg(NumpyOps, lambda u: {"w": a @ u["w"]}, b, iterations=k, stop_on_negative_curvature=True)
+        np.testing.assert_array_equal(plain["w"], guarded["w"])
+
+
+def test_cg_stops_at_the_first_non_positive_curvature_and_keeps_its_iterate():
+    """An indefinite A whose second CG direction has p^T A p < 0: classic CG keeps going (and here lands on the exact
+    solution of the indefinite system, two iterations on a 2x2); the guarded one keeps the first iterate for good."""
+    a = np.diag([1.0, -0.5])
+    b = {"w": np.array([1.0, 1.0])}
+    mv = lambda u: {"w": a @ u["w"]}  # noqa: E731
+    first = cg(NumpyOps, mv, b, iterations=1)["w"]
+    r = b["w"]
+    np.testing.assert_allclose(first, (r @ r) / (r @ a @ r) * r)  # r^T A r = 0.5 > 0: the first step is taken
+    plain = cg(NumpyOps, mv, b, iterations=2)["w"]
+    np.testing.assert_allclose(plain, np.linalg.solve(a, b["w"]))
+    for k in (2, 3, 10):
+        guarded = cg(NumpyOps, mv, b, iterations=k, stop_on_negative_curvature=True)["w"]
+        np.testing.assert_array_equal(guarded, first)
+    negative = {"w": np.array([0.0, 1.0])}  # the very first direction has negative curvature: x stays at 0
+    np.testing.assert_array_equal(cg(NumpyOps, mv, negative, iterations=3, stop_on_negative_curvature=True)["w"],
+                                  [0.0, 0.0])

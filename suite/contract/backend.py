@@ -133,7 +133,18 @@ class Backend(ABC):
         return None
 
     def supports(self, method: str) -> str | None:
+        """Why this backend cannot run ``method`` at all, or ``None``."""
         return None
+
+    def supports_knobs(self, method: str, knobs: Any) -> str | None:
+        """Why this backend cannot run ``method`` with these knobs (the method's config), or ``None``: e.g. a peer
+        library whose cg has no counterpart of the suite's ``negative_curvature=stop`` must not run classic CG under
+        that name."""
+        return None
+
+    def refusal(self, method: str, knobs: Any = None) -> str | None:
+        """:meth:`supports`, then :meth:`supports_knobs` when the knobs are known: what every caller asks."""
+        return self.supports(method) or (self.supports_knobs(method, knobs) if knobs is not None else None)
 
     def override(self, method: str) -> Callable[..., Tree] | None:
         return None

@@ -65,7 +65,7 @@ class Result:
 
 
 #: units of absolute figures that depend on the paper's hardware
-HARDWARE_UNITS = ("s", "bytes")
+HARDWARE_UNITS = ("s", "1/s", "bytes")
 UNIT_SCALE = {"percent": 0.01, "MiB": 1024.0**2, "GiB": 1024.0**3, "min": 60.0, "s": 1.0}
 
 

@@ -84,7 +84,7 @@ def measure(num: list[Run], den: list[Run], metric: str, task: str | None = None
     of means; time metrics leave out runs timed under load (unless ``keep_loaded``: for display only, never for a
     verdict). ``None`` when a side has no value."""
     note = []
-    if specs.unit(task, metric) == "s" and not keep_loaded:
+    if specs.timed(task, metric) and not keep_loaded:
         busy = [r for r in num + den if loaded(r.provenance)]
         if busy:
             note.append(f"{len(busy)} run(s) timed under load left out")
@@ -112,8 +112,8 @@ def compare_runs(num: list[Run], den: list[Run], metric: str, want: str, toleran
     """(measured text, verdict, seeds needed or None, note) of the comparison num/den on ``metric``."""
     m = measure(num, den, metric, task)
     if m is None:
-        busy = num and den and specs.unit(task, metric) == "s" and (all(loaded(r.provenance) for r in num)
-                                                                    or all(loaded(r.provenance) for r in den))
+        busy = num and den and specs.timed(task, metric) and (all(loaded(r.provenance) for r in num)
+                                                              or all(loaded(r.provenance) for r in den))
         if not busy:
             return "–", V.NOT_MEASURED, None, ""
         raw = measure(num, den, metric, task, keep_loaded=True)  # shown, never judged
@@ -172,7 +172,7 @@ def _backend_order(per_backend: dict[str, Any]) -> list[str]:
 
 def _cell(task: str, metric: str, rs: list[Run], best: bool) -> Cell:
     mean, std, n = stats.mean_std([v for v in (metric_value(r, metric) for r in rs) if v is not None])
-    busy = sum(bool(loaded(r.provenance)) for r in rs) if specs.unit(task, metric) == "s" else 0
+    busy = sum(bool(loaded(r.provenance)) for r in rs) if specs.timed(task, metric) else 0
     text = fmt.mean_std(metric, mean, std, n) + (f" ⚠{busy} loaded" if busy else "")
     return Cell(text, bold=best and n > 0, tone="warn" if busy else "")
 

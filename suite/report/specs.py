@@ -56,6 +56,16 @@ def unit(task: str | None, metric: str) -> str:
     return s.unit if s is not None else ""
 
 
+#: units of metrics read off a clock: a run timed under load makes them untrustworthy (seconds, and rates per second
+#: such as ``steps_per_s``)
+TIMED_UNITS = ("s", "1/s")
+
+
+def timed(task: str | None, metric: str) -> bool:
+    """Whether ``metric`` is read off a clock (its unit is a time or a rate per second): load distorts it."""
+    return unit(task, metric) in TIMED_UNITS
+
+
 def quality(task: str | None, metrics: list[str]) -> list[str]:
     """The ranked result metrics among ``metrics`` (the task's declared quality metrics first, then outer_loss)."""
     own = [m.name for m in paper(task).metrics if m.quality and m.ranked] if task else []

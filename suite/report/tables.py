@@ -176,7 +176,7 @@ def comparison(setting: Setting, metrics: list[str]) -> Table:
         busy = bool(ok_loaded(combo.runs).any())
         for m in metrics:
             mean, std, n = summary[(i, m)]
-            warn = busy and specs.unit(task, m) == "s"
+            warn = busy and specs.timed(task, m)
             row.append(Cell(fmt.mean_std(m, mean, std, n) + (" ⚠" if warn and n else ""),
                             bold=bool(n) and fmt.value(m, mean) == best.get(m), tone="warn" if warn and n else ""))
         rows.append(row)
