@@ -168,3 +168,33 @@ def test_missing_variant_is_not_measured_and_no_runs_is_no_section():
     assert result["claims"][0]["verdict"] == V.NOT_MEASURED
     assert papers.evaluate("mwn", TABLE, []) is None
     assert papers.sections([]) == []
+
+
+def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path):
+    """data_selection's table asks for specific_loss and selection_precision by row, base_rate as a dashed line."""
+    from mlo_bench.suite.report.doc import Figure
+
+    table = specs.paper("data_selection").tables[0]
+    assert "selection_precision" in table.figure and table.references["selection_precision"] == "base_rate"
+    variants = {v.name: v for v in specs.paper("data_selection").variants}
+    records = []
+    for name in table.variants:
+        v = variants[name]
+        for seed in range(2):
+            config = {"task": {"name": "data_selection", "domain": "encodings"}, "backend": {"name": "torch"},
+                      "method": {"name": v.method}, "seed": seed, "steps": 10, "inner_steps": 1, "dtype": "float32"}
+            for key, value in v.overrides.items():
+                node = config
+                *parents, leaf = key.split(".")
+                for p in parents:
+                    node = node.setdefault(p, {})
+                node[leaf] = value
+            records.append({"task": "data_selection", "backend": "torch", "method": v.method, "seed": seed,
+                            "status": "ok", "config": config, "run_id": f"{name}-{seed}", "provenance": {},
+                            "metrics": {"specific_loss": 2.0 - 0.1 * seed, "selection_precision": 0.3,
+                                        "base_rate": 0.05, "specific_loss_finetuned": 1.5, "steps_per_s": 10.0}})
+    [sec] = [s for s in papers.sections(records, tmp_path) if s.title.startswith("data_selection")]
+    [fig] = [b for b in sec.blocks if isinstance(b, Figure)]
+    assert fig.path.exists() and fig.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "base_rate" in fig.caption and "selection_precision" in fig.caption
+    assert not [b for s in papers.sections(records) for b in s.blocks if isinstance(b, Figure)], "no folder: no figure"

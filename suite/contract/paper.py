@@ -111,7 +111,10 @@ class PaperTable:
     """A paper-shaped table: rows = ``variants`` (names of the task's :class:`Variant`), columns = the values of the
     flat config key ``column`` for metric ``quality``, then the ``cost`` metrics pooled over the columns, one block
     per backend. ``treatments``: config keys that tell variants apart besides backend, method and the variants'
-    overrides (e.g. ``task.reweight``), left out when finding the shared setting."""
+    overrides (e.g. ``task.reweight``), left out when finding the shared setting. ``figure``: metrics drawn by row
+    beside the table (one panel each: bars = mean over the runs of a row, dots = runs, hue = backend), e.g.
+    ``selection_precision``; ``references``: a metric drawn as a dashed line on another's panel (its mean over the
+    table's runs per backend), e.g. ``{"selection_precision": "base_rate"}``."""
 
     title: str
     variants: tuple[str, ...]
@@ -122,6 +125,8 @@ class PaperTable:
     treatments: tuple[str, ...] = ()
     claims: tuple[TableClaim, ...] = ()
     match_tolerance: float = 0.02
+    figure: tuple[str, ...] = ()
+    references: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)

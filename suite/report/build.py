@@ -30,7 +30,7 @@ from mlo_bench.suite.report import (
     timing,
 )
 from mlo_bench.suite.report import claims as claims_mod
-from mlo_bench.suite.report.doc import Bullets, Document, Para, Section, slug
+from mlo_bench.suite.report.doc import Bullets, Document, Figure, Para, Section, slug
 from mlo_bench.suite.report.figures import safe as _safe
 from mlo_bench.suite.report.runs import prepare, variant_of
 from mlo_bench.suite.report.tidy import tidy, wide
@@ -218,8 +218,10 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
         doc.sections.append(fl[0])
         written.extend(fl[1])
 
-    paper_sections = papers.sections(records)  # each task's declared paper tables, paired verdicts per backend
+    # each task's declared paper tables (and their figures), paired verdicts per backend
+    paper_sections = papers.sections(records, out / FIGURE_DIR if why_no_figures is None else None)
     doc.sections.extend(paper_sections)
+    written.extend(b.path for s in paper_sections for b in s.blocks if isinstance(b, Figure))
     results = claims_mod.evaluate(claims_mod.load_claims(), records)
     doc.sections.append(claims_mod.section(results))
     doc.sections.append(timing.section(w))

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
-from mlo_bench.suite.report import fmt, specs, stats
+from mlo_bench.suite.report import figures, fmt, paper_figures, specs, stats
 from mlo_bench.suite.report import verdicts as V
 from mlo_bench.suite.report.doc import Bullets, Cell, Para, Section, Table, cell
 from mlo_bench.suite.report.runs import Run, group_key, loaded, metric_value, prepare, variant_of
@@ -206,7 +207,8 @@ def _block_table(task: str, table: Any, block: dict[str, Any]) -> Table:
     return Table(header, body, align=["l", "l", "l", "r"] + ["r"] * (len(header) - 4))
 
 
-def section(task: str, table: Any, result: dict[str, Any]) -> Section:
+def section(task: str, table: Any, result: dict[str, Any], folder: Path | None = None) -> Section:
+    """The table per backend, its figure (``table.figure``; drawn into ``folder`` when given), the claims."""
     sec = Section(f"{task}: {table.title}")
     sec.add(Para(
         f"Rows: the variants `{task}` declares (run with `variant=NAME`); columns: {table.quality} per "
@@ -222,6 +224,10 @@ def section(task: str, table: Any, result: dict[str, Any]) -> Section:
         notes += ([f"not run on {backend} in this setting: {', '.join(missing)}"] if missing else [])
         sec.add(Para(f"**Backend `{backend}`**" + (" — " + "; ".join(notes) + "." if notes else "")),
                 _block_table(task, table, block))
+    if folder is not None and table.figure:
+        fig = figures.safe(paper_figures.draw, task, table, result, folder)
+        if fig is not None:
+            sec.add(fig)
     sec.add(Para(
         "Claims at this scale, **per backend** and **paired by seed**: each comparison is the geometric mean of the "
         "per-seed ratios num/den (same backend, same seed, same column value) with its 95% t-interval on the log "
@@ -259,13 +265,14 @@ def seeds_lines(result: dict[str, Any]) -> list[str]:
     return out
 
 
-def sections(records: list[dict[str, Any]]) -> list[Section]:
-    """One section per declared paper table of a task whose variants have ok runs, tasks in name order."""
+def sections(records: list[dict[str, Any]], folder: Path | None = None) -> list[Section]:
+    """One section per declared paper table of a task whose variants have ok runs, tasks in name order (figures
+    into ``folder``; none without it)."""
     out = []
     for task in sorted(specs.tasks()):
         for table in specs.paper(task).tables:
             result = evaluate(task, table, records)
             if result is not None:
-                out.append(section(task, table, result))
+                out.append(section(task, table, result, folder))
     return out
 
