@@ -170,12 +170,9 @@ def test_missing_variant_is_not_measured_and_no_runs_is_no_section():
     assert papers.sections([]) == []
 
 
-def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path):
-    """data_selection's table asks for specific_loss and selection_precision by row, base_rate as a dashed line."""
-    from mlo_bench.suite.report.doc import Figure
-
+def _ds_records(load: float | None = None) -> list[dict]:
+    """Two seeds of every row of data_selection's table on torch (made-up metrics)."""
     table = specs.paper("data_selection").tables[0]
-    assert "selection_precision" in table.figure and table.references["selection_precision"] == "base_rate"
     variants = {v.name: v for v in specs.paper("data_selection").variants}
     records = []
     for name in table.variants:
@@ -189,12 +186,35 @@ def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path
                 for p in parents:
                     node = node.setdefault(p, {})
                 node[leaf] = value
+            prov = {} if load is None else {"loadavg_start": load, "loadavg_end": load, "cpu_count": 2}
             records.append({"task": "data_selection", "backend": "torch", "method": v.method, "seed": seed,
-                            "status": "ok", "config": config, "run_id": f"{name}-{seed}", "provenance": {},
+                            "status": "ok", "config": config, "run_id": f"{name}-{seed}", "provenance": prov,
                             "metrics": {"specific_loss": 2.0 - 0.1 * seed, "selection_precision": 0.3,
-                                        "base_rate": 0.05, "specific_loss_finetuned": 1.5, "steps_per_s": 10.0}})
+                                        "base_rate": 0.05, "specific_loss_finetuned": 1.5,
+                                        "steps_per_s": 10.0 + seed}})
+    return records
+
+
+def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path):
+    """data_selection's table asks for specific_loss and selection_precision by row, base_rate as a dashed line."""
+    from mlo_bench.suite.report.doc import Figure
+
+    table = specs.paper("data_selection").tables[0]
+    assert "selection_precision" in table.figure and table.references["selection_precision"] == "base_rate"
+    records = _ds_records()
     [sec] = [s for s in papers.sections(records, tmp_path) if s.title.startswith("data_selection")]
     [fig] = [b for b in sec.blocks if isinstance(b, Figure)]
     assert fig.path.exists() and fig.path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "base_rate" in fig.caption and "selection_precision" in fig.caption
     assert not [b for s in papers.sections(records) for b in s.blocks if isinstance(b, Figure)], "no folder: no figure"
+
+
+def test_a_throughput_claim_on_loaded_runs_says_so():
+    """The paper's steps/s ratios (DDS / generic only): with every run timed under load, not measured, and why."""
+    from mlo_bench.suite.report import claims
+
+    table = [c for c in claims.load_claims() if c.claim_id.startswith("grangier-speed-")]
+    [quiet] = [r for r in claims.evaluate(table, _ds_records()) if r.claim.claim_id == "grangier-speed-dds"]
+    assert quiet.verdict != V.NOT_MEASURED, quiet.why
+    [busy] = [r for r in claims.evaluate(table, _ds_records(load=5.0)) if r.claim.claim_id == "grangier-speed-dds"]
+    assert busy.verdict == V.NOT_MEASURED and "under load" in busy.why
