@@ -50,6 +50,9 @@ fine-tuning steps 1.595 / 1.263 / 1.363 / 1.374 / 1.381 / 1.399 / 1.403; selecti
 26. Paired verdicts: DDS and anograd beat generic only (0.715×, 0.718×; SOBA 0.725× [0.50, 1.06], inconclusive);
 mixing is the strongest before fine-tuning (supported against every row); after fine-tuning the bilevel rows beat
 generic only (0.85–0.87×) but not mixing (1.09–1.10×, inconclusive: ≈ 6 seeds) — unlike the paper, where they lead.
+Run again later (same command, load ≈ 5, 8.7 min wall for the 21 runs, 271 s CPU): every loss, precision and
+verdict identical to the digit, the steps/s five times higher (generic only 208, mixing 101, SOBA 18, DDS 33,
+anograd 22, CDS 143, classifier 166) — steps/s under load says little, so its claims are left out of verdicts then.
 Scoring is cheap next to the update (``+experiment=ds_scaling``, b_small = 8): the select phase takes 0.6 / 1.1 /
 2.4 / 54 ms at b_large/b_small = 1 / 4 / 16 / 64 against 180–220 ms of inner + hypergradient phases for DDS (SOBA:
 360–455 ms) — below 2% of a step up to 16×, a quarter at 64× (where the scoring batch leaves the cache).
@@ -58,7 +61,9 @@ every other package) nothing finds it from 32-byte windows: over 800 demo steps 
 0.018 / 0.018 / 0.008 of the domain against a base rate of 0.020, and even the classifier / CDS filters only double it
 (0.038 / 0.046) — the paper's "helps in some settings, not in others". Not testable at our scale: absolute losses
 (another corpus, a 12-layer transformer, 300k steps), and the throughput ordering, which load noise leaves
-inconclusive except mixing > DDS. ``mlo-bench verify`` (default config): dds, soba, cg agree between torch and jax
+inconclusive except mixing > DDS. The demo (``+experiment=ds_demo backend=jax``, 11 runs, load 5–7): 13–47 s
+wall per run with a cold compilation cache (``MLO_BENCH_JAX_CACHE=off``; compile 1.7–12.5 s per run, 163 s CPU in
+all), 131 s for all 11 with the cache warm; torch and naive runs take seconds. ``mlo-bench verify`` (default config): dds, soba, cg agree between torch and jax
 to ≤ 4e-14 after one float64 step; after 10 float32 steps dds 3.0e-7, soba 5.6e-7, anograd 1.4e-7.
 The LM's Hessian is indefinite (one inner step per outer step: θ is never near a minimum), and classic CG breaks down
 on it: in the 10th solve of a float32 run a direction met pᵀHp = 5e-5 against ‖r‖² = 4 and the residual grew to 1e7,
