@@ -63,8 +63,9 @@ every other package) nothing finds it from 32-byte windows: over 800 demo steps 
 (another corpus, a 12-layer transformer, 300k steps), and the throughput ordering, which load noise leaves
 inconclusive except mixing > DDS. The demo (``+experiment=ds_demo backend=jax``, 11 runs, load 5–7): 13–47 s
 wall per run with a cold compilation cache (``MLO_BENCH_JAX_CACHE=off``; compile 1.7–12.5 s per run, 163 s CPU in
-all), 131 s for all 11 with the cache warm; torch and naive runs take seconds. ``mlo-bench verify`` (default config): dds, soba, cg agree between torch and jax
-to ≤ 4e-14 after one float64 step; after 10 float32 steps dds 3.0e-7, soba 5.6e-7, anograd 1.4e-7.
+all), 131 s for all 11 with the cache warm; torch and naive runs take seconds. ``mlo-bench verify`` (default
+config): dds, soba, cg agree between torch and jax to ≤ 4e-14 after one float64 step; after 10 float32 steps dds
+3.0e-7, soba 5.6e-7, anograd 1.4e-7.
 The LM's Hessian is indefinite (one inner step per outer step: θ is never near a minimum), and classic CG breaks down
 on it: in the 10th solve of a float32 run a direction met pᵀHp = 5e-5 against ‖r‖² = 4 and the residual grew to 1e7,
 so round-off decided the step and torch and jax ended 10 steps 1.0e-3 apart (after 5e-6 on the first hypergradient).

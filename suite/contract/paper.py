@@ -152,7 +152,9 @@ class Paper:
     - ``metrics``: the task's own metrics (the standard ones of the runner are :data:`STANDARD_METRICS`).
     - ``variants``, ``tables``: see :class:`Variant`, :class:`PaperTable`.
     - ``size``: the flat key of the problem size for scaling plots and complexity fits (``task.d``), ``None``
-      without one; ``size_label``; ``groups``: flat keys fitted separately (``task.levels``), ``group_label``.
+      without one; ``size_label``; ``groups``: flat keys fitted separately (``task.levels``), ``group_label``;
+      ``size_metrics``: the times plotted and fitted against the size (default the hypergradient's; data selection:
+      the select phase and the whole step, its paper's claim being that scoring is cheap next to the update).
     - ``claims``: file name of the task's claims CSV in the ``claims/`` folder beside the task's module (columns and
       rows as in ``suite/data/claims.csv``, the reference list), ``None`` without claims.
     - ``baselines``: per (source, table) of the CSV, the variant every other variant of that table is divided by.
@@ -170,6 +172,7 @@ class Paper:
     tables: tuple[PaperTable, ...] = ()
     size: str | None = None
     size_label: str = "d"
+    size_metrics: tuple[str, ...] = ("time_hypergrad_s",)
     groups: tuple[str, ...] = ()
     group_label: str = "L"
     claims: str | None = None
@@ -195,6 +198,8 @@ STANDARD_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("time_inner_s", "lower", "s", quality=False),
     MetricSpec("time_hypergrad_s", "lower", "s", quality=False),
     MetricSpec("time_outer_s", "lower", "s", quality=False),
+    MetricSpec("time_select_s", "lower", "s", quality=False, doc="the select phase (scoring candidates, keeping some)"),
+    MetricSpec("time_step_s", "lower", "s", quality=False, doc="one whole outer step (every phase)"),
     MetricSpec("time_total_s", "lower", "s", quality=False),
     MetricSpec("compile_s", "lower", "s", quality=False),
     MetricSpec("peak_memory_bytes", "lower", "bytes", quality=False),

@@ -164,21 +164,23 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
                     sub.add(fig)
                     written.append(fig.path)
             task_sections.append(sub)
-        size = specs.paper(task).size
-        label = specs.paper(task).size_label
+        size, label, timed = (specs.paper(task).size, specs.paper(task).size_label,
+                              specs.paper(task).size_metrics)
         for k, group in enumerate(tables.scaling_groups(task_settings)):
             names = ", ".join(s.name for s in group)
             sub = Section(f"{task} · scaling with {label} (settings {names})", level=3,
                           anchor_id=slug(f"{task}-scaling-{k + 1}"))
-            sub.add(Para(f"The same config at several sizes {label} (`{size}`): how the time per hypergradient "
-                         "grows."), tables.scaling_table(group))
-            if why_no_figures is None:
-                runs = pd.concat([s.runs for s in group], ignore_index=True)
-                fig = _safe(figures.scaling, runs, out / FIGURE_DIR / f"{slug(task)}-scaling-{k + 1}.png",
-                            f"{task}: time per hypergradient against {label}", str(size))
-                if fig is not None:
-                    sub.add(fig)
-                    written.append(fig.path)
+            sub.add(Para(f"The same config at several sizes {label} (`{size}`): how {', '.join(timed)} grow."))
+            for j, metric in enumerate(timed):
+                sub.add(tables.scaling_table(group, metric))
+                if why_no_figures is None:
+                    runs = pd.concat([s.runs for s in group], ignore_index=True)
+                    fig = _safe(figures.scaling, runs, out / FIGURE_DIR / f"{slug(task)}-scaling-{k + 1}"
+                                f"{'' if j == 0 else f'-{slug(metric)}'}.png", f"{task}: {metric} against {label}",
+                                str(size), metric)
+                    if fig is not None:
+                        sub.add(fig)
+                        written.append(fig.path)
             task_sections.append(sub)
 
     pick, sentences = choice.section(settings)

@@ -68,7 +68,7 @@ PAPER = Paper(
                         Comparison("anograd", "soba", "steps_per_s", "higher"))),
         ), match_tolerance=0.1, figure=("specific_loss", "selection_precision"),
         references={"selection_precision": "base_rate"}),),
-    size="task.b_large", size_label="b_large",
+    size="task.b_large", size_label="b_large", size_metrics=("time_select_s", "time_step_s"),
     claims="data_selection.csv",
     baselines={("grangier2024-code", "reference-runs"): "generic-only"},
     settings={"c4-rcv1": {}, "c4-rcv1-finetuned": {}},
