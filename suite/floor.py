@@ -19,10 +19,10 @@ second and sets the quotient beside the count, and ``flops_hypergrad`` by ``flop
 counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
 
 Why CPU time, and pairs: on a shared machine a wall-clock median charges the time a call spends preempted to the
-longer call. Measured on this 2-core machine at load 3–4 (``python /tmp/wt18/probe2.py``-style pairs, quadratic
-d = 1000, torch, 60 pairs): cg (K = 10, 12 gradients) was preempted in 52% of its calls against 12% of the gradient's,
-so its wall quotient was 12.2 gradients and its CPU quotient 9.1 (its counted FLOPs: 9.0); on the Betty-sized MWN
-step 21.4 against 14.2 (FLOPs 15.8). At load 11–19 the loop's wall medians had put torch's cg at 86 gradients.
+longer call (a call longer than the scheduler's slice is interrupted far more often than a short one). Measured at
+load ≈ 4 on 2 cores (README, "Close to the floor": ``mlo-bench run -m task=quadratic task.d=1000 backend=torch
+method=cg steps=60``): torch cg's loop wall quotient was 26.7 gradients, its paired CPU quotient 10.9, its counted
+FLOPs 9.0; timing both clocks per call over 60 pairs, 52% of cg's calls were preempted against 12% of the gradient's.
 CPU time counts every thread of the process, so with ``threads`` > 1 it is the work of all of them, not the latency.
 """
 
