@@ -140,7 +140,7 @@ def section(w: pd.DataFrame, folder: Path | None) -> tuple[Section, list[Path]] 
                      cell(_q(r["wall_in_grads"])), cell(_q(r["flops_in_grads"])),
                      Cell(f"{r['x_floor']:.2f}" + (" ⚠" if r["loaded_only"] else ""), tone="warn" if far else ""),
                      cell(int(r["runs"]))])
-    sec.add(Table(["setting", "backend", "method", "gradient count", "hypergrad ms", "one gradient ms",
+    sec.add(Table(["setting", "backend", "method", "gradient count", "loop hypergrad ms", "one gradient ms",
                    "hypergrad in gradients (CPU)", "… by wall", "… by FLOPs", "× floor", "runs"], body,
                   align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r"]))
     near = table[table["x_floor"] <= WITHIN]
