@@ -10,7 +10,8 @@ or recomputation rather than to gradients.
 
 After training (outside the run's clock) a run times, in :data:`REPEATS` interleaved pairs (after one warm-up pair),
 one hypergradient — the compiled function the loop runs, at the final state on the last step's batches; for
-``unroll`` its forward (the differentiated inner steps) and pullback, as ``flops_hypergrad`` counts them — and one
+``unroll`` its forward (the differentiated inner steps) and pullback, as ``flops_hypergrad`` counts them; only where
+the run has a gradient count — and one
 gradient of the level below the top w.r.t. its own parameters, at the same state on its batch. It records the
 medians of their process CPU time (``cpu_hypergrad_s``, ``cpu_lower_grad_s``), the gradient's wall-clock median
 (``time_lower_grad_s``) and ``gradient_count`` (``None`` for a method that does not count in gradients or a backend
@@ -100,16 +101,19 @@ def paired_seconds(block, hyper, grad, repeats: int = REPEATS, budget_s: float =
 
 def measure(run: Any, params: dict[str, Any], states: dict[str, Any], mstate: Any, rounds: list,
             top_batch: Any) -> dict[str, Any]:
-    """``gradient_count``, ``time_lower_grad_s``, ``cpu_lower_grad_s``, ``cpu_hypergrad_s`` and ``flops_lower_grad``
-    (the same gradient's counted FLOPs) at the state reached after the last step on its batches, for a run that trains
-    its upper level (``{}`` otherwise)."""
+    """``gradient_count``, ``time_lower_grad_s``, ``cpu_lower_grad_s``, ``cpu_hypergrad_s`` (``None`` without a
+    count) and ``flops_lower_grad`` (the same gradient's counted FLOPs) at the state reached after the last step on its
+    batches, for a run that trains its upper level (``{}`` otherwise)."""
     if not run.trains_upper or not run.lower:
         return {}
     grad, name = _lower_grad(run)
     batch = run.hyper_batches(rounds, top_batch).get(name)
     fn, _ = run.backend.compile(grad, (params, batch))
-    t = paired_seconds(run.backend.block, _hypergradient(run, params, states, mstate, rounds, top_batch),
-                       lambda: fn(params, batch))
-    return {"gradient_count": gradient_count(run), "time_lower_grad_s": t["grad_wall"],
+    count = gradient_count(run)
+    # no count, no floor: exact's Hessians or a materialised chain (minutes at the complexity experiment's largest d)
+    # are not timed again
+    hyper = None if count is None else _hypergradient(run, params, states, mstate, rounds, top_batch)
+    t = paired_seconds(run.backend.block, hyper, lambda: fn(params, batch))
+    return {"gradient_count": count, "time_lower_grad_s": t["grad_wall"],
             "cpu_lower_grad_s": t["grad_cpu"], "cpu_hypergrad_s": t.get("hyper_cpu"),
             "flops_lower_grad": run.backend.count_flops(grad, (params, batch))}
