@@ -9,15 +9,14 @@ than a gradient, so ≈ 1–2× the count is what the arithmetic allows); far ab
 or recomputation rather than to gradients.
 
 After training (outside the run's clock) a run times, in :data:`REPEATS` interleaved pairs (after one warm-up pair),
-one hypergradient — the compiled function the loop runs, at the final state on the last step's batches; for
-``unroll`` its forward (the differentiated inner steps) and pullback, as ``flops_hypergrad`` counts them; only where
-the run has a gradient count — and one
-gradient of the level below the top w.r.t. its own parameters, at the same state on its batch. It records the
-medians of their process CPU time (``cpu_hypergrad_s``, ``cpu_lower_grad_s``), the gradient's wall-clock median
-(``time_lower_grad_s``) and ``gradient_count`` (``None`` for a method that does not count in gradients or a backend
-that replaces the chain, e.g. naive's materialised Jacobians). The report's "Floor" section divides the first by the
-second and sets the quotient beside the count, and ``flops_hypergrad`` by ``flops_lower_grad`` (the same gradient's
-counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
+one hypergradient — the compiled function the loop runs, at the final state on the last step's batches; for ``unroll``
+its forward (the differentiated inner steps) and pullback, as ``flops_hypergrad`` counts them; only where the run has a
+gradient count — and one gradient of the level below the top w.r.t. its own parameters, at the same state on its batch.
+It records the medians of their process CPU time (``cpu_hypergrad_s``, ``cpu_lower_grad_s``), the gradient's wall-clock
+median (``time_lower_grad_s``) and ``gradient_count`` (``None`` for a method that does not count in gradients or a
+backend that replaces the chain, e.g. naive's materialised Jacobians). The report's "Floor" section divides the first
+by the second and sets the quotient beside the count, and ``flops_hypergrad`` by ``flops_lower_grad`` (the same
+gradient's counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
 
 Why CPU time, and pairs: on a shared machine a wall-clock median charges the time a call spends preempted to the
 longer call (a call longer than the scheduler's slice is interrupted far more often than a short one). Measured at
