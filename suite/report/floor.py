@@ -26,6 +26,8 @@ from mlo_bench.suite.report.doc import Cell, Figure, Para, Section, Table, cell,
 COLUMNS = ("gradient_count", "time_hypergrad_s", "time_lower_grad_s")
 #: the issue's target: a matrix-free method within this factor of its floor
 WITHIN = 1.3
+#: rows named in the explanation (the rest counted)
+NAMED = 6
 
 
 def rows(w: pd.DataFrame) -> pd.DataFrame:
@@ -76,7 +78,8 @@ def explain(table: pd.DataFrame) -> list[str]:
     if len(far):
         arith = far[far["in_grads"] <= WITHIN * far["flops_in_grads"]]
         names = ", ".join(f"{r['backend']} × {r['method']} ({r['in_grads']:.1f} by CPU, {r['flops_in_grads']:.1f} "
-                          "by FLOPs)" for _, r in arith.iterrows())
+                          "by FLOPs)" for _, r in arith.head(NAMED).iterrows())
+        names += f" and {len(arith) - NAMED} more" if len(arith) > NAMED else ""
         out.append(f"Of the {len(far)} rows above ×{WITHIN:g} of their floor, {len(arith)} take no more than "
                    f"×{WITHIN:g} the time their counted FLOPs allow: the arithmetic itself exceeds the count "
                    "(second-order passes cost more than a gradient)" + (f": {names}." if names else "."))
