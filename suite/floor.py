@@ -8,22 +8,36 @@ implementation comes to that count: a ratio near the count is the floor (a secon
 than a gradient, so ≈ 1–2× the count is what the arithmetic allows); far above it, the time goes to dispatch, syncs
 or recomputation rather than to gradients.
 
-After training (outside the run's clock) a run records ``time_lower_grad_s`` — the median of :data:`REPEATS` timed
-calls (after one warm-up) of the compiled gradient of the level below the top, w.r.t. its own parameters, at the
-final state on its last batch — and ``gradient_count`` (``None`` for a method that does not count in gradients or a
-backend that replaces the chain, e.g. naive's materialised Jacobians). The report divides ``time_hypergrad_s`` by the
-first and sets the quotient beside the second (its "Floor" section), and ``flops_hypergrad`` by ``flops_lower_grad``
-(the same gradient's counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
+After training (outside the run's clock) a run times, in :data:`REPEATS` interleaved pairs (after one warm-up pair),
+one hypergradient — the compiled function the loop runs, at the final state on the last step's batches; for ``unroll``
+its forward (the differentiated inner steps) and pullback, as ``flops_hypergrad`` counts them; only where the run has a
+gradient count — and one gradient of the level below the top w.r.t. its own parameters, at the same state on its batch.
+It records the medians of their process CPU time (``cpu_hypergrad_s``, ``cpu_lower_grad_s``), the gradient's wall-clock
+median (``time_lower_grad_s``) and ``gradient_count`` (``None`` for a method that does not count in gradients or a
+backend that replaces the chain, e.g. naive's materialised Jacobians). The report's "Floor" section divides the first
+by the second and sets the quotient beside the count, and ``flops_hypergrad`` by ``flops_lower_grad`` (the same
+gradient's counted FLOPs): the hypergradient in gradients by arithmetic, a figure no load disturbs.
+
+Why CPU time, and pairs: on a shared machine a wall-clock median charges the time a call spends preempted to the
+longer call (a call longer than the scheduler's slice is interrupted far more often than a short one). Measured at
+load ≈ 4 on 2 cores (README, "Close to the floor": ``mlo-bench run -m task=quadratic task.d=1000 backend=torch
+method=cg steps=60``): torch cg's loop wall quotient was 26.7 gradients, its paired CPU quotient 10.9, its counted
+FLOPs 9.0; timing both clocks per call over 60 pairs, 52% of cg's calls were preempted against 12% of the gradient's.
+CPU time counts every thread of the process, so with ``threads`` > 1 it is the work of all of them, not the latency.
 """
 
 from __future__ import annotations
 
+import statistics
+import time
 from typing import Any
 
-from mlo_bench.suite.measure import PhaseTimer
-
-#: timed calls of the lower-level gradient (after one warm-up call)
+#: timed pairs (hypergradient, lower-level gradient), after one warm-up pair …
 REPEATS = 15
+#: … or fewer (at least :data:`MIN_REPEATS`) once the pairs have taken this many seconds: a slow hypergradient
+#: (seconds on a large task) needs no fifteen samples to be told from a fast one
+BUDGET_S = 2.0
+MIN_REPEATS = 3
 
 
 def gradient_count(run: Any) -> int | None:
@@ -44,24 +58,61 @@ def _lower_grad(run: Any):
     return grad, level.name
 
 
-def lower_grad_seconds(run: Any, params: dict[str, Any], batches: dict[str, Any]) -> float | None:
-    """Median seconds of one gradient of the level below the top w.r.t. its parameters, at ``params`` on its batch
-    in ``batches`` (compiled where the backend compiles; compile time not counted)."""
-    grad, name = _lower_grad(run)
-    batch = batches.get(name)
-    fn, _ = run.backend.compile(grad, (params, batch))
-    timer = PhaseTimer(run.backend.block)
-    for _ in range(REPEATS + 1):
-        timer.time("grad", fn, params, batch)
-    return timer.median("grad")
+def _hypergradient(run: Any, params, states, mstate, rounds, top_batch):
+    """One hypergradient as the loop computes it, at this state (``None`` when the run has none compiled)."""
+    if run.unrolls:
+        def unrolled():
+            p1, _, pull = run.forward_c(params, states, rounds)
+            return run.backward_c(pull, p1, top_batch)
+
+        return unrolled
+    hyper = getattr(run, "hyper_c", None)
+    if hyper is None:
+        return None
+    hb = run.hyper_batches(rounds, top_batch)
+    return lambda: hyper(params, states, hb, mstate)[0]
 
 
-def measure(run: Any, params: dict[str, Any], batches: dict[str, Any]) -> dict[str, Any]:
-    """``gradient_count``, ``time_lower_grad_s`` and ``flops_lower_grad`` (the same gradient's counted FLOPs, to set
-    beside ``flops_hypergrad``: the floor by arithmetic, which no load disturbs) for a run that trains its upper
-    level (``{}`` otherwise)."""
+def _timed(block, fn) -> tuple[float, float]:
+    """(wall, process CPU) seconds of one synchronised call."""
+    wall, cpu = time.perf_counter(), time.process_time()
+    block(fn())
+    return time.perf_counter() - wall, time.process_time() - cpu
+
+
+def paired_seconds(block, hyper, grad, repeats: int = REPEATS, budget_s: float = BUDGET_S) -> dict[str, float]:
+    """Medians over ``repeats`` interleaved pairs (after one warm-up pair; fewer, not under :data:`MIN_REPEATS`,
+    past ``budget_s`` seconds) of the gradient's wall and CPU time and, when ``hyper`` is given, the hypergradient's
+    CPU time."""
+    samples: dict[str, list[float]] = {"grad_wall": [], "grad_cpu": [], "hyper_cpu": []}
+    start = time.perf_counter()
+    for i in range(repeats + 1):
+        if i > MIN_REPEATS and time.perf_counter() - start > budget_s:
+            break
+        if hyper is not None:
+            _, cpu = _timed(block, hyper)
+            samples["hyper_cpu"].append(cpu)
+        wall, cpu = _timed(block, grad)
+        samples["grad_wall"].append(wall)
+        samples["grad_cpu"].append(cpu)
+    return {k: statistics.median(v[1:]) for k, v in samples.items() if len(v) > 1}
+
+
+def measure(run: Any, params: dict[str, Any], states: dict[str, Any], mstate: Any, rounds: list,
+            top_batch: Any) -> dict[str, Any]:
+    """``gradient_count``, ``time_lower_grad_s``, ``cpu_lower_grad_s``, ``cpu_hypergrad_s`` (``None`` without a
+    count) and ``flops_lower_grad`` (the same gradient's counted FLOPs) at the state reached after the last step on its
+    batches, for a run that trains its upper level (``{}`` otherwise)."""
     if not run.trains_upper or not run.lower:
         return {}
     grad, name = _lower_grad(run)
-    return {"gradient_count": gradient_count(run), "time_lower_grad_s": lower_grad_seconds(run, params, batches),
-            "flops_lower_grad": run.backend.count_flops(grad, (params, batches.get(name)))}
+    batch = run.hyper_batches(rounds, top_batch).get(name)
+    fn, _ = run.backend.compile(grad, (params, batch))
+    count = gradient_count(run)
+    # no count, no floor: exact's Hessians or a materialised chain (minutes at the complexity experiment's largest d)
+    # are not timed again
+    hyper = None if count is None else _hypergradient(run, params, states, mstate, rounds, top_batch)
+    t = paired_seconds(run.backend.block, hyper, lambda: fn(params, batch))
+    return {"gradient_count": count, "time_lower_grad_s": t["grad_wall"],
+            "cpu_lower_grad_s": t["grad_cpu"], "cpu_hypergrad_s": t.get("hyper_cpu"),
+            "flops_lower_grad": run.backend.count_flops(grad, (params, batch))}

@@ -279,7 +279,8 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         capture["params"] = backend.tree_to_numpy(params)
         capture["method_state"] = backend.tree_to_numpy(mstate)
     hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
-    metrics.update(floor.measure(run, params, hb))  # one lower-level gradient's time, outside the clock
+    # one hypergradient's and one lower-level gradient's time, in interleaved pairs, outside the clock
+    metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
     metrics.update(run.task.metrics(backend, params))
     _post_training(run, backend, params, metrics)
     if plan.hypergrad_check and run.trains_upper:

@@ -92,8 +92,33 @@ def test_the_cached_hvp_operator_is_the_hessian_vector_product(backend):
 def test_runs_record_the_gradient_count_and_one_gradient_time(tmp_path, method, extra, count):
     rec, _ = _run(tmp_path, "backend=torch", f"method={method}", *extra)
     m = rec["metrics"]
-    assert m["gradient_count"] == count and m["time_lower_grad_s"] > 0
+    assert m["gradient_count"] == count and m["time_lower_grad_s"] > 0 and m["cpu_lower_grad_s"] > 0
+    assert (m["cpu_hypergrad_s"] is None) == (count is None), "timed again only where there is a floor"
+    assert count is None or m["cpu_hypergrad_s"] > 0
     assert m["flops_lower_grad"] == 3 * 2 * 12 * 12, "one gradient of the quadratic: A θ, B λ, Aᵀ(·): 3 mv"
+
+
+def test_the_floor_times_interleaved_pairs_in_cpu_time_within_its_budget():
+    import time
+
+    from mlo_bench.suite import floor
+
+    calls = []
+
+    def spin(seconds, tag):
+        def fn():
+            calls.append(tag)
+            end = time.process_time() + seconds
+            while time.process_time() < end:
+                pass
+        return fn
+
+    t = floor.paired_seconds(lambda x: x, spin(0.004, "h"), spin(0.001, "g"), repeats=5, budget_s=10)
+    assert calls == ["h", "g"] * 6, "one warm-up pair, then the pairs alternate"
+    assert t["hyper_cpu"] / t["grad_cpu"] == pytest.approx(4, rel=0.25) and t["grad_wall"] >= 0.001
+    calls.clear()
+    floor.paired_seconds(lambda x: x, spin(0.01, "h"), spin(0.0, "g"), repeats=50, budget_s=0.0)
+    assert len(calls) == 2 * (floor.MIN_REPEATS + 1), "past the budget: the minimum number of pairs"
 
 
 def test_the_materialised_chain_has_no_gradient_count(tmp_path):
@@ -116,8 +141,26 @@ def test_the_floor_section_divides_by_one_gradient_and_by_the_count(tmp_path):
     assert table.loc["cg", "in_grads"] == pytest.approx(24) and table.loc["cg", "x_floor"] == pytest.approx(2)
     assert table.loc["cg", "flops_in_grads"] == pytest.approx(9)
     assert table.loc["darts", "x_floor"] == pytest.approx(1) and table.loc["darts", "loaded_only"]
+    assert (table["basis"] == "wall").all(), "records without CPU pairs fall back to the wall quotient"
     sec, _ = report_floor.section(w, None)
     assert sec.title.startswith("Floor") and report_floor.section(w.drop(columns="gradient_count"), None) is None
+
+
+def test_the_floor_section_uses_the_cpu_pairs_and_says_where_the_wall_time_went():
+    w = pd.DataFrame([
+        {"task": "t", "setting_name": "A", "backend": "b1", "method": "cg", "variant": "{}", "status": "ok",
+         "loaded": False, "gradient_count": 12, "time_hypergrad_s": 0.030, "time_lower_grad_s": 0.001,
+         "cpu_hypergrad_s": 0.015, "cpu_lower_grad_s": 0.001, "flops_hypergrad": 14, "flops_lower_grad": 1},
+        {"task": "t", "setting_name": "A", "backend": "b1", "method": "darts", "variant": "{}", "status": "ok",
+         "loaded": False, "gradient_count": 3, "time_hypergrad_s": 0.003, "time_lower_grad_s": 0.001,
+         "cpu_hypergrad_s": 0.012, "cpu_lower_grad_s": 0.001, "flops_hypergrad": 2, "flops_lower_grad": 1},
+    ])
+    table = report_floor.rows(w).set_index("method")
+    assert table.loc["cg", "in_grads"] == pytest.approx(15) and table.loc["cg", "wall_in_grads"] == pytest.approx(30)
+    assert table.loc["cg", "x_floor"] == pytest.approx(1.25) and table.loc["darts", "x_floor"] == pytest.approx(4)
+    said = " ".join(report_floor.explain(report_floor.rows(w)))
+    assert "In 1 of 2 rows the loop's wall quotient exceeds" in said and "median ×2" in said
+    assert "Of the 1 rows above ×1.3 of their floor, 0 take no more than" in said, "darts: 12 by CPU, 2 by FLOPs"
 
 
 def test_stepbench_interleaves_configs_and_takes_ratios_to_the_reference():

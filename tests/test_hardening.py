@@ -235,3 +235,29 @@ def test_nested_knobs_added_later_enter_the_hash_only_away_from_their_default():
     assert config_hash(same) == config_hash(base)
     assert config_hash({**same, "method": {**same["method"], "negative_curvature": "stop"}}) != config_hash(base)
     assert config_hash({**same, "task": {"inner": {"name": "adam", "lr": 0.1, "eps_root": 1e-16}}}) != config_hash(base)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# the demos sweep in one process (isolate=false): a run must not leave state that changes the next one's numbers
+
+
+def _numbers(results_dir: Path) -> dict[str, dict]:
+    skip = ("time_", "cpu_", "compile", "steps_per_s", "peak_memory_bytes")
+    return {r["config_hash"]: {k: v for k, v in r["metrics"].items() if not k.startswith(skip)}
+            for r in read_records([results_dir / "runs"])}
+
+
+def test_a_sweep_in_one_process_records_the_numbers_of_isolated_runs(tmp_path):
+    pytest.importorskip("jax")
+    # jax in float64 first (it sets process-wide flags, restored by teardown), then in float32, then torch
+    sweep = ["backend=jax,torch", "dtype=float64,float32", "method=cg", "task.d=6", "steps=3", "progress=false"]
+    assert main(["run", "-m", *sweep, "isolate=false", f"results_dir={tmp_path / 'one'}"]) == 0
+    one = _numbers(tmp_path / "one")
+    assert len(one) == 4
+    for backend, dtype in (("jax", "float32"), ("torch", "float64")):  # an isolated worker each: seconds apiece
+        assert main(["run", f"backend={backend}", f"dtype={dtype}", "method=cg", "task.d=6", "steps=3",
+                     "progress=false", "isolate=true", f"results_dir={tmp_path / 'iso'}"]) == 0
+    iso = _numbers(tmp_path / "iso")
+    assert len(iso) == 2
+    for hash_, metrics in iso.items():
+        assert one[hash_] == metrics
