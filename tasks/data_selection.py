@@ -55,8 +55,8 @@ verdict identical to the digit, the steps/s five times higher (generic only 208,
 anograd 22, CDS 143, classifier 166) — steps/s under load says little, so its claims are left out of verdicts then.
 Scoring is cheap next to the update (``+experiment=ds_scaling``, b_small = 8): the select phase takes 0.6 / 1.1 /
 2.4 / 54 ms at b_large/b_small = 1 / 4 / 16 / 64 against 180–220 ms of inner + hypergradient phases for DDS (SOBA:
-360–455 ms) — below 2% of a step up to 16×, a quarter at 64× (where the scoring batch leaves the cache). Again at load ≈ 4
-(the report's scaling section now plots ``time_select_s`` and ``time_step_s``): select 0.8 / 0.8 / 1.7 / 5.4 ms
+360–455 ms) — below 2% of a step up to 16×, a quarter at 64× (where the scoring batch leaves the cache). Again at
+load ≈ 4 (the report's scaling section now plots ``time_select_s`` and ``time_step_s``): select 0.8 / 0.8 / 1.7 / 5.4 ms
 against whole DDS steps of 43 / 36 / 38 / 21 ms (SOBA: 0.6 / 0.8 / 1.5 / 11.7 against 42 / 61 / 54 / 70 ms).
 The specific domain is ``encodings`` (codec tables: a genre of its own among the packages); with ``email`` (code like
 every other package) nothing finds it from 32-byte windows: over 800 demo steps DDS / anograd / SOBA (ρ = 0.1) keep
