@@ -35,7 +35,8 @@ def test_the_section_puts_library_runs_beside_the_suites(tmp_path):
     # a library's run, as a peer engine records it (its provenance names the code path that ran)
     lib = copy.deepcopy(base)
     lib.pop("_path", None)
-    lib.update(run_id="peer-run", backend="somelib", provenance={**base["provenance"], "peer_path": "its own code"})
+    lib.update(run_id="peer-run", backend="somelib", provenance={**base["provenance"], "peer_path": "its own code",
+                                                                  "peer_notes": "it rounds its sums"})
     lib["config"] = {**base["config"], "backend": {"name": "somelib"}}
     lib["metrics"] = {**base["metrics"], "time_hypergrad_s": 2 * base["metrics"]["time_hypergrad_s"]}
     commit_run(results, "peer-run", lib)
@@ -53,3 +54,4 @@ def test_the_section_puts_library_runs_beside_the_suites(tmp_path):
     assert "| 2× |" in peer_row, peer_row  # its hypergradient phase against the suite's fastest on the same method
     assert "somelib × cg: unsupported — not in somelib" in section
     assert "`somelib`: its own code" in section
+    assert "`somelib`: it rounds its sums" in section.split("properties the peer engines measured", 1)[1]
