@@ -72,7 +72,8 @@ def rows(runs: pd.DataFrame, paths: dict[str, str]) -> tuple[list[dict[str, Any]
                     if ok["peer"].notna().any() else None, "n": len(ok),
                     "loaded": bool(ok["loaded"].fillna(False).astype(bool).any()) if "loaded" in ok else False,
                     "error": _mean(ok, "hypergrad_rel_error"), "step": _step_time(ok),
-                    "hypergrad": _mean(ok, "time_hypergrad_s"), "live": _mean(ok, "peak_live_bytes"),
+                    "hypergrad": _mean(ok, "time_hypergrad_s"), "compile": _mean(ok, "compile_s"),
+                    "live": _mean(ok, "peak_live_bytes"),
                     "memory": _mean(ok, "peak_memory_bytes")})
     fastest: dict[str, float] = {}
     for r in out:
@@ -86,7 +87,7 @@ def rows(runs: pd.DataFrame, paths: dict[str, str]) -> tuple[list[dict[str, Any]
 
 def table(measured: list[dict[str, Any]]) -> Table:
     header = ["method", "engine", "kind", "runs", "hypergrad_rel_error", "time / outer step", "hypergradient",
-              "× suite's fastest", "peak live / step", "peak memory"]
+              "× suite's fastest", "compile", "peak live / step", "peak memory"]
     body = []
     for r in measured:
         warn = " ⚠" if r["loaded"] else ""
@@ -96,8 +97,9 @@ def table(measured: list[dict[str, Any]]) -> Table:
                      cell(fmt.value("time_total_s", r["step"]) + warn),
                      cell(fmt.value("time_hypergrad_s", r["hypergrad"]) + warn),
                      cell(fmt.ratio(r["ratio"]) if math.isfinite(r["ratio"]) else "–"),
+                     cell(fmt.value("compile_s", r["compile"])),
                      cell(fmt.value("peak_live_bytes", r["live"])), cell(fmt.value("peak_memory_bytes", r["memory"]))])
-    return Table(header, body, align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r"])
+    return Table(header, body, align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r"])
 
 
 def sections(settings: list[Any], records: list[dict[str, Any]]) -> list[Section]:
