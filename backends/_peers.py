@@ -8,7 +8,9 @@ recorded, not hidden). ``known_issues`` names a method whose released implementa
 still runs it (the certificate must catch it) and prints the reason beside the failing row.
 
 A missing library is an availability reason that carries the install command (``mlo-bench list``). ``versions()``
-records the library's version and which path ran (e.g. torchopt's pure-Python fallback on torch 2.13).
+records the library's version, which path ran (``peer_path``, e.g. torchopt's pure-Python fallback on torch 2.13) and
+the library properties the peer measured on its library at set-up (``peer_notes``: what the library does differently
+from the suite and how the adapter handles it; the report lists them beside the paths).
 """
 
 from __future__ import annotations
@@ -90,9 +92,15 @@ class Peer:
         """Which code path of the library runs here (recorded in provenance)."""
         return "python"
 
+    def notes(self) -> list[str]:
+        """Properties of the library measured here (by calling it), each one line; recorded as ``peer_notes``."""
+        return []
+
     def versions(self) -> dict[str, str]:
         try:
             version = metadata.version(self.dist)
         except metadata.PackageNotFoundError:
             version = "?"
-        return {**super().versions(), self.dist: version, "peer_path": self.path()}  # type: ignore[misc]
+        notes = self.notes()
+        return {**super().versions(), self.dist: version, "peer_path": self.path(),  # type: ignore[misc]
+                **({"peer_notes": " · ".join(notes)} if notes else {})}

@@ -35,9 +35,10 @@ def test_the_section_puts_library_runs_beside_the_suites(tmp_path):
     # a library's run, as a peer engine records it (its provenance names the code path that ran)
     lib = copy.deepcopy(base)
     lib.pop("_path", None)
-    lib.update(run_id="peer-run", backend="somelib", provenance={**base["provenance"], "peer_path": "its own code"})
+    lib.update(run_id="peer-run", backend="somelib", provenance={**base["provenance"], "peer_path": "its own code",
+                                                                  "peer_notes": "it rounds its sums"})
     lib["config"] = {**base["config"], "backend": {"name": "somelib"}}
-    lib["metrics"] = {**base["metrics"], "time_hypergrad_s": 2 * base["metrics"]["time_hypergrad_s"]}
+    lib["metrics"] = {**base["metrics"], "time_hypergrad_s": 2 * base["metrics"]["time_hypergrad_s"], "compile_s": 7.0}
     commit_run(results, "peer-run", lib)
     missing = copy.deepcopy(lib)
     missing.update(run_id="peer-missing", method="cg", status="unsupported", reason="not in somelib: its methods",
@@ -51,5 +52,7 @@ def test_the_section_puts_library_runs_beside_the_suites(tmp_path):
     assert len(rows) == 2 and any("**somelib**" in r and "| library |" in r for r in rows)
     peer_row = next(r for r in rows if "somelib" in r)
     assert "| 2× |" in peer_row, peer_row  # its hypergradient phase against the suite's fastest on the same method
+    assert "| 7 s |" in peer_row, peer_row  # its compile time, apart from the step
     assert "somelib × cg: unsupported — not in somelib" in section
     assert "`somelib`: its own code" in section
+    assert "`somelib`: it rounds its sums" in section.split("properties the peer engines measured", 1)[1]

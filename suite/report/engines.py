@@ -7,7 +7,9 @@ the inner, hypergradient and outer phases added up), the hypergradient phase alo
 suite's engines running the same method, the peak bytes alive during one outer step (counted by the framework, not
 the machine's noise) and the worker's peak memory. Runs timed under load are marked ⚠ (see Timing). Every engine ×
 method that did not run is listed with its reason (a method a library lacks, a library not installed, a known
-failure). Nothing here names a task or a library: the rows are whatever the records hold.
+failure). Where a peer engine measured a property of its library that differs from the suite (``provenance.peer_notes``,
+e.g. a computation done in lower precision and how the adapter handles it) it is listed beside the code paths.
+Nothing here names a task or a library: the rows are whatever the records hold.
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ def peer_paths(records: list[dict[str, Any]]) -> dict[str, str]:
         path = (r.get("provenance") or {}).get("peer_path")
         if path:
             out[str(r.get("run_id"))] = str(path)
+    return out
+
+
+def peer_notes(records: list[dict[str, Any]]) -> dict[str, set[str]]:
+    """``{engine: the library properties its runs recorded}`` (``provenance.peer_notes``)."""
+    out: dict[str, set[str]] = {}
+    for r in records:
+        note = (r.get("provenance") or {}).get("peer_notes")
+        if note:
+            out.setdefault(str(r.get("backend")), set()).add(str(note))
     return out
 
 
@@ -60,7 +72,8 @@ def rows(runs: pd.DataFrame, paths: dict[str, str]) -> tuple[list[dict[str, Any]
                     if ok["peer"].notna().any() else None, "n": len(ok),
                     "loaded": bool(ok["loaded"].fillna(False).astype(bool).any()) if "loaded" in ok else False,
                     "error": _mean(ok, "hypergrad_rel_error"), "step": _step_time(ok),
-                    "hypergrad": _mean(ok, "time_hypergrad_s"), "live": _mean(ok, "peak_live_bytes"),
+                    "hypergrad": _mean(ok, "time_hypergrad_s"), "compile": _mean(ok, "compile_s"),
+                    "live": _mean(ok, "peak_live_bytes"),
                     "memory": _mean(ok, "peak_memory_bytes")})
     fastest: dict[str, float] = {}
     for r in out:
@@ -74,7 +87,7 @@ def rows(runs: pd.DataFrame, paths: dict[str, str]) -> tuple[list[dict[str, Any]
 
 def table(measured: list[dict[str, Any]]) -> Table:
     header = ["method", "engine", "kind", "runs", "hypergrad_rel_error", "time / outer step", "hypergradient",
-              "× suite's fastest", "peak live / step", "peak memory"]
+              "× suite's fastest", "compile", "peak live / step", "peak memory"]
     body = []
     for r in measured:
         warn = " ⚠" if r["loaded"] else ""
@@ -84,8 +97,9 @@ def table(measured: list[dict[str, Any]]) -> Table:
                      cell(fmt.value("time_total_s", r["step"]) + warn),
                      cell(fmt.value("time_hypergrad_s", r["hypergrad"]) + warn),
                      cell(fmt.ratio(r["ratio"]) if math.isfinite(r["ratio"]) else "–"),
+                     cell(fmt.value("compile_s", r["compile"])),
                      cell(fmt.value("peak_live_bytes", r["live"])), cell(fmt.value("peak_memory_bytes", r["memory"]))])
-    return Table(header, body, align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r"])
+    return Table(header, body, align=["l", "l", "l", "r", "r", "r", "r", "r", "r", "r", "r"])
 
 
 def sections(settings: list[Any], records: list[dict[str, Any]]) -> list[Section]:
@@ -111,4 +125,8 @@ def sections(settings: list[Any], records: list[dict[str, Any]]) -> list[Section
         used.update({r["backend"]: r["peer"] for r in measured if r["peer"]})
     if used:
         sec.add(Para("Library code paths that ran:"), Bullets([f"`{b}`: {p}" for b, p in sorted(used.items())]))
+    notes = peer_notes(records)
+    if notes:
+        sec.add(Para("Library properties the peer engines measured:"),
+                Bullets([f"`{b}`: {n}" for b, ns in sorted(notes.items()) for n in sorted(ns)]))
     return [sec, *subs]
