@@ -174,6 +174,7 @@ PAPER = Paper(
     settings={"cifar10": {}},
     paper_data={"task.dataset": "cifar10"},
     claim_metrics={"test_accuracy": ("derived_accuracy",)},
+    curves=("hessian_eig", "skip_share", "outer_loss"),
 )
 
 
