@@ -35,16 +35,36 @@ Data (``dataset``): ``digits`` (default, embedded): scikit-learn's 8×8 digits, 
 the rest split in two halves; ``cifar10``: the MWN task's loader (``data_root`` holding ``cifar-10-batches-py``),
 the 50,000 training images split in two halves, scored on ``test_batch`` (``test_examples`` > 0 keeps that many).
 
-Measured (``+preset=demo``, torch, ``+experiment=darts_demo backend=torch``, a 2-core CPU under load 11–17):
-derived accuracy by seed 0 / 1 / 2 — original-darts 0.833 / 0.721 / 0.908, darts-1 0.813 / 0.696 / 0.908 (the same
-genotype as original-darts on seeds 1 and 2); seed 0 only: darts-3 0.852 (622 parameters), first-order 0.738 (158).
-The derived network's size follows its genotype (158–622 parameters) and drives the spread over seeds. darts-1 ÷
-original-darts = 0.981× [0.938, 1.03] (paired, n = 3): the reference claim (Betty 97.35 vs 97.24, "no difference") is
-supported; the table's 2%-match claim is inconclusive. Skip share 0 everywhere (pools dominate early, as in DARTS's
-first epochs); ``hessian_eig`` grows from ≈ ±0.004 to 0.03 over the 100 steps on seeds 1–2 (α still moves little).
-Search / retrain (``time_total_s`` / ``time_eval_s``) 31–214 s / 9–64 s per run under that load; at load 4,
-darts-1's 40 steps took 6.5 s and its retraining 1.8 s. jax compiles the supernet per function: 44 s for the demo's
-darts at load 8 (160 s wall for the run); ``mlo-bench verify`` on a 5-edge space took ~2–5 min per method at load 15.
+Demo size (``+preset=demo``: 1 cell of 1 node — 2 edges — over :data:`DEMO_PRIMITIVES`, 4 channels, batch 32,
+100 steps, 300 retraining steps, 5 power iterations; ``+experiment=darts_demo`` adds ``eval_every=20``). Measured
+per run, ``MLO_BENCH_JAX_CACHE=off`` (jax compiles cold, as on a first run), 1 thread, a 2-core CPU at load 3.4–6.5
+(other sessions' work): ``/usr/bin/time mlo-bench run task=darts +preset=demo variant=V backend=B eval_every=20``.
+CPU = user + sys of the whole process (≈ its wall time on a quiet machine); search / compile / eval are the
+record's ``time_total_s`` / ``compile_s`` / ``time_eval_s`` (wall, inflated ~2× by the load); accuracy: chance 0.1.
+
+==============  =================  =================  =================  ============
+variant         torch CPU s (acc)  jax CPU s (acc)    naive CPU s (acc)  jax compile
+==============  =================  =================  =================  ============
+original-darts  14.4 (0.738)       41.2 (0.741)       16.5 (0.738)       19.2 s
+darts-1         14.1 (0.738)       43.1 (0.741)       16.4 (0.738)       16.1 s
+darts-3         17.4 (0.777)       46.7 (0.780)       16.4 (0.777)       21.3 s
+first-order     16.1 (0.738)       34.6 (0.741)       13.3 (0.738)       16.1 s
+nas-cg          36.0 (0.713)       78.9 (0.713)       41.3 (0.713)       41.1 s
+nas-neumann     20.0 (0.713)       64.1 (0.713)       16.1 (0.713)       42.2 s
+nas-unroll      15.8 (0.738)       43.9 (0.741)       15.2 (0.738)       20.3 s
+==============  =================  =================  =================  ============
+
+Every combination is under 80 s CPU (18 of 21 under 50 s). What dominates: ~10 s fixed per process (imports, data,
+warm-up: a 5-step naive run took 12 s CPU); on torch and naive the search (cg's 10 Hessian-vector products per step:
+40 s wall of torch's 68, torch at 0.4 s per step against darts' 0.05) and the retraining (2–3 s); on jax the compiles
+— the loop's (16–42 s wall, cg and neumann twice darts'), then, outside every clock, FLOP counting, which compiles the
+hypergradient once more with its loops unrolled (cg: 10 HVPs), the floor's gradient, the HVP of ``hessian_eig`` and
+the retraining step — while jax's 100 steps take 2–9 s. The former demo (2 nodes, DARTS's 8 primitives, 400 retraining
+steps) cost 20–89 s CPU on torch (cg 89) and 258 s on jax × cg (129 s compiling), hence the smaller cell: the compiled
+graph grows with edges × primitives (one supernet gradient: 6.2 s CPU to compile at 2 nodes × 8 primitives, 2.6 s at 1
+node, 3.7 s with 6 primitives). At that former size, 3 seeds: darts-1 ÷ original-darts = 0.981× [0.938, 1.03] (paired)
+on derived accuracy 0.70–0.91; ``hessian_eig`` grew from ≈ ±0.004 to 0.03 over 100 steps; skip share 0 (pools dominate
+early, as in DARTS's first epochs). ``mlo-bench verify`` on a 5-edge space took ~2–5 min per method at load 15.
 """
 
 from __future__ import annotations
@@ -75,6 +95,8 @@ from mlo_bench.suite.trees import tree_map, tree_vdot
 from mlo_bench.tasks.data import images
 
 DATASETS = ("digits", "cifar10")
+#: the demo's primitives: one of each kind (zero, pools, skip, separable and dilated convolutions), the 5×5 ones out
+DEMO_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
 LOWER_LR = 0.05
 
 
@@ -186,8 +208,8 @@ class Darts(ExactBudget, Task):
     Config = DartsConfig
     paper = PAPER
     presets = {
-        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 400,
-                          "hessian_iters": 5}, "steps": 100},
+        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 1, "primitives": list(DEMO_PRIMITIVES),
+                          "batch_size": 32, "retrain_steps": 300, "hessian_iters": 5}, "steps": 100},
         "full": {"task": {"channels": 6, "cells": 1, "nodes": 3, "retrain_steps": 800}, "steps": 200},
     }
 

@@ -155,8 +155,9 @@ def test_search_derive_retrain_records_genotype_accuracy_and_collapse_curves(tmp
     assert rec["status"] == "ok", rec.get("traceback")
     m = rec["metrics"]
     assert m["derived_accuracy"] > 0.5, m  # chance: 0.1
-    assert m["genotype"].startswith("Genotype(normal=[") and m["genotype"].count("(") == 5
-    assert 0 < m["derived_params"] < Darts(DartsConfig(channels=4, cells=1, nodes=2), 0).n_lower_params()
+    demo = Darts.presets["demo"]["task"]
+    assert m["genotype"].startswith("Genotype(normal=[") and m["genotype"].count("(") == 1 + 2 * demo["nodes"]
+    assert 0 < m["derived_params"] < Darts(DartsConfig(**demo), 0).n_lower_params()
     assert m["time_eval_s"] >= m["retrain_s"] > 0 and m["time_total_s"] > 0
     assert 0 <= m["skip_share"] <= 1 and np.isfinite(m["hessian_eig"])
     import csv
