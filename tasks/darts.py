@@ -65,6 +65,15 @@ graph grows with edges × primitives (one supernet gradient: 6.2 s CPU to compil
 node, 3.7 s with 6 primitives). At that former size, 3 seeds: darts-1 ÷ original-darts = 0.981× [0.938, 1.03] (paired)
 on derived accuracy 0.70–0.91; ``hessian_eig`` grew from ≈ ±0.004 to 0.03 over 100 steps; skip share 0 (pools dominate
 early, as in DARTS's first epochs). ``mlo-bench verify`` on a 5-edge space took ~2–5 min per method at load 15.
+
+Full size (``+preset=full``: 1 cell of 2 nodes — 5 edges, a topology to choose — over DARTS's 8 primitives, 4
+channels, batch 32, 200 steps, 800 retraining steps; ``+experiment=darts_table``: torch, 7 variants × 4 seeds,
+``eval_every=50``), sized from CPU per outer step, measured by two runs 10 steps apart per variant in one process
+(``time.process_time``, load 3.5–4): darts-1 0.11, original-darts 0.06, darts-3 0.16, first-order 0.07, cg 0.96,
+neumann 0.21, unroll 0.13 s — 1.7 s per step of all 7, 340 s per seed for 200 steps, plus ~20 s per run (process
+start, retraining, 5 collapse evaluations): ≈ 480 s per seed, ≈ 32 min for the 28 runs on a quiet machine (one run at
+a time). cg is 57% of it. The former full size (3 nodes, 6 channels, batch 64: 0.26–2.3 s per step, cg 2.3) came to ≈
+71 min.
 """
 
 from __future__ import annotations
@@ -210,7 +219,7 @@ class Darts(ExactBudget, Task):
     presets = {
         "demo": {"task": {"channels": 4, "cells": 1, "nodes": 1, "primitives": list(DEMO_PRIMITIVES),
                           "batch_size": 32, "retrain_steps": 300, "hessian_iters": 5}, "steps": 100},
-        "full": {"task": {"channels": 6, "cells": 1, "nodes": 3, "retrain_steps": 800}, "steps": 200},
+        "full": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 800}, "steps": 200},
     }
 
     def __init__(self, cfg: DartsConfig, seed: int) -> None:
