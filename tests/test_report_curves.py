@@ -50,20 +50,20 @@ def test_task_declares_curves_the_trace_has():
 
 def test_curves_are_means_over_seeds_per_variant_and_groups_are_not_pooled(results):
     records = read_records([results])
-    found = curves.groups(TASK, records)
+    found, paths = curves.groups(TASK, records), curves.record_paths(records)
     lines, n_groups = found["torch"]
     assert n_groups == 2  # the 8-step run is a group of its own
     assert list(lines) == ["original-darts", "darts-1", "first-order"]  # declared order
-    agg, n = curves.summarise(lines["darts-1"], "hessian_eig")
+    agg, n = curves.summarise(lines["darts-1"], "hessian_eig", paths)
     assert n == 2
     assert agg["step"].tolist() == [2, 4]
     assert agg["mean"].tolist() == pytest.approx([2.0, 3.0])  # (1 + 3) / 2, (2 + 4) / 2
     assert agg["std"].tolist() == pytest.approx([2 ** 0.5, 2 ** 0.5])
-    skip, _ = curves.summarise(lines["darts-1"], "skip_share")
+    skip, _ = curves.summarise(lines["darts-1"], "skip_share", paths)
     assert skip["mean"].tolist() == pytest.approx([0.25, 0.25])
-    loss, _ = curves.summarise(lines["original-darts"], "outer_loss")
+    loss, _ = curves.summarise(lines["original-darts"], "outer_loss", paths)
     assert loss["step"].tolist() == [1, 2, 3, 4]  # rows where another metric is blank still count for this one
-    assert curves.summarise(lines["first-order"], "hessian_eig")[1] == 0
+    assert curves.summarise(lines["first-order"], "hessian_eig", paths)[1] == 0
 
 
 def test_report_has_the_curve_section_table_and_figure(results, tmp_path):

@@ -46,12 +46,10 @@ def groups(task: str, records: list[dict[str, Any]]) -> dict[str, tuple[dict[str
     """Per backend: its runs by line label in the group shared by the most runs, and the number of groups."""
     paper = specs.paper(task)
     drop = ("variant", *sorted({k for v in paper.variants for k in v.overrides}))
-    paths = {str(r.get("run_id")): r.get("_path") for r in records if isinstance(r, dict)}
     by: dict[str, dict[str, dict[str, list[Run]]]] = {}
     for run in prepare(records):
         if run.task != task:
             continue
-        run.flat["_path"] = paths.get(run.run_id)
         label = variant_of(run) or run.method
         by.setdefault(run.backend, {}).setdefault(group_key(run, drop), {}).setdefault(label, []).append(run)
     order = [v.name for v in paper.variants]
@@ -63,11 +61,16 @@ def groups(task: str, records: list[dict[str, Any]]) -> dict[str, tuple[dict[str
     return out
 
 
-def summarise(runs: list[Run], metric: str) -> tuple[pd.DataFrame, int]:
+def record_paths(records: list[dict[str, Any]]) -> dict[str, str | None]:
+    """``run_id`` → the path its record was read from (``_path``, set by ``records.read_records``)."""
+    return {str(r.get("run_id")): r.get("_path") for r in records if isinstance(r, dict)}
+
+
+def summarise(runs: list[Run], metric: str, paths: dict[str, str | None]) -> tuple[pd.DataFrame, int]:
     """``step, mean, std, n`` of ``metric`` over the runs' traces, and how many runs had it."""
     frames = []
     for r in runs:
-        t = read_trace(r.flat.get("_path"), (metric,))
+        t = read_trace(paths.get(r.run_id), (metric,))
         if t is not None and metric in t:
             frames.append(t[["step", metric]].dropna())
     if not frames:
@@ -135,7 +138,8 @@ def section(task: str, records: list[dict[str, Any]], folder: Path | None) -> tu
     found = groups(task, records) if metrics else {}
     if not found:
         return None
-    data = {b: {label: (runs, {m: summarise(runs, m) for m in metrics}) for label, runs in lines.items()}
+    paths = record_paths(records)
+    data = {b: {label: (runs, {m: summarise(runs, m, paths) for m in metrics}) for label, runs in lines.items()}
             for b, (lines, _) in found.items()}
     sec = Section(f"{task}: curves during training", anchor_id=slug(f"{task}-curves"))
     others = [f"{n - 1} other group(s) of runs on {b} not drawn" for b, (_, n) in found.items() if n > 1]
