@@ -79,6 +79,14 @@ neumann 0.21, unroll 0.13 s — 1.7 s per step of all 7, 340 s per seed for 200 
 start, retraining, 5 collapse evaluations): ≈ 480 s per seed, ≈ 32 min for the 28 runs on a quiet machine (one run at
 a time). cg is 57% of it. The former full size (3 nodes, 6 channels, batch 64: 0.26–2.3 s per step, cg 2.3) came to ≈
 71 min.
+
+Run (``mlo-bench run -m +experiment=darts_table results_dir=/tmp/wt17-results/darts``, then ``mlo-bench report`` on
+it; load 1–3.6): 28 runs ok in 1625 s wall, 1570 s CPU (26 min, under the 32 estimated). Derived accuracy (4 seeds,
+mean ± std): original-darts 0.928 ± 0.011, darts-1 0.890 ± 0.074, darts-3 0.961 ± 0.013, first-order 0.927 ± 0.010, cg
+0.880 ± 0.077, neumann 0.859 ± 0.082, unroll 0.928 ± 0.011; computed verdicts: darts-3 matches original-darts,
+supported (1.04× [1.01, 1.06], paired, n = 4); darts-1 matches it, inconclusive (0.956× [0.845, 1.08]: ≈ 41 seeds at
+that spread). ``hessian_eig`` grows on every variant (0.007–0.030 at step 50 → 0.034–0.16 at 200, darts-3 highest);
+skip share 0 at the end except cg (one skip in one seed's genotype).
 """
 
 from __future__ import annotations
