@@ -35,16 +35,58 @@ Data (``dataset``): ``digits`` (default, embedded): scikit-learn's 8×8 digits, 
 the rest split in two halves; ``cifar10``: the MWN task's loader (``data_root`` holding ``cifar-10-batches-py``),
 the 50,000 training images split in two halves, scored on ``test_batch`` (``test_examples`` > 0 keeps that many).
 
-Measured (``+preset=demo``, torch, ``+experiment=darts_demo backend=torch``, a 2-core CPU under load 11–17):
-derived accuracy by seed 0 / 1 / 2 — original-darts 0.833 / 0.721 / 0.908, darts-1 0.813 / 0.696 / 0.908 (the same
-genotype as original-darts on seeds 1 and 2); seed 0 only: darts-3 0.852 (622 parameters), first-order 0.738 (158).
-The derived network's size follows its genotype (158–622 parameters) and drives the spread over seeds. darts-1 ÷
-original-darts = 0.981× [0.938, 1.03] (paired, n = 3): the reference claim (Betty 97.35 vs 97.24, "no difference") is
-supported; the table's 2%-match claim is inconclusive. Skip share 0 everywhere (pools dominate early, as in DARTS's
-first epochs); ``hessian_eig`` grows from ≈ ±0.004 to 0.03 over the 100 steps on seeds 1–2 (α still moves little).
-Search / retrain (``time_total_s`` / ``time_eval_s``) 31–214 s / 9–64 s per run under that load; at load 4,
-darts-1's 40 steps took 6.5 s and its retraining 1.8 s. jax compiles the supernet per function: 44 s for the demo's
-darts at load 8 (160 s wall for the run); ``mlo-bench verify`` on a 5-edge space took ~2–5 min per method at load 15.
+Demo size (``+preset=demo``: 1 cell of 1 node — 2 edges — over :data:`DEMO_PRIMITIVES`, 4 channels, batch 32,
+100 steps, 300 retraining steps, 5 power iterations; ``+experiment=darts_demo`` adds ``eval_every=20``). Measured
+per run, ``MLO_BENCH_JAX_CACHE=off`` (jax compiles cold, as on a first run), 1 thread, a 2-core CPU at load 3.4–6.5
+(other sessions' work): ``/usr/bin/time mlo-bench run task=darts +preset=demo variant=V backend=B eval_every=20``.
+CPU = user + sys of the whole process (≈ its wall time on a quiet machine); search / compile / eval are the
+record's ``time_total_s`` / ``compile_s`` / ``time_eval_s`` (wall, inflated ~2× by the load); accuracy: chance 0.1.
+
+==============  =================  =================  =================  ============
+variant         torch CPU s (acc)  jax CPU s (acc)    naive CPU s (acc)  jax compile
+==============  =================  =================  =================  ============
+original-darts  14.4 (0.738)       41.2 (0.741)       16.5 (0.738)       19.2 s
+darts-1         14.1 (0.738)       43.1 (0.741)       16.4 (0.738)       16.1 s
+darts-3         17.4 (0.777)       46.7 (0.780)       16.4 (0.777)       21.3 s
+first-order     16.1 (0.738)       34.6 (0.741)       13.3 (0.738)       16.1 s
+nas-cg          36.0 (0.713)       78.9 (0.713)       41.3 (0.713)       41.1 s
+nas-neumann     20.0 (0.713)       64.1 (0.713)       16.1 (0.713)       42.2 s
+nas-unroll      15.8 (0.738)       43.9 (0.741)       15.2 (0.738)       20.3 s
+==============  =================  =================  =================  ============
+
+Every combination is under 80 s CPU (18 of 21 under 50 s). What dominates: ~10 s fixed per process (imports, data,
+warm-up: a 5-step naive run took 12 s CPU); on torch and naive the search (cg's 10 Hessian-vector products per step:
+40 s wall of torch's 68, torch at 0.4 s per step against darts' 0.05) and the retraining (2–3 s); on jax the compiles
+— the loop's (16–42 s wall, cg and neumann twice darts'), then, outside every clock, FLOP counting, which compiles the
+hypergradient once more with its loops unrolled (cg: 10 HVPs), the floor's gradient, the HVP of ``hessian_eig`` and
+the retraining step — while jax's 100 steps take 2–9 s. The former demo (2 nodes, DARTS's 8 primitives, 400 retraining
+steps) cost 20–89 s CPU on torch (cg 89) and 258 s on jax × cg (129 s compiling), hence the smaller cell: the compiled
+graph grows with edges × primitives (one supernet gradient: 6.2 s CPU to compile at 2 nodes × 8 primitives, 2.6 s at 1
+node, 3.7 s with 6 primitives). At that former size, 3 seeds: darts-1 ÷ original-darts = 0.981× [0.938, 1.03] (paired)
+on derived accuracy 0.70–0.91; ``hessian_eig`` grew from ≈ ±0.004 to 0.03 over 100 steps; skip share 0 (pools dominate
+early, as in DARTS's first epochs). In the demo's traces (``eval_every=20``, the report's curves) ``hessian_eig``
+grows from −0.007 at step 20 to 0.015–0.020 at step 100 (darts-3, whose w takes 3 steps per α step: 0.011 → 0.037),
+the same to 2–3 digits on the three backends; the skip share ends at 0 (cg's genotype held one skip at step 20).
+``mlo-bench verify`` (the README's command: a 5-edge space, float64, 2 steps) passes: all 6 comparisons within 1e-6
+(jax × first_order, darts, cg, neumann, unroll: 5e-14 – 8e-9 against torch; naive × unroll 1e-17), 735 s wall, 500 s
+CPU at load 3–5, of which one 2-minute jax compile for cg.
+
+Full size (``+preset=full``: 1 cell of 2 nodes — 5 edges, a topology to choose — over DARTS's 8 primitives, 4
+channels, batch 32, 200 steps, 800 retraining steps; ``+experiment=darts_table``: torch, 7 variants × 4 seeds,
+``eval_every=50``), sized from CPU per outer step, measured by two runs 10 steps apart per variant in one process
+(``time.process_time``, load 3.5–4): darts-1 0.11, original-darts 0.06, darts-3 0.16, first-order 0.07, cg 0.96,
+neumann 0.21, unroll 0.13 s — 1.7 s per step of all 7, 340 s per seed for 200 steps, plus ~20 s per run (process
+start, retraining, 5 collapse evaluations): ≈ 480 s per seed, ≈ 32 min for the 28 runs on a quiet machine (one run at
+a time). cg is 57% of it. The former full size (3 nodes, 6 channels, batch 64: 0.26–2.3 s per step, cg 2.3) came to ≈
+71 min.
+
+Run (``mlo-bench run -m +experiment=darts_table results_dir=/tmp/wt17-results/darts``, then ``mlo-bench report`` on
+it; load 1–3.6): 28 runs ok in 1625 s wall, 1570 s CPU (26 min, under the 32 estimated). Derived accuracy (4 seeds,
+mean ± std): original-darts 0.928 ± 0.011, darts-1 0.890 ± 0.074, darts-3 0.961 ± 0.013, first-order 0.927 ± 0.010, cg
+0.880 ± 0.077, neumann 0.859 ± 0.082, unroll 0.928 ± 0.011; computed verdicts: darts-3 matches original-darts,
+supported (1.04× [1.01, 1.06], paired, n = 4); darts-1 matches it, inconclusive (0.956× [0.845, 1.08]: ≈ 41 seeds at
+that spread). ``hessian_eig`` grows on every variant (0.007–0.030 at step 50 → 0.034–0.16 at 200, darts-3 highest);
+skip share 0 at the end except cg (one skip in one seed's genotype).
 """
 
 from __future__ import annotations
@@ -75,6 +117,8 @@ from mlo_bench.suite.trees import tree_map, tree_vdot
 from mlo_bench.tasks.data import images
 
 DATASETS = ("digits", "cifar10")
+#: the demo's primitives: one of each kind (zero, pools, skip, separable and dilated convolutions), the 5×5 ones out
+DEMO_PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "dil_conv_3x3")
 LOWER_LR = 0.05
 
 
@@ -174,6 +218,7 @@ PAPER = Paper(
     settings={"cifar10": {}},
     paper_data={"task.dataset": "cifar10"},
     claim_metrics={"test_accuracy": ("derived_accuracy",)},
+    curves=("hessian_eig", "skip_share", "outer_loss"),
 )
 
 
@@ -185,9 +230,9 @@ class Darts(ExactBudget, Task):
     Config = DartsConfig
     paper = PAPER
     presets = {
-        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 400,
-                          "hessian_iters": 5}, "steps": 100},
-        "full": {"task": {"channels": 6, "cells": 1, "nodes": 3, "retrain_steps": 800}, "steps": 200},
+        "demo": {"task": {"channels": 4, "cells": 1, "nodes": 1, "primitives": list(DEMO_PRIMITIVES),
+                          "batch_size": 32, "retrain_steps": 300, "hessian_iters": 5}, "steps": 100},
+        "full": {"task": {"channels": 4, "cells": 1, "nodes": 2, "batch_size": 32, "retrain_steps": 800}, "steps": 200},
     }
 
     def __init__(self, cfg: DartsConfig, seed: int) -> None:

@@ -155,14 +155,36 @@ def test_search_derive_retrain_records_genotype_accuracy_and_collapse_curves(tmp
     assert rec["status"] == "ok", rec.get("traceback")
     m = rec["metrics"]
     assert m["derived_accuracy"] > 0.5, m  # chance: 0.1
-    assert m["genotype"].startswith("Genotype(normal=[") and m["genotype"].count("(") == 5
-    assert 0 < m["derived_params"] < Darts(DartsConfig(channels=4, cells=1, nodes=2), 0).n_lower_params()
+    demo = Darts.presets["demo"]["task"]
+    assert m["genotype"].startswith("Genotype(normal=[") and m["genotype"].count("(") == 1 + 2 * demo["nodes"]
+    assert 0 < m["derived_params"] < Darts(DartsConfig(**demo), 0).n_lower_params()
     assert m["time_eval_s"] >= m["retrain_s"] > 0 and m["time_total_s"] > 0
     assert 0 <= m["skip_share"] <= 1 and np.isfinite(m["hessian_eig"])
     import csv
 
     trace = list(csv.DictReader(open(next(tmp_path.glob("runs/*/trace.csv")))))
     assert [r["step"] for r in trace if r.get("hessian_eig")] == ["10", "20"]
+
+
+def test_cifar10_path_searches_derives_and_retrains_on_python_batches(tmp_path):
+    """The real-data path on a tiny directory in CIFAR-10's python-batch format (the MWN loader's): 3-channel 32×32
+    images, the training batches split in two halves, the test batch cut to ``test_examples``."""
+    from test_data import write_cifar
+
+    root = write_cifar(tmp_path / "cifar-10-batches-py", per_batch=8, n_test=12)
+    knobs = ["task.dataset=cifar10", f"task.data_root={root}", "task.test_examples=10", "task.channels=2",
+             "task.cells=1", "task.nodes=1", "task.stem_pool=4", "task.batch_size=8", "task.retrain_steps=2",
+             "task.retrain_batch_size=8", "task.hessian_iters=1", "task.hessian_examples=8"]
+    task = Darts(_compose([*RUN, *knobs]).task, 0)
+    assert task.x_train.shape == (20, 3, 32, 32) and task.x_val.shape == (20, 3, 32, 32)  # 5 × 8 images, halved
+    assert task.x_test.shape == (10, 3, 32, 32) and abs(float(task.x_all.mean())) < 1.0  # normalised, not uint8
+    rec = execute(prepare(_compose([*RUN, *knobs, "method=darts", "steps=2", "eval_every=1",
+                                    f"results_dir={tmp_path / 'results'}"])))
+    assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
+    m = rec["metrics"]
+    assert round(m["derived_accuracy"] * 10) == pytest.approx(m["derived_accuracy"] * 10)  # scored on 10 images
+    assert task.space.in_channels == 3 and task.n_classes == 10 and m["derived_params"] > 0
+    assert m["genotype"].count("(") == 3 and np.isfinite(m["hessian_eig"])
 
 
 # ---- the paper table and the README claims, computed from records --------------------------------------------------

@@ -165,6 +165,9 @@ class Paper:
     - ``claim_variants``: the paper's row name (the CSV's ``variant``) → the task's variant that measures it, where
       they differ (a variant name stands for one method in every task, so ``reweight`` run with cg is
       ``reweight-cg`` in a task whose sibling task's ``reweight`` is darts).
+    - ``curves``: columns of a run's ``trace.csv`` (``outer_loss`` or a metric the task computes every ``eval_every``
+      steps) that the report plots against the outer step, per variant, mean over seeds
+      (:mod:`mlo_bench.suite.report.curves`).
     """
 
     metrics: tuple[MetricSpec, ...] = ()
@@ -182,6 +185,7 @@ class Paper:
     claim_metrics: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     rules: Mapping[str, ClaimRule] = field(default_factory=dict)
     claim_variants: Mapping[str, str] = field(default_factory=dict)
+    curves: tuple[str, ...] = ()
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

@@ -6,10 +6,10 @@ from its declarations (``Task.paper``, :mod:`mlo_bench.suite.contract.paper`) th
 
 Modules: ``tidy`` (records → one row per run × metric), ``runs`` (ok runs, their variant, seed pairing, load flag),
 ``tables`` (comparison tables, coverage, failures), ``choice`` ("which one should I use"), ``figures``
-(seaborn/matplotlib PNGs), ``papers`` (declared paper tables, paired per-backend verdicts), ``claims`` (paper claims
-and the verdict rule), ``verdicts`` + ``stats`` (rules and intervals), ``timing`` (load flags, spread),
-``complexity`` (size sweeps), ``bench`` (pytest-benchmark JSON), ``doc`` / ``markdown`` / ``html`` (one document, two
-renderings), ``build`` (assembly).
+(seaborn/matplotlib PNGs), ``curves`` (trace metrics a task declares, against the step), ``papers`` (declared paper
+tables, paired per-backend verdicts), ``claims`` (paper claims and the verdict rule), ``verdicts`` + ``stats`` (rules
+and intervals), ``timing`` (load flags, spread), ``complexity`` (size sweeps), ``bench`` (pytest-benchmark JSON),
+``doc`` / ``markdown`` / ``html`` (one document, two renderings), ``build`` (assembly).
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from mlo_bench.suite.report import bench as bench_mod
 from mlo_bench.suite.report import (
     choice,
     complexity_section,
+    curves,
     engines,
     figures,
     floor,
@@ -224,6 +225,9 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     paper_sections = papers.sections(records, out / FIGURE_DIR if why_no_figures is None else None)
     doc.sections.extend(paper_sections)
     written.extend(b.path for s in paper_sections for b in s.blocks if isinstance(b, Figure))
+    curve_sections, curve_figures = curves.sections(records, out / FIGURE_DIR if why_no_figures is None else None)
+    doc.sections.extend(curve_sections)  # the trace metrics each task declares (Paper.curves), against the step
+    written.extend(curve_figures)
     results = claims_mod.evaluate(claims_mod.load_claims(), records)
     doc.sections.append(claims_mod.section(results))
     doc.sections.append(timing.section(w))
