@@ -38,8 +38,9 @@ def run(tmp_path, variant=None, backend="torch", steps=3, eval_every=0, **task):
         v = DataSelection.paper.variant(variant)
         cfg["method"] = {"name": v.method}
         cfg["backend"].update(v.backend_knobs.get(backend, {}))
-        for key, value in v.overrides.items():
-            cfg["task"][key.split(".", 1)[1]] = value
+        for key, value in v.overrides.items():  # task.KEY and method.KEY (select-cg's negative_curvature)
+            group, name = key.split(".", 1)
+            cfg[group][name] = value
     return execute(prepare(cfg))
 
 

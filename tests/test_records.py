@@ -11,7 +11,7 @@ from mlo_bench.suite.plan import prepare
 from mlo_bench.suite.records import commit_run, config_hash, read_records
 from mlo_bench.suite.runner import execute
 
-MEASURED = ("time_", "peak_memory_bytes", "compile_s", "steps_per_s")
+MEASURED = ("time_", "cpu_", "peak_memory_bytes", "compile_s", "steps_per_s")
 
 
 def _numbers(record):

@@ -15,7 +15,7 @@ import pytest
 from mlo_bench.suite.callbacks import count_jobs
 from mlo_bench.suite.records import read_records
 
-MEASURED = ("time_", "peak_memory_bytes", "compile_s", "steps_per_s")
+MEASURED = ("time_", "cpu_", "peak_memory_bytes", "compile_s", "steps_per_s")
 
 
 def sweep(results: Path, *overrides: str, timeout: float = 600) -> subprocess.CompletedProcess:
