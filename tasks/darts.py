@@ -54,7 +54,8 @@ nas-neumann     20.0 (0.713)       64.1 (0.713)       16.1 (0.713)       42.2 s
 nas-unroll      15.8 (0.738)       43.9 (0.741)       15.2 (0.738)       20.3 s
 ==============  =================  =================  =================  ============
 
-Every combination is under 80 s CPU (18 of 21 under 50 s). What dominates: ~10 s fixed per process (imports, data,
+Every combination is under 80 s CPU (18 of 21 under 50 s); wall clock on a quiet machine (load 0.7–1.3), the
+slowest: jax × cg 49 s cold, jax × neumann 36 s, naive × cg 38 s, torch × cg 32 s. What dominates: ~10 s fixed per process (imports, data,
 warm-up: a 5-step naive run took 12 s CPU); on torch and naive the search (cg's 10 Hessian-vector products per step:
 40 s wall of torch's 68, torch at 0.4 s per step against darts' 0.05) and the retraining (2–3 s); on jax the compiles
 — the loop's (16–42 s wall, cg and neumann twice darts'), then, outside every clock, FLOP counting, which compiles the
