@@ -54,23 +54,23 @@ nas-neumann     20.0 (0.713)       64.1 (0.713)       16.1 (0.713)       42.2 s
 nas-unroll      15.8 (0.738)       43.9 (0.741)       15.2 (0.738)       20.3 s
 ==============  =================  =================  =================  ============
 
-Every combination is under 80 s CPU (18 of 21 under 50 s); wall clock on a quiet machine (load 0.7–1.3), the
-slowest: jax × cg 49 s cold, jax × neumann 36 s, naive × cg 38 s, torch × cg 32 s. What dominates: ~10 s fixed per process (imports, data,
-warm-up: a 5-step naive run took 12 s CPU); on torch and naive the search (cg's 10 Hessian-vector products per step:
-40 s wall of torch's 68, torch at 0.4 s per step against darts' 0.05) and the retraining (2–3 s); on jax the compiles
-— the loop's (16–42 s wall, cg and neumann twice darts'), then, outside every clock, FLOP counting, which compiles the
-hypergradient once more with its loops unrolled (cg: 10 HVPs), the floor's gradient, the HVP of ``hessian_eig`` and
-the retraining step — while jax's 100 steps take 2–9 s. The former demo (2 nodes, DARTS's 8 primitives, 400 retraining
-steps) cost 20–89 s CPU on torch (cg 89) and 258 s on jax × cg (129 s compiling), hence the smaller cell: the compiled
-graph grows with edges × primitives (one supernet gradient: 6.2 s CPU to compile at 2 nodes × 8 primitives, 2.6 s at 1
-node, 3.7 s with 6 primitives). At that former size, 3 seeds: darts-1 ÷ original-darts = 0.981× [0.938, 1.03] (paired)
-on derived accuracy 0.70–0.91; ``hessian_eig`` grew from ≈ ±0.004 to 0.03 over 100 steps; skip share 0 (pools dominate
-early, as in DARTS's first epochs). In the demo's traces (``eval_every=20``, the report's curves) ``hessian_eig``
-grows from −0.007 at step 20 to 0.015–0.020 at step 100 (darts-3, whose w takes 3 steps per α step: 0.011 → 0.037),
-the same to 2–3 digits on the three backends; the skip share ends at 0 (cg's genotype held one skip at step 20).
-``mlo-bench verify`` (the README's command: a 5-edge space, float64, 2 steps) passes: all 6 comparisons within 1e-6
-(jax × first_order, darts, cg, neumann, unroll: 5e-14 – 8e-9 against torch; naive × unroll 1e-17), 735 s wall, 500 s
-CPU at load 3–5, of which one 2-minute jax compile for cg.
+Every combination is under 80 s CPU (18 of 21 under 50 s); wall clock on a quiet machine (load 0.7–1.3), the slowest:
+jax × cg 49 s cold, jax × neumann 36 s, naive × cg 38 s, torch × cg 32 s. What dominates: ~10 s fixed per process
+(imports, data, warm-up: a 5-step naive run took 12 s CPU); on torch and naive the search (cg's 10 Hessian-vector
+products per step: 40 s wall of torch's 68, torch at 0.4 s per step against darts' 0.05) and the retraining (2–3 s); on
+jax the compiles — the loop's (16–42 s wall, cg and neumann twice darts'), then, outside every clock, FLOP counting,
+which compiles the hypergradient once more with its loops unrolled (cg: 10 HVPs), the floor's gradient, the HVP of
+``hessian_eig`` and the retraining step — while jax's 100 steps take 2–9 s. The former demo (2 nodes, DARTS's 8
+primitives, 400 retraining steps) cost 20–89 s CPU on torch (cg 89) and 258 s on jax × cg (129 s compiling), hence the
+smaller cell: the compiled graph grows with edges × primitives (one supernet gradient: 6.2 s CPU to compile at 2 nodes ×
+8 primitives, 2.6 s at 1 node, 3.7 s with 6 primitives). At that former size, 3 seeds: darts-1 ÷ original-darts = 0.981×
+[0.938, 1.03] (paired) on derived accuracy 0.70–0.91; ``hessian_eig`` grew from ≈ ±0.004 to 0.03 over 100 steps; skip
+share 0 (pools dominate early, as in DARTS's first epochs). In the demo's traces (``eval_every=20``, the report's
+curves) ``hessian_eig`` grows from −0.007 at step 20 to 0.015–0.020 at step 100 (darts-3, whose w takes 3 steps per α
+step: 0.011 → 0.037), the same to 2–3 digits on the three backends; the skip share ends at 0 (cg's genotype held one
+skip at step 20). ``mlo-bench verify`` (the README's command: a 5-edge space, float64, 2 steps) passes: all 6
+comparisons within 1e-6 (jax × first_order, darts, cg, neumann, unroll: 5e-14 – 8e-9 against torch; naive × unroll
+1e-17), 735 s wall, 500 s CPU at load 3–5, of which one 2-minute jax compile for cg.
 
 Full size (``+preset=full``: 1 cell of 2 nodes — 5 edges, a topology to choose — over DARTS's 8 primitives, 4
 channels, batch 32, 200 steps, 800 retraining steps; ``+experiment=darts_table``: torch, 7 variants × 4 seeds,
