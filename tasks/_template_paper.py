@@ -8,7 +8,10 @@ registers :class:`TemplateTaskWithPaper` and finds its table in the report).
 - ``variants``: the paper's rows as method + overrides (flat config keys), run with ``variant=NAME`` on any backend.
 - ``tables``: rows = variants, columns = the values of one knob for the quality metric, then cost metrics; claims
   are comparisons between variants, judged per backend, paired by seed.
-- ``size``: the knob the cost scales with (scaling figures, complexity fits), ``None`` without one.
+- ``size``: the knob the cost scales with (scaling figures, complexity fits), ``None`` without one; ``size_metrics``:
+  the times fitted against it (default the hypergradient's).
+- Optional: a table's ``figure`` (metrics drawn by row beside it) and ``references`` (a metric drawn as a dashed line
+  on another's panel); ``curves``: columns of ``trace.csv`` (recorded with ``eval_every=N``) drawn against the step.
 """
 
 from __future__ import annotations
@@ -26,8 +29,10 @@ PAPER = Paper(
         "Template paper table: implicit vs unrolled", ("implicit", "unrolled"), column="task.n", column_label="n",
         quality="val_mse", cost=("time_total_s",),
         claims=(TableClaim("implicit reaches a lower validation error than unrolled",
-                           (Comparison("implicit", "unrolled", "val_mse", "lower", at="each"),)),)),),
-    size="task.n", size_label="n",
+                           (Comparison("implicit", "unrolled", "val_mse", "lower", at="each"),)),),
+        figure=("val_mse",)),),
+    size="task.n", size_label="n", size_metrics=("time_hypergrad_s",),
+    curves=("outer_loss",),
 )
 
 

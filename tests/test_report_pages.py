@@ -100,6 +100,7 @@ def test_a_template_task_declares_its_paper_table_and_the_report_finds_it(tmp_pa
     assert "val_mse ↓ · n 64" in section and "val_mse ↓ · n 128" in section
     assert "**implicit reaches a lower validation error than unrolled** — supported" in section
     assert "(paired, n=3)" in section
+    assert "val_mse by row of the table above" in section, "the table's declared figure sits beside it"
     choice = md.split("## Which one should I use?", 1)[1].split("\n## ", 1)[0]
     assert "template/setting" in choice and "`val_mse`" in choice
 
