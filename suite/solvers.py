@@ -48,21 +48,12 @@ def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: T
     """
 
     def body(_: int, carry: tuple) -> tuple:
-        x, r, p, rs = carry
-        ap = matvec(p)
-        step = _safe_div(ops, rs, tree_vdot(ops, p, ap))
-        x = tree_axpy(step, p, x)
-        r = tree_axpy(-step, ap, r)
-        rs_new = tree_vdot(ops, r, r)
-        p = tree_axpy(_safe_div(ops, rs_new, rs), p, r)
-        return x, r, p, rs_new
-
-    def guarded(_: int, carry: tuple) -> tuple:
-        x, r, p, rs, live = carry  # live: 1 until the first non-positive curvature, then 0 for good
+        x, r, p, rs, live = carry  # live: 1, or 0 for good from the first non-positive curvature when stopping there
         ap = matvec(p)
         pap = tree_vdot(ops, p, ap)
-        live = ops.where(pap > 0, live, live * 0)
-        step = live * _safe_div(ops, rs, pap)
+        if stop_on_negative_curvature:
+            live = ops.where(pap > 0, live, live * 0)
+        step = live * _safe_div(ops, rs, pap)  # × 1 is exact: classic CG's numbers are unchanged
         x = tree_axpy(step, p, x)
         r = tree_axpy(-step, ap, r)
         rs_new = tree_vdot(ops, r, r)
@@ -74,9 +65,7 @@ def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: T
     else:
         x, r = x0, tree_axpy(-1.0, matvec(x0), b)
     rs = tree_vdot(ops, r, r)
-    if stop_on_negative_curvature:
-        return fori_loop(ops, iterations, guarded, (x, r, r, rs, rs * 0 + 1))[0]
-    return fori_loop(ops, iterations, body, (x, r, r, rs))[0]
+    return fori_loop(ops, iterations, body, (x, r, r, rs, rs * 0 + 1))[0]
 
 
 def neumann(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, alpha: float,
