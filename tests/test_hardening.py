@@ -26,18 +26,30 @@ SMALL = ["task.d=5", "steps=2", "progress=false"]
 #: a plugin module that slows the *worker* (never the parent) right after it has committed its record: while it
 #: shuts down (``exit``: an atexit handler, after the result file is written) or before it can tell the parent
 #: (``commit``: after the record is published, before the result file) — the two windows past limits.time_s in
-#: which the parent used to write a ``timeout`` record beside the worker's ``ok`` one
+#: which the parent used to write a ``timeout`` record beside the worker's ``ok`` one.
+#: The parent's clock starts when the worker touches ``<result>.started``; the plugin holds that marker back until the
+#: record is committed, so the limit always falls inside the window, however long the run took on a loaded machine
+#: (with the marker touched at the run's start, a 6 s limit failed under load 3–4: the run itself outlasted it).
 SLOW_WORKER = '''
-import atexit, os, sys, time
+import atexit, os, pathlib, sys, time
 if sys.argv[0].endswith(os.path.join("suite", "isolate.py")):
+    marker = pathlib.Path(sys.argv[2] + ".started")
+    real_touch = pathlib.Path.touch
+    def touch(self, *args, **kwargs):
+        if self != marker:
+            real_touch(self, *args, **kwargs)
+    pathlib.Path.touch = touch
+    def start_the_clock_and_hang():
+        real_touch(marker)
+        time.sleep(60)
     if os.environ["SLOW_WORKER"] == "exit":
-        atexit.register(time.sleep, 60)
+        atexit.register(start_the_clock_and_hang)
     else:
         import mlo_bench.suite.runner as runner
         real = runner.commit
         def commit(*args, **kwargs):
             record = real(*args, **kwargs)
-            time.sleep(60)
+            start_the_clock_and_hang()
             return record
         runner.commit = commit
 '''
@@ -54,7 +66,7 @@ def test_a_run_finishing_near_the_time_limit_has_exactly_one_record(tmp_path, mo
     env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
            "MLO_BENCH_PLUGINS": "slow_worker", "SLOW_WORKER": mode}
     results = tmp_path / "results"
-    proc = cli("run", "task=quadratic", "task.d=10", "steps=2", "limits.time_s=6", "progress=false",
+    proc = cli("run", "task=quadratic", "task.d=10", "steps=2", "limits.time_s=1", "progress=false",
                f"results_dir={results}", cwd=tmp_path, env=env)
     recs = read_records([results])
     assert len(recs) == 1, [(r["status"], r["reason"]) for r in recs]

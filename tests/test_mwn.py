@@ -168,10 +168,20 @@ def test_exact_reference_is_zero_for_exact_and_measured_for_the_others(tmp_path)
     assert rec["metrics"]["hypergrad_rel_error"] == 0.0 and rec["metrics"]["hypergrad_cosine"] == pytest.approx(1.0)
     rec = _run(tmp_path, "method=darts", "steps=2")
     assert rec["metrics"]["hypergrad_rel_error"] > 0 and -1 <= rec["metrics"]["hypergrad_cosine"] <= 1
-    err = {k: _run(tmp_path, "method=cg", "steps=1", f"method.iterations={k}", "dtype=float64")["metrics"]
-           for k in (1, 100)}
-    assert err[100]["hypergrad_rel_error"] < 0.2 < err[1]["hypergrad_rel_error"], "cg approaches the exact reference"
-    assert err[100]["hypergrad_cosine"] > 0.99
+    # cg converges to the exact reference where the lower Hessian is positive definite. At the default weight decay
+    # (5e-3) the MLP's Hessian is indefinite: there cg with 100 iterations lands anywhere from 0.03 to 0.3 from the
+    # exact solve depending on the last bits of the BLAS (0.315 on one AMD EPYC, < 0.2 on another CPU), so it pins
+    # nothing. With wd = 3 no direction of the first solve meets non-positive curvature (negative_curvature=stop
+    # runs all 100 iterations and lands where classic cg does, 6e-15 from the reference, measured).
+    err = {(k, nc): _run(tmp_path, "method=cg", "steps=1", f"method.iterations={k}", "dtype=float64",
+                         "task.weight_decay=3", f"method.negative_curvature={nc}")["metrics"]
+           for k in (1, 100) for nc in ("continue", "stop")}
+    assert err[1, "continue"]["hypergrad_rel_error"] > 1e-3, "one cg step is far from the exact solve"
+    for nc in ("continue", "stop"):
+        assert err[100, nc]["hypergrad_rel_error"] < 1e-9, ("cg converges to the exact reference", nc)
+        assert err[100, nc]["hypergrad_cosine"] == pytest.approx(1.0, abs=1e-12)
+    assert err[100, "stop"]["hypergrad_rel_error"] == err[100, "continue"]["hypergrad_rel_error"], \
+        "on a positive-definite Hessian the stop rule never triggers: both modes agree exactly"
     rec = _run(tmp_path, "method=cg", "steps=1", "hypergrad_check=false")
     assert "hypergrad_rel_error" not in rec["metrics"]
 
