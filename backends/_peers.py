@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any, ClassVar
 
 from mlo_bench.suite.contract import Unavailable
-from mlo_bench.suite.trees import tree_map
+from mlo_bench.suite.engine.trees import tree_map
 
 Tree = Any
 #: the optional extra that installs torchopt, higher and jaxopt (betty needs its own step: see backends/betty.py)

@@ -8,8 +8,8 @@ The contract is :class:`mlo_bench.suite.contract.Backend`; ``backends/torch.py``
 from __future__ import annotations
 
 from mlo_bench.suite.contract import Backend
-from mlo_bench.suite.measure import CpuPeakRSS
-from mlo_bench.suite.registry import register  # noqa: F401
+from mlo_bench.suite.measure.instruments import CpuPeakRSS
+from mlo_bench.suite.plugins.registry import register  # noqa: F401
 
 
 # @register("backend")   # uncomment in the copy

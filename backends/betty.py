@@ -28,8 +28,8 @@ from typing import Any
 
 from mlo_bench.backends._peers import Peer, rebuild
 from mlo_bench.backends.torch import TorchBackend
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_leaves
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins.registry import register
 
 INSTALL = "pip install --no-deps --ignore-requires-python betty-ml==0.2.1"
 CPU_FAILS = "fails on CPU in betty-ml 0.2.1"
@@ -79,7 +79,7 @@ def _adam_of(backend: Any, r: Any) -> Any:
     started = float(backend.to_numpy(r.state["count"])) > 0
 
     def make(params: list[Any]) -> Any:
-        from mlo_bench.suite.optim import learning_rate
+        from mlo_bench.suite.engine.optim import learning_rate
 
         lr = learning_rate(opt, r.state["count"])  # a float, or an array with a step schedule
         lr = lr if isinstance(lr, float) else float(backend.to_numpy(lr))

@@ -24,10 +24,10 @@ from typing import Any
 from mlo_bench.backends._peers import Peer, rebuild
 from mlo_bench.backends.naive import NaiveBackend
 from mlo_bench.backends.torch import TorchOps
-from mlo_bench.suite import optim
-from mlo_bench.suite.optim import learning_rate
-from mlo_bench.suite.registry import NoConfig, register
-from mlo_bench.suite.trees import tree_leaves
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.optim import learning_rate
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins.registry import NoConfig, register
 
 Tree = Any
 

@@ -6,7 +6,8 @@ backend reports itself unavailable with the import error. Every function the run
 Process-wide jax settings a run needs (64-bit floats, full-precision matmuls) are set in ``setup`` and restored in
 ``teardown``.
 
-The training loop runs a whole outer step as one compiled function (``fuses_step``; :mod:`mlo_bench.suite.fused`).
+The training loop runs a whole outer step as one compiled function (``fuses_step``;
+:mod:`mlo_bench.suite.engine.compiled_step`).
 Compiled programs are kept in JAX's persistent compilation cache, shared by every run of a sweep (and later sweeps):
 the directory ``$MLO_BENCH_JAX_CACHE`` (default ``<tmp>/mlo-bench-jax-cache``; ``0`` turns it off), every program
 cached whatever its compile time. A run records ``compile_s`` as it paid it and how many of its compilations the cache
@@ -26,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite.contract import Backend, Unavailable
-from mlo_bench.suite.measure import CpuPeakRSS
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.measure.instruments import CpuPeakRSS
+from mlo_bench.suite.plugins.registry import register
 
 
 class JaxOps:
@@ -220,7 +221,7 @@ class JaxBackend(Backend):
     """JAX with jit (ahead-of-time compiled, compile time kept apart)."""
 
     name = "jax"
-    #: the loop runs each outer step as one compiled function (suite/fused.py)
+    #: the loop runs each outer step as one compiled function (suite/engine/compiled_step.py)
     fuses_step = True
 
     @classmethod

@@ -21,7 +21,7 @@ from typing import Any
 
 from mlo_bench.backends._peers import Peer
 from mlo_bench.backends.jax import JaxBackend
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 

@@ -22,10 +22,10 @@ from typing import Any
 
 from mlo_bench.backends.torch import TorchBackend, _rebuild
 from mlo_bench.suite.contract.method import Response
-from mlo_bench.suite.hypergrad import response
-from mlo_bench.suite.levels import chain as chain_order
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import ravel, tree_map
+from mlo_bench.suite.engine.hypergradient import response
+from mlo_bench.suite.engine.levels import chain as chain_order
+from mlo_bench.suite.engine.trees import ravel, tree_map
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 METHODS = ("exact", "unroll")
@@ -118,7 +118,7 @@ def materialised_chain(
     method_states: Any = None,
 ) -> Tree:
     """The top level's hypergradient by multiplying materialised Jacobians (same signature and numbers as
-    :func:`mlo_bench.suite.hypergrad.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
+    :func:`mlo_bench.suite.engine.hypergradient.hypergradient`):  dg/dx_0 = ∂g/∂x_0 + Σ_k (J_k ⋯ J_1)ᵀ ∂g/∂x_k."""
     jacobian = getattr(response_vjp, "jacobian", None)
     if jacobian is None:
         raise TypeError("the naive chain needs a materialised response (NaiveBackend.override of exact or unroll)")

@@ -26,9 +26,9 @@ import numpy as np
 
 from mlo_bench.backends._torch_counting import _flop_formulas, _flop_mode, _live_bytes_mode
 from mlo_bench.suite.contract import Backend
-from mlo_bench.suite.measure import CpuPeakRSS
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_leaves, tree_map
+from mlo_bench.suite.engine.trees import tree_leaves, tree_map
+from mlo_bench.suite.measure.instruments import CpuPeakRSS
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 

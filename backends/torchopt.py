@@ -40,9 +40,9 @@ from typing import Any
 
 from mlo_bench.backends._peers import Peer, rebuild
 from mlo_bench.backends.torch import TorchBackend, TorchOps
-from mlo_bench.suite.optim import learning_rate
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import ravel, tree_leaves
+from mlo_bench.suite.engine.optim import learning_rate
+from mlo_bench.suite.engine.trees import ravel, tree_leaves
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 

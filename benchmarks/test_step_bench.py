@@ -1,11 +1,12 @@
 """pytest-benchmark: ONE outer step of the training loop (batches, inner step, hypergradient, outer update, the
 finiteness check) on the Betty-sized Meta-Weight-Net task, per backend × method — what a run's ``time_total_s /
-steps`` measures. The config is :data:`mlo_bench.suite.stepbench.BETTY_MWN` (MLP 64 → 100 → 10, weight net
+steps`` measures. The config is :data:`mlo_bench.suite.measure.stepbench.BETTY_MWN` (MLP 64 → 100 → 10, weight net
 1 → 100 → 1, batch 64, meta batch 100, one inner step, float32, CPU, one thread); ``naive`` runs with
 ``backend.chain=reverse`` (plain autograd, every method).
 
 Each round is a chunk of :data:`CHUNK` outer steps, continuing training from the previous round. Backends are timed one
-after the other here; for ratios on a shared machine use the interleaved ``python -m mlo_bench.suite.stepbench``.
+after the other here; for ratios on a shared machine use the interleaved ``python -m
+mlo_bench.suite.measure.stepbench``.
 
     pytest benchmarks/test_step_bench.py --benchmark-json=step.json && mlo-bench report --bench step.json
 """
@@ -14,7 +15,8 @@ from __future__ import annotations
 
 import pytest
 
-from mlo_bench.suite import registry, stepbench, threads
+from mlo_bench.suite.measure import stepbench, threads
+from mlo_bench.suite.plugins import registry
 
 registry.discover()
 

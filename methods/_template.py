@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp  # noqa: F401 - the shared implicit-function rule
-from mlo_bench.suite.registry import register  # noqa: F401
+from mlo_bench.suite.engine.implicit import hessian_matvec, mixed_vjp  # noqa: F401 - the shared implicit-function rule
+from mlo_bench.suite.plugins.registry import register  # noqa: F401
 
 
 # @register("method")   # uncomment in the copy

@@ -2,16 +2,16 @@
 −⟨g(λ), ∇_θ g_up⟩ / ‖g(λ)‖ with g(λ) = ∇_θ f(θ, λ), the lower level's gradient (whose λ-dependence is the weights).
 
 Its λ-gradient is −(∂g/∂λ)ᵀ P v / ‖g‖ with P = I − ĝĝᵀ (ĝ = g / ‖g‖, v = ∇_θ g_up): the mixed VJP
-(:func:`mlo_bench.suite.implicit.mixed_vjp`, which is −(∂g/∂λ)ᵀ x) applied to x = (v − ⟨ĝ, v⟩ĝ) / ‖g‖. One gradient
-and one reverse-over-reverse product; no Hessian-vector product. It maximises the cosine between the two gradients,
-so its scale is free of the lower level's learning rate (no knob).
+(:func:`mlo_bench.suite.engine.implicit.mixed_vjp`, which is −(∂g/∂λ)ᵀ x) applied to x = (v − ⟨ĝ, v⟩ĝ) / ‖g‖. One
+gradient and one reverse-over-reverse product; no Hessian-vector product. It maximises the cosine between the two
+gradients, so its scale is free of the lower level's learning rate (no knob).
 """
 
 from __future__ import annotations
 
-from mlo_bench.suite.implicit import mixed_vjp
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_axpy, tree_scale, tree_vdot
+from mlo_bench.suite.engine.implicit import mixed_vjp
+from mlo_bench.suite.engine.trees import tree_axpy, tree_scale, tree_vdot
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

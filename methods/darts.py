@@ -16,8 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_axpy, tree_norm, tree_scale, tree_sub
+from mlo_bench.suite.engine.trees import tree_axpy, tree_norm, tree_scale, tree_sub
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

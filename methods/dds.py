@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import mixed_vjp
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_scale
+from mlo_bench.suite.engine.implicit import mixed_vjp
+from mlo_bench.suite.engine.trees import tree_scale
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

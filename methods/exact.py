@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from mlo_bench.suite.implicit import mixed_vjp
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import ravel
+from mlo_bench.suite.engine.implicit import mixed_vjp
+from mlo_bench.suite.engine.trees import ravel
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

@@ -6,8 +6,8 @@ lower level does not depend on λ.
 
 from __future__ import annotations
 
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_zeros_like
+from mlo_bench.suite.engine.trees import tree_zeros_like
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import MatrixFreeSolve
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.solvers import neumann
+from mlo_bench.suite.engine.implicit import MatrixFreeSolve
+from mlo_bench.suite.engine.linear_solvers import neumann
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

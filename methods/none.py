@@ -7,8 +7,8 @@ this method: the lower levels train as usual, the hypergradient and outer phases
 
 from __future__ import annotations
 
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_zeros_like
+from mlo_bench.suite.engine.trees import tree_zeros_like
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

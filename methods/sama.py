@@ -24,9 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from mlo_bench.suite import optim
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_axpy, tree_map, tree_norm, tree_scale, tree_sub
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_norm, tree_scale, tree_sub
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 

@@ -4,7 +4,7 @@ per outer step along the linear system's residual with one Hessian-vector produc
 
     x ← x − ρ (H x − v),    H = ∇²_θθ f at the current state, v = ∇_θ g_up,
 
-and the upper level receives the mixed VJP −(∂²f/∂λ∂θ) x (:func:`mlo_bench.suite.implicit.mixed_vjp`; SOBA's
+and the upper level receives the mixed VJP −(∂²f/∂λ∂θ) x (:func:`mlo_bench.suite.engine.implicit.mixed_vjp`; SOBA's
 z = −x). The VJP uses x after its step (a Gauss–Seidel order: the cold, stateless form is then ``mixed_vjp(ρ v)``,
 not zero). ``method.rho`` is ρ. Compared with ``neumann`` with ``warm_start``: the same Richardson step, but one per
 outer step and the state is what makes it converge (no inner iterations), which is the method's point at scale.
@@ -18,9 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.implicit import hessian_matvec, mixed_vjp
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_axpy, tree_map, tree_sub
+from mlo_bench.suite.engine.implicit import hessian_matvec, mixed_vjp
+from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_sub
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

@@ -13,7 +13,7 @@ single-edge agreement tests use.
 
 from __future__ import annotations
 
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")

@@ -39,9 +39,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlo_bench.suite import optim
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.trees import tree_add, tree_map
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.trees import tree_add, tree_map
+from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
 

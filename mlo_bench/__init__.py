@@ -11,6 +11,6 @@ A plugin written outside the suite imports what it needs from here::
 """
 
 from mlo_bench.suite.contract import Backend, Level, Method, Ops, Oracle, Response, Task, Unavailable
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.plugins.registry import register
 
 __all__ = ["Backend", "Level", "Method", "Ops", "Oracle", "Response", "Task", "Unavailable", "register"]

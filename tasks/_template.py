@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlo_bench.suite.contract import Level, Task
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register  # noqa: F401
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.plugins.registry import register  # noqa: F401
 
 
 @dataclass

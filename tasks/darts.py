@@ -3,8 +3,8 @@
 Levels, top first:
 
 - ``arch`` (upper): the architecture logits α (edges × primitives, shared by every cell) of the cell search space
-  :class:`mlo_bench.suite.cells.SearchSpace`. Its loss is the supernet's mean cross-entropy on a batch of the
-  *second* half of the training data.
+  :class:`mlo_bench.suite.models.darts_cells.SearchSpace`. Its loss is the supernet's mean cross-entropy on a batch of
+  the *second* half of the training data.
 - ``weights`` (lower): the supernet's weights w, trained on the *first* half: mean cross-entropy
   ``+ ½ weight_decay ‖w‖²`` (a term of the loss, so the implicit methods see ``H + wd·I``).
 
@@ -98,8 +98,6 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import nn, optim
-from mlo_bench.suite.cells import DARTS_PRIMITIVES, PRIMITIVES, SearchSpace
 from mlo_bench.suite.contract import (
     Comparison,
     ExactBudget,
@@ -111,10 +109,13 @@ from mlo_bench.suite.contract import (
     Task,
     Variant,
 )
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.reweight import EpochBatches, l2, per_example_ce, predict
-from mlo_bench.suite.trees import tree_map, tree_vdot
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.engine.trees import tree_map, tree_vdot
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.darts_cells import DARTS_PRIMITIVES, PRIMITIVES, SearchSpace
+from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict
+from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import images
 
 DATASETS = ("digits", "cifar10")

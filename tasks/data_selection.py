@@ -1,13 +1,14 @@
 """Scalable online data selection (Grangier, Ablin & Hannun, TMLR 2024, Algorithm 1) on byte-level text.
 
 A large *generic* pool and a small *specific* set that reflects the test conditions. A weight model w_φ (the top
-level ``weights``, a byte CNN: :func:`mlo_bench.suite.nn_bytes.byte_cnn`, w = exp(logit)) scores generic sequences;
-the language model θ (the lower level ``lm``, a causal conv net: :func:`~mlo_bench.suite.nn_bytes.byte_lm`) trains on
-generic data filtered by those scores; φ learns so that this training lowers θ's loss on the specific set. Per outer
-step (Algorithm 1): the runner's select phase scores ``b_large`` uniform generic candidates with w_φ and keeps
-``b_small`` of them sampled without replacement ∝ w_φ (:class:`~mlo_bench.suite.contract.Selection`); θ takes one
-plain step on the kept batch; φ's hypergradient comes from the uniform sub-batch B' (the first ``b_small``
-candidates) and a specific batch (the top level's loss: θ's mean loss per byte on it).
+level ``weights``, a byte CNN: :func:`mlo_bench.suite.models.byte_models.byte_cnn`, w = exp(logit)) scores generic
+sequences; the language model θ (the lower level ``lm``, a causal conv net:
+:func:`~mlo_bench.suite.models.byte_models.byte_lm`) trains on generic data filtered by those scores; φ learns so
+that this training lowers θ's loss on the specific set. Per outer step (Algorithm 1): the runner's select phase
+scores ``b_large`` uniform generic candidates with w_φ and keeps ``b_small`` of them sampled without replacement
+∝ w_φ (:class:`~mlo_bench.suite.contract.Selection`); θ takes one plain step on the kept batch; φ's hypergradient
+comes from the uniform sub-batch B' (the first ``b_small`` candidates) and a specific batch (the top level's loss:
+θ's mean loss per byte on it).
 
 The lower loss is written so that every method of the suite differentiates *that* algorithm, with no special case:
 
@@ -87,18 +88,19 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import nn, optim
 from mlo_bench.suite.contract import (
     ExactBudget,
     Level,
     Selection,
     Task,
 )
-from mlo_bench.suite.nn_bytes import byte_cnn, byte_lm, lm_losses
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.phases import keep_by_score
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.reweight import EpochBatches
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.engine.step_phases import keep_by_score
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.byte_models import byte_cnn, byte_lm, lm_losses
+from mlo_bench.suite.models.reweight import EpochBatches
+from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import text
 from mlo_bench.tasks.data.selection_filters import bigram_cds_scores, classifier_scores
 from mlo_bench.tasks.data.selection_paper import PAPER

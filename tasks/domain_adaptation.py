@@ -64,7 +64,6 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import nn
 from mlo_bench.suite.contract import (
     Comparison,
     ExactBudget,
@@ -76,8 +75,9 @@ from mlo_bench.suite.contract import (
     Task,
     Variant,
 )
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import domains, images, officehome
 
 PROGRAMS = ("baseline", "reweight", "lbi")

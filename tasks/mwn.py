@@ -5,8 +5,8 @@ Levels, top first:
 - ``mwn`` (upper): Meta-Weight-Net, an MLP 1 → ``weight_net_hidden`` → 1 with a sigmoid output that maps an example's
   training loss to its weight. Its loss is the classifier's mean cross-entropy on a batch of the small *balanced*
   meta set; it reads the classifier only, so its whole gradient is the best-response term.
-- ``classifier`` (lower): a classifier (``mlp`` | ``cnn`` | ``resnet32``, :mod:`mlo_bench.suite.nn`) trained on the
-  *long-tailed* training set with each example's loss weighted by the MWN:
+- ``classifier`` (lower): a classifier (``mlp`` | ``cnn`` | ``resnet32``, :mod:`mlo_bench.suite.models.nn`) trained on
+  the *long-tailed* training set with each example's loss weighted by the MWN:
   ``f(θ, λ) = Σ_i w_i ℓ_i(θ) / Σ_i w_i + ½ wd ‖θ‖²`` with ``w_i = MWN_λ(sg(ℓ_i(θ)))`` (``normalize=false``: the plain
   mean ``Σ_i w_i ℓ_i / n``).
 
@@ -59,7 +59,6 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import nn
 from mlo_bench.suite.contract import (
     ClaimRule,
     Comparison,
@@ -72,9 +71,10 @@ from mlo_bench.suite.contract import (
     Task,
     Variant,
 )
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.reweight import EpochBatches, l2, per_example_ce, predict, weighted_mean
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict, weighted_mean
+from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import images
 from mlo_bench.tasks.data.longtail import long_tailed_split, uniform_noise
 

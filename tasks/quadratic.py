@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlo_bench.suite.contract import ClaimRule, Level, MetricSpec, Oracle, Paper, Task, Variant
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.plugins.registry import register
 
 
 @dataclass

@@ -10,11 +10,11 @@ program (``program``):
   ``method=none``.
 - ``baseline``: the end model on the label model's labels, ``f(θ) = mean_i CE(q_i, p_θ(x_i)) + ½ wd ‖θ‖²``. Run with
   ``method=none`` (the upper level is present, unused and untrained).
-- ``reweight`` (bilevel): the upper level ``reweighter`` is a weight net (:func:`mlo_bench.suite.nn.weight_net`, the
-  MWN's, here with 4 inputs: the example's detached loss and a summary of its LF votes — the fraction of its votes
+- ``reweight`` (bilevel): the upper level ``reweighter`` is a weight net (:func:`mlo_bench.suite.models.nn.weight_net`,
+  the MWN's, here with 4 inputs: the example's detached loss and a summary of its LF votes — the fraction of its votes
   that agree with its label, its number of votes / the most any example has, and the label's confidence max_k q_ik)
   giving ``w_i ∈ (0, 1)``; the lower level ``end_model`` minimises ``Σ w_i ℓ_i / Σ w_i + ½ wd ‖θ‖²`` (the MWN's
-  normalised weighted mean, :func:`mlo_bench.suite.reweight.weighted_mean`).
+  normalised weighted mean, :func:`mlo_bench.suite.models.reweight.weighted_mean`).
 - ``correct`` (bilevel, "reweight & correct"): the upper level also holds a correction net (MLP: the example's vote
   fractions per class and q_i → ``correct_hidden`` → classes, its last layer initialised at zero) whose output z_i
   shifts the label: ``ỹ_i = softmax(log((1 − ε) q_i + ε/K) + z_i)`` (ε = ``smoothing``), so training starts from the
@@ -63,7 +63,6 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite import nn
 from mlo_bench.suite.contract import (
     Comparison,
     ExactBudget,
@@ -75,9 +74,10 @@ from mlo_bench.suite.contract import (
     Task,
     Variant,
 )
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.registry import register
-from mlo_bench.suite.reweight import EpochBatches, l2, per_example_ce, predict, soft_ce, weighted_mean
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict, soft_ce, weighted_mean
+from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import label_models, wrench
 
 PROGRAMS = ("label_model", "baseline", "reweight", "correct")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.hypergrad import hypergradient, oracle_state
+from mlo_bench.suite.engine.hypergradient import hypergradient, oracle_state
+from mlo_bench.suite.plugins import registry
 
 registry.discover()
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlo_bench.suite.contract import Level, Selection, Task
-from mlo_bench.suite.optim import OptimizerConfig
+from mlo_bench.suite.engine.optim import OptimizerConfig
 
 
 @dataclass

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from conftest import make_backend, make_task, method_cfg
 
-from mlo_bench.suite import registry
 from mlo_bench.suite.cli import main as cli_main
-from mlo_bench.suite.hypergrad import hypergradient_fn, oracle_state
-from mlo_bench.suite.records import read_records
-from mlo_bench.suite.report import complexity
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn, oracle_state
+from mlo_bench.suite.plugins import registry
 from mlo_bench.suite.report import main as report_main
+from mlo_bench.suite.report.sections import complexity_fit as complexity
+from mlo_bench.suite.run.records import read_records
 
 D = 5
 
@@ -238,7 +238,7 @@ def test_small_preset_fit_file_and_order(small):
 
 
 def test_time_versus_flops_gap_is_read_off_the_achieved_rate():
-    from mlo_bench.suite.report import complexity_gap
+    from mlo_bench.suite.report.sections import complexity_gap
 
     sizes = [256, 512, 1024, 1448, 2048]
     rows = []

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from mlo_bench.suite import registry
 from mlo_bench.suite.contract import Backend, Level, Ops, Task
-from mlo_bench.suite.levels import chain
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.engine.levels import chain
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 
 TASKS, BACKENDS, METHODS = (registry.names(r) for r in ("task", "backend", "method"))
 
@@ -92,9 +92,9 @@ def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method)
     """Two outer steps of every task × backend × method: ``ok``, or ``unsupported`` with a reason — never an error."""
     from omegaconf import OmegaConf
 
-    from mlo_bench.suite.cli import _compose
+    from mlo_bench.suite.run.compose import compose
 
-    cfg = _compose([f"task={task}", f"backend={backend}", f"method={method}", "steps=2", "progress=false",
+    cfg = compose([f"task={task}", f"backend={backend}", f"method={method}", "steps=2", "progress=false",
                     f"results_dir={tmp_path}", "dtype=float64"])
     if task == "quadratic":
         OmegaConf.update(cfg, "task.d", 6)

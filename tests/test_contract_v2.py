@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from conftest import make_task
 
-from mlo_bench.suite import registry
 from mlo_bench.suite.contract import Level
-from mlo_bench.suite.levels import LevelError, chain, steps_per_level
-from mlo_bench.suite.optim import OptimizerConfig
-from mlo_bench.suite.plan import ConfigError, prepare
-from mlo_bench.suite.runner import execute
-from mlo_bench.suite.trees import tree_leaves
+from mlo_bench.suite.engine.levels import LevelError, chain, steps_per_level
+from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import ConfigError, prepare
 from mlo_bench.tasks.quadratic import coupling
 
 SGD = OptimizerConfig(name="sgd", lr=0.1)

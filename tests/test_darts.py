@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from conftest import make_backend, method_cfg
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.cells import DARTS_PRIMITIVES, SearchSpace
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.models.darts_cells import DARTS_PRIMITIVES, SearchSpace
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.darts import Darts, DartsConfig
 
 BACKENDS = ("torch", "jax", "naive")
@@ -113,8 +113,8 @@ def test_hessian_eigenvalue_is_the_materialised_hessians_dominant_one(backend):
 def test_darts_xi_scales_the_finite_difference_response():
     from conftest import make_task
 
-    from mlo_bench.suite.hypergrad import hypergradient, oracle_state
-    from mlo_bench.suite.trees import tree_sub
+    from mlo_bench.suite.engine.hypergradient import hypergradient, oracle_state
+    from mlo_bench.suite.engine.trees import tree_sub
 
     b, task = make_backend("torch", "float64"), make_task()
     params, states, batches = oracle_state(b, task)
@@ -133,9 +133,9 @@ def test_darts_xi_scales_the_finite_difference_response():
 
 
 def test_variants_set_xi_and_bad_knobs_are_one_line_errors():
-    cfg = _compose([*RUN, "variant=original-darts"])
+    cfg = compose([*RUN, "variant=original-darts"])
     assert cfg.method.name == "darts" and cfg.method.xi == pytest.approx(Darts.Config().lower.lr)
-    assert _compose([*RUN, "variant=darts-3"]).inner_steps == 3
+    assert compose([*RUN, "variant=darts-3"]).inner_steps == 3
     with pytest.raises(ValueError, match="task.primitives"):
         DartsConfig(primitives=["none", "conv_7x7"]).validate()
     with pytest.raises(ValueError, match="task.primitives"):
@@ -149,7 +149,7 @@ def test_variants_set_xi_and_bad_knobs_are_one_line_errors():
 def test_search_derive_retrain_records_genotype_accuracy_and_collapse_curves(tmp_path, backend):
     if registry.availability("backend", backend):
         pytest.skip(f"{backend} unavailable")
-    rec = execute(prepare(_compose([*RUN, f"backend={backend}", "method=darts", "+preset=demo", "steps=20",
+    rec = execute(prepare(compose([*RUN, f"backend={backend}", "method=darts", "+preset=demo", "steps=20",
                                     "eval_every=10", "task.retrain_steps=200", "task.hessian_iters=3",
                                     f"results_dir={tmp_path}"])))
     assert rec["status"] == "ok", rec.get("traceback")
@@ -175,10 +175,10 @@ def test_cifar10_path_searches_derives_and_retrains_on_python_batches(tmp_path):
     knobs = ["task.dataset=cifar10", f"task.data_root={root}", "task.test_examples=10", "task.channels=2",
              "task.cells=1", "task.nodes=1", "task.stem_pool=4", "task.batch_size=8", "task.retrain_steps=2",
              "task.retrain_batch_size=8", "task.hessian_iters=1", "task.hessian_examples=8"]
-    task = Darts(_compose([*RUN, *knobs]).task, 0)
+    task = Darts(compose([*RUN, *knobs]).task, 0)
     assert task.x_train.shape == (20, 3, 32, 32) and task.x_val.shape == (20, 3, 32, 32)  # 5 × 8 images, halved
     assert task.x_test.shape == (10, 3, 32, 32) and abs(float(task.x_all.mean())) < 1.0  # normalised, not uint8
-    rec = execute(prepare(_compose([*RUN, *knobs, "method=darts", "steps=2", "eval_every=1",
+    rec = execute(prepare(compose([*RUN, *knobs, "method=darts", "steps=2", "eval_every=1",
                                     f"results_dir={tmp_path / 'results'}"])))
     assert rec["status"] == "ok", rec.get("traceback") or rec.get("reason")
     m = rec["metrics"]
@@ -209,7 +209,8 @@ def _rec(variant: str, seed: int, acc: float) -> dict:
 
 @pytest.mark.parametrize("darts1,verdict", [(0.90, "supported"), (0.60, "not supported")])
 def test_betty_darts_matches_original_darts_is_a_computed_verdict(darts1, verdict):
-    from mlo_bench.suite.report import claims, papers, specs
+    from mlo_bench.suite.report import specs
+    from mlo_bench.suite.report.sections import claims, papers
 
     rng = np.random.default_rng(0)
     records = []
@@ -235,7 +236,7 @@ VERIFY = ["task=darts", "task.channels=2", "task.cells=1", "task.nodes=2",
 
 @pytest.mark.slow  # jax compiles the supernet once per method: minutes on a loaded 2-core machine
 def test_verify_certifies_the_alpha_hypergradient_across_backends(capsys):
-    from mlo_bench.suite import verify
+    from mlo_bench.suite.certify import verify
 
     if registry.availability("backend", "jax"):
         pytest.skip("jax unavailable: verify would compare torch with naive only")

@@ -168,13 +168,13 @@ def test_mwn_task_on_the_cifar_fixture(tmp_path):
 
 
 def test_paper_preset_plans_on_a_cifar_directory_and_refuses_a_bad_one(tmp_path):
-    from mlo_bench.suite.cli import _compose
-    from mlo_bench.suite.plan import ConfigError, prepare
+    from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.plan import ConfigError, prepare
 
     root = write_cifar(tmp_path / "cifar-10-batches-py")
-    plan = prepare(_compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))
+    plan = prepare(compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))
     cfg = plan.task_cfg
     assert (cfg.dataset, cfg.model, cfg.augment, plan.steps) == ("cifar10", "resnet32", True, 10000)
     (root / "test_batch").write_bytes(b"garbage")
     with pytest.raises(ConfigError, match="test_batch: not a readable pickle"):
-        prepare(_compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))
+        prepare(compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))

@@ -10,12 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry, verify
+from mlo_bench.suite.certify import verify
 from mlo_bench.suite.contract.method import Response
-from mlo_bench.suite.implicit import hessian_matvec
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
-from mlo_bench.suite.trees import tree_map, tree_vdot
+from mlo_bench.suite.engine.implicit import hessian_matvec
+from mlo_bench.suite.engine.trees import tree_map, tree_vdot
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.data import text
 from mlo_bench.tasks.data_selection import DataSelection, DSConfig
 
@@ -106,7 +107,7 @@ def test_the_lower_loss_trains_on_the_kept_batch_and_differentiates_the_soft_wei
     backend = torch_backend()
     ops, task = backend.ops, DataSelection(DSConfig(**TINY), 0)
     p, batch = state(task, backend)
-    from mlo_bench.suite.nn_bytes import lm_losses
+    from mlo_bench.suite.models.byte_models import lm_losses
 
     kept = lambda th: ops.mean(lm_losses(ops, task.lm, th, batch["gen"][batch["idx"]]))  # noqa: E731
     soft = soft_loss(task, backend, batch)
@@ -128,7 +129,7 @@ def test_the_lower_loss_trains_on_the_kept_batch_and_differentiates_the_soft_wei
 
 # ---- the methods -------------------------------------------------------------------------------------------------
 def edge(task, backend):
-    from mlo_bench.suite.hypergrad import level_loss
+    from mlo_bench.suite.engine.hypergradient import level_loss
 
     p, batch = state(task, backend)
     lower = task.levels()[1]
@@ -141,7 +142,7 @@ def edge(task, backend):
 def soft_loss(task, backend, batch):
     """The soft-weighted loss of the uniform sub-batch B', whose derivatives the lower loss's mixed term carries
     (its *value* does not depend on φ, so finite differences need this one)."""
-    from mlo_bench.suite.nn_bytes import lm_losses
+    from mlo_bench.suite.models.byte_models import lm_losses
 
     ops = backend.ops
     sub = batch["gen"][batch["idx_candidates"][: task.cfg.b_small]]
@@ -189,7 +190,7 @@ def test_soba_state_converges_to_the_implicit_solve_at_a_fixed_state():
 
     backend = torch_backend()
     task = SelectionTask(SelectionTask.Config(), 0)
-    from mlo_bench.suite.hypergrad import level_loss
+    from mlo_bench.suite.engine.hypergradient import level_loss
 
     p = backend.tree_asarray(task.init_params(np.random.default_rng(0)))
     cand = task.batch("model", 0)["idx"]

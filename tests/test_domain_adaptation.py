@@ -9,11 +9,13 @@ import pytest
 import torch
 from conftest import make_backend
 
-from mlo_bench.suite import optim, registry, verify
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.hypergrad import hypergradient_fn
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.certify import verify
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.data import domains, images, officehome
 from mlo_bench.tasks.domain_adaptation import DAConfig, DomainAdaptation
 
@@ -79,7 +81,7 @@ def test_office_home_formats_load_and_run(tmp_path):
     assert f.shape == (40, 6) and lab.shape == (40,)
     for knobs in (["task.dataset=images", f"task.data_root={img_root}", "task.image_size=4"],
                   ["task.dataset=features", f"task.data_root={feat_root}"]):
-        rec = execute(prepare(_compose([*RUN, *knobs, "task.target_train_per_class=1", "steps=3", "method=cg",
+        rec = execute(prepare(compose([*RUN, *knobs, "task.target_train_per_class=1", "steps=3", "method=cg",
                                         f"results_dir={tmp_path / 'r'}"])))
         assert rec["status"] == "ok", rec.get("traceback")
         assert 0 <= rec["metrics"]["test_accuracy"] <= 1
@@ -160,7 +162,7 @@ def test_lbi_exact_hypergradient_matches_finite_differences_of_the_solved_3_leve
     eps = 1e-4
     fd = float(value(lam + eps * b.asarray(v))[1] - value(lam - eps * b.asarray(v))[1]) / (2 * eps)
     for method, knobs in (("exact", []), ("cg", ["method.iterations=100"])):
-        plan = prepare(_compose([*RUN, f"method={method}", "dtype=float64", *knobs]))
+        plan = prepare(compose([*RUN, f"method={method}", "dtype=float64", *knobs]))
         hg = b.tree_to_numpy(hypergradient_fn(b, plan.method, plan.method_cfg, levels, 1)(solved, states, batches))
         got = float(hg["logits"] @ v)
         assert abs(got - fd) <= 1e-5 * max(1.0, abs(fd)), (method, got, fd)
@@ -185,7 +187,7 @@ def test_verify_certifies_both_programs_across_backends(tmp_path, capsys):
 @pytest.mark.parametrize("method", ["cg", "darts"])
 @pytest.mark.parametrize("program", ["reweight", "lbi"])
 def test_learned_weights_push_a_corrupted_source_slice_down(tmp_path, program, method):
-    rec = execute(prepare(_compose([*RUN, "+preset=demo", f"task.program={program}", f"method={method}",
+    rec = execute(prepare(compose([*RUN, "+preset=demo", f"task.program={program}", f"method={method}",
                                     "task.corrupt_fraction=0.2", "hypergrad_check=false",
                                     f"results_dir={tmp_path}"])))
     assert rec["status"] == "ok", rec.get("traceback")
@@ -197,7 +199,7 @@ def test_learned_weights_push_a_corrupted_source_slice_down(tmp_path, program, m
 
 def test_demo_preset_runs_every_program_well_above_chance(tmp_path):
     for variant in ("baseline", "reweight-cg", "lbi"):
-        rec = execute(prepare(_compose([*RUN, "+preset=demo", f"variant={variant}", f"results_dir={tmp_path}"])))
+        rec = execute(prepare(compose([*RUN, "+preset=demo", f"variant={variant}", f"results_dir={tmp_path}"])))
         assert rec["status"] == "ok", rec.get("traceback")
         assert rec["metrics"]["test_accuracy"] > 0.4, (variant, rec["metrics"])  # chance: 0.1
         if variant != "baseline":

@@ -1,6 +1,6 @@
-"""The fused step (suite/fused.py), the cached Hessian-vector operator, the floor figures (suite/floor.py, the report's
-Floor section) and the interleaved step benchmark (suite/stepbench.py). No timed assertions: times are only checked to
-be recorded and positive."""
+"""The fused step (suite/engine/compiled_step.py), the cached Hessian-vector operator, the floor figures
+(suite/measure/floor.py, the report's Floor section) and the interleaved step benchmark (suite/measure/stepbench.py).
+No timed assertions: times are only checked to be recorded and positive."""
 
 from __future__ import annotations
 
@@ -8,18 +8,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlo_bench.suite import registry, stepbench
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import ConfigError, prepare
-from mlo_bench.suite.report import floor as report_floor
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.measure import stepbench
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.report.sections import floor as report_floor
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import ConfigError, prepare
 
 BASE = ["task=quadratic", "task.d=12", "dtype=float64", "progress=false", "hypergrad_check=false", "steps=6"]
 
 
 def _run(tmp_path, *extra):
     capture: dict = {}
-    rec = execute(prepare(_compose([*BASE, f"results_dir={tmp_path}", *extra])), capture)
+    rec = execute(prepare(compose([*BASE, f"results_dir={tmp_path}", *extra])), capture)
     return rec, capture
 
 
@@ -62,7 +63,7 @@ def test_a_fused_step_still_ends_a_diverging_run_at_its_own_step(tmp_path):
 
 def test_fused_must_be_a_boolean_or_null():
     with pytest.raises(ConfigError, match="^fused must be"):
-        prepare({**prepare(_compose([])).config, "fused": "yes"})
+        prepare({**prepare(compose([])).config, "fused": "yes"})
 
 
 @pytest.mark.parametrize("backend", ["torch", "jax"])
@@ -101,7 +102,7 @@ def test_runs_record_the_gradient_count_and_one_gradient_time(tmp_path, method, 
 def test_the_floor_times_interleaved_pairs_in_cpu_time_within_its_budget():
     import time
 
-    from mlo_bench.suite import floor
+    from mlo_bench.suite.measure import floor
 
     calls = []
 

@@ -13,12 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from mlo_bench.suite import records as records_mod
-from mlo_bench.suite.cli import _compose, main
-from mlo_bench.suite.isolate import TMP_PREFIX, clean_stale_tmp
-from mlo_bench.suite.job import run_job
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.records import BUSY, Busy, config_hash, config_lock, read_records
+from mlo_bench.suite.cli import main
+from mlo_bench.suite.run import records as records_mod
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.isolate import TMP_PREFIX, clean_stale_tmp
+from mlo_bench.suite.run.job import run_job
+from mlo_bench.suite.run.plan import prepare
+from mlo_bench.suite.run.records import BUSY, Busy, config_hash, config_lock, read_records
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ["task.d=5", "steps=2", "progress=false"]
@@ -32,7 +33,7 @@ SMALL = ["task.d=5", "steps=2", "progress=false"]
 #: (with the marker touched at the run's start, a 6 s limit failed under load 3–4: the run itself outlasted it).
 SLOW_WORKER = '''
 import atexit, os, pathlib, sys, time
-if sys.argv[0].endswith(os.path.join("suite", "isolate.py")):
+if sys.argv[0].endswith(os.path.join("suite", "run", "isolate.py")):
     marker = pathlib.Path(sys.argv[2] + ".started")
     real_touch = pathlib.Path.touch
     def touch(self, *args, **kwargs):
@@ -45,7 +46,7 @@ if sys.argv[0].endswith(os.path.join("suite", "isolate.py")):
     if os.environ["SLOW_WORKER"] == "exit":
         atexit.register(start_the_clock_and_hang)
     else:
-        import mlo_bench.suite.runner as runner
+        import mlo_bench.suite.run.execute as runner
         real = runner.commit
         def commit(*args, **kwargs):
             record = real(*args, **kwargs)
@@ -91,7 +92,7 @@ def test_the_summary_names_the_device_used(capsys, tmp_path):
     assert main(["run", *SMALL, "isolate=false", "device=auto", f"results_dir={tmp_path}"]) == 0
     head = capsys.readouterr().out.splitlines()[0]
     assert head.endswith(", device cpu)"), head
-    from mlo_bench.suite.summary import summary_lines
+    from mlo_bench.suite.run.summary import summary_lines
 
     rec = read_records([tmp_path])[0]
     rec["provenance"]["device"] = None  # e.g. a timeout recorded by the parent: no backend was set up there
@@ -103,13 +104,13 @@ def test_the_summary_names_the_device_used(capsys, tmp_path):
 
 
 def _plan(tmp_path, *extra):
-    return prepare(_compose([*SMALL, "isolate=false", f"results_dir={tmp_path}", *extra]))
+    return prepare(compose([*SMALL, "isolate=false", f"results_dir={tmp_path}", *extra]))
 
 
 def test_a_second_process_finds_the_lock_and_does_not_run(tmp_path, capsys):
     plan = _plan(tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", (
-        "import sys, time\nfrom mlo_bench.suite.records import config_lock\n"
+        "import sys, time\nfrom mlo_bench.suite.run.records import config_lock\n"
         f"with config_lock({str(tmp_path)!r}, {config_hash(plan.config)!r}):\n"
         "    print('held', flush=True); time.sleep(120)\n")], stdout=subprocess.PIPE, text=True)
     try:

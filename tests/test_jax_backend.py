@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 from conftest import make_task, method_cfg, rel_error
 
-from mlo_bench.suite import optim, registry
 from mlo_bench.suite.cli import main
-from mlo_bench.suite.hypergrad import hypergradient_fn
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn
+from mlo_bench.suite.plugins import registry
 
 ROOT = Path(__file__).resolve().parent.parent
 METHODS = registry.names("method")

@@ -13,13 +13,16 @@ import pytest
 from conftest import make_backend
 from test_data import write_cifar
 
-from mlo_bench.suite import nn, optim, registry
-from mlo_bench.suite.cli import _compose, main
-from mlo_bench.suite.hypergrad import hypergradient_fn
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.records import read_records
-from mlo_bench.suite.runner import execute
-from mlo_bench.suite.verify import max_rel_diff
+from mlo_bench.suite.certify.verify import max_rel_diff
+from mlo_bench.suite.cli import main
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn
+from mlo_bench.suite.models import nn
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
+from mlo_bench.suite.run.records import read_records
 from mlo_bench.tasks.mwn import MetaWeightNet, MWNConfig
 
 BACKENDS = ("torch", "jax")
@@ -110,7 +113,7 @@ def test_weight_net_maps_losses_to_weights_in_0_1():
 
 
 def _hypergrad(backend_name, method, dtype="float32", knobs=()):
-    plan = prepare(_compose([*SMALL, f"backend={backend_name}", f"method={method}", f"dtype={dtype}", *knobs]))
+    plan = prepare(compose([*SMALL, f"backend={backend_name}", f"method={method}", f"dtype={dtype}", *knobs]))
     b = make_backend(backend_name, dtype)
     task = plan.task_cls(plan.task_cfg, 0)
     levels = task.levels()
@@ -159,7 +162,7 @@ def test_detach_changes_the_hypergradient():
 
 
 def _run(tmp_path, *overrides, capture=None):
-    return execute(prepare(_compose([*SMALL, f"results_dir={tmp_path}", *overrides])), capture)
+    return execute(prepare(compose([*SMALL, f"results_dir={tmp_path}", *overrides])), capture)
 
 
 def test_exact_reference_is_zero_for_exact_and_measured_for_the_others(tmp_path):
@@ -226,14 +229,14 @@ def test_batches_are_a_pure_function_of_seed_and_step():
 
 
 def test_presets_apply_the_chosen_tasks_values_and_overrides_win():
-    cfg = _compose(["task=mwn", "+preset=demo"])
+    cfg = compose(["task=mwn", "+preset=demo"])
     demo = MetaWeightNet.presets["demo"]
     assert cfg.steps == demo["steps"] and cfg.task.lower.milestones == demo["task"]["lower"]["milestones"]
-    cfg = _compose(["task=mwn", "preset=demo", "steps=7", "task.hidden=3"])
+    cfg = compose(["task=mwn", "preset=demo", "steps=7", "task.hidden=3"])
     assert cfg.steps == 7 and cfg.task.hidden == 3
-    assert _compose(["task=mwn"]).steps == 100, "no preset: the defaults"
+    assert compose(["task=mwn"]).steps == 100, "no preset: the defaults"
     assert set(registry.presets("mwn")) >= {"demo", "full", "paper"}
-    paper = _compose(["task=mwn", "+preset=paper"]).task
+    paper = compose(["task=mwn", "+preset=paper"]).task
     assert (paper.model, paper.lower.lr, paper.lower.momentum, paper.weight_decay, list(paper.lower.milestones),
             paper.upper.name, paper.upper.lr) == ("resnet32", 0.1, 0.9, 5e-4, [5000, 7500], "adam", 1e-5)
 
@@ -251,7 +254,7 @@ def test_a_preset_the_task_does_not_define_is_a_one_line_error(tmp_path, capsys,
 
 
 def test_demo_preset_reaches_far_above_chance(tmp_path):
-    rec = execute(prepare(_compose(["task=mwn", "+preset=demo", "method=darts", "progress=false",
+    rec = execute(prepare(compose(["task=mwn", "+preset=demo", "method=darts", "progress=false",
                                     f"results_dir={tmp_path}", "hypergrad_check=false"])))
     assert rec["status"] == "ok", rec.get("traceback")
     assert rec["metrics"]["test_accuracy"] > 0.5  # chance: 0.1

@@ -12,11 +12,12 @@ from conftest import make_task, rel_error
 from test_jax_backend import _at_best_response, hypergrad
 
 import mlo_bench.backends.naive as naive_mod
-from mlo_bench.suite import optim, registry
 from mlo_bench.suite.cli import main
 from mlo_bench.suite.contract.method import Response
-from mlo_bench.suite.hypergrad import hypergradient, level_loss, level_step
-from mlo_bench.suite.implicit import mixed_vjp
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient, level_loss, level_step
+from mlo_bench.suite.engine.implicit import mixed_vjp
+from mlo_bench.suite.plugins import registry
 
 
 def _setup(name: str):

@@ -7,7 +7,7 @@ import pytest
 import torch
 from conftest import make_backend
 
-from mlo_bench.suite import optim
+from mlo_bench.suite.engine import optim
 
 
 @pytest.mark.parametrize("cfg,reference", [

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.report import papers, specs, stats
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.report import specs, stats
 from mlo_bench.suite.report import verdicts as V
-from mlo_bench.suite.report.markdown import table as md_table
+from mlo_bench.suite.report.render.markdown import table as md_table
 from mlo_bench.suite.report.runs import prepare as prepare_runs
 from mlo_bench.suite.report.runs import variant_of
+from mlo_bench.suite.report.sections import papers
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.plan import prepare
 
 TABLE = specs.paper("mwn").tables[0]
 SPEC = {v.name: v for v in specs.paper("mwn").variants}
@@ -59,10 +60,10 @@ def _records(darts_acc: float, darts_live: float, rng: np.random.Generator, back
 
 def test_variant_is_a_hydra_option_for_the_task_and_backend():
     registry.discover()
-    plan = prepare(_compose(["task=mwn", "variant=darts-5", "backend=naive"]))
+    plan = prepare(compose(["task=mwn", "variant=darts-5", "backend=naive"]))
     assert plan.method.name == "darts" and plan.inner_steps == 5 and plan.task_cfg.reweight is True
     assert plan.config["backend"]["chain"] == "reverse", "on naive the variant brings the reverse chain"
-    plan = prepare(_compose(["task=mwn", "variant=erm", "backend=torch", "method.name=first_order"]))
+    plan = prepare(compose(["task=mwn", "variant=erm", "backend=torch", "method.name=first_order"]))
     assert plan.task_cfg.reweight is False
     assert "mwn" in (specs.paper("mwn").variants[0].doc + " mwn")
 
@@ -197,7 +198,7 @@ def _ds_records(load: float | None = None) -> list[dict]:
 
 def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path):
     """data_selection's table asks for specific_loss and selection_precision by row, base_rate as a dashed line."""
-    from mlo_bench.suite.report.doc import Figure
+    from mlo_bench.suite.report.render.doc import Figure
 
     table = specs.paper("data_selection").tables[0]
     assert "selection_precision" in table.figure and table.references["selection_precision"] == "base_rate"
@@ -211,7 +212,7 @@ def test_a_table_that_declares_a_figure_gets_it_with_its_reference_line(tmp_path
 
 def test_a_throughput_claim_on_loaded_runs_says_so():
     """The paper's steps/s ratios (DDS / generic only): with every run timed under load, not measured, and why."""
-    from mlo_bench.suite.report import claims
+    from mlo_bench.suite.report.sections import claims
 
     table = [c for c in claims.load_claims() if c.claim_id.startswith("grangier-speed-")]
     [quiet] = [r for r in claims.evaluate(table, _ds_records()) if r.claim.claim_id == "grangier-speed-dds"]

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from conftest import make_backend, make_task, method_cfg
 
-from mlo_bench.suite import optim, registry
 from mlo_bench.suite.cli import main
-from mlo_bench.suite.hypergrad import hypergradient_fn, response
-from mlo_bench.suite.trees import tree_leaves
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn, response
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins import registry
 
 PEERS = {"betty": ("darts", "neumann", "sama"), "torchopt": ("cg", "neumann", "exact", "unroll"),
          "higher": ("unroll",), "jaxopt": ("cg", "exact")}

@@ -6,24 +6,24 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.records import commit_run
 from mlo_bench.suite.report import main as report_main
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
+from mlo_bench.suite.run.records import commit_run
 
 
 def test_the_cases_compose():
-    quad = _compose(["+experiment=peers", "+peers_case=quadratic"])
+    quad = compose(["+experiment=peers", "+peers_case=quadratic"])
     assert quad.task.name == "quadratic" and quad.dtype == "float64"
-    betty_sized = _compose(["+experiment=peers", "+peers_case=mwn_betty"])
+    betty_sized = compose(["+experiment=peers", "+peers_case=mwn_betty"])
     assert betty_sized.task.name == "mwn" and betty_sized.task.model == "resnet32"
     assert betty_sized.task.weight_net_hidden == 100 and betty_sized.task.batch_size == 100
-    assert _compose(["+experiment=peers", "+peers_case=mwn_demo"]).task.model == "mlp"
+    assert compose(["+experiment=peers", "+peers_case=mwn_demo"]).task.model == "mlp"
 
 
 def _run(results: Path, *overrides: str) -> dict:
-    return execute(prepare(_compose(["task.d=8", "steps=3", "progress=false", "isolate=false",
+    return execute(prepare(compose(["task.d=8", "steps=3", "progress=false", "isolate=false",
                                      f"results_dir={results}", *overrides])))
 
 

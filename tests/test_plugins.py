@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry
+from mlo_bench.suite.plugins import registry
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "weighted_lsq"
 MODULE = "mlo_bench_weighted_lsq"
@@ -123,14 +123,14 @@ def test_the_environment_variable_names_plugins(tmp_path):
 
 
 def test_plugins_key_in_process_records_origin_and_enters_the_hash(fresh_registry, monkeypatch, tmp_path):
-    from mlo_bench.suite.cli import _compose
-    from mlo_bench.suite.plan import prepare
-    from mlo_bench.suite.records import config_hash
+    from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.plan import prepare
+    from mlo_bench.suite.run.records import config_hash
 
     monkeypatch.syspath_prepend(str(EXAMPLE))
     assert registry.load_plugins(f"[{MODULE}]") == []
     assert str(registry.origin("task", "weighted_lsq")) == f"plugins= {MODULE}"
-    plan = prepare(_compose(["task=weighted_lsq", f"plugins=[{MODULE}]", f"results_dir={tmp_path}"]))
+    plan = prepare(compose(["task=weighted_lsq", f"plugins=[{MODULE}]", f"results_dir={tmp_path}"]))
     assert plan.config["plugins"] == [MODULE]
     bare = dict(plan.config, plugins=[])
     assert config_hash(plan.config) != config_hash(bare), "the modules named decide what code a name runs"

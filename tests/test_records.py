@@ -6,10 +6,10 @@ import json
 
 import pytest
 
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.records import commit_run, config_hash, read_records
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
+from mlo_bench.suite.run.records import commit_run, config_hash, read_records
 
 MEASURED = ("time_", "cpu_", "peak_memory_bytes", "compile_s", "steps_per_s")
 
@@ -21,18 +21,18 @@ def _numbers(record):
 @pytest.mark.parametrize("method", ["cg", "unroll", "darts"])
 def test_same_config_and_seed_give_identical_metrics(tmp_path, method):
     overrides = [f"method={method}", "task.d=12", "steps=15", "progress=false", f"results_dir={tmp_path}"]
-    first = execute(prepare(_compose(overrides)))
-    second = execute(prepare(_compose(overrides)))
+    first = execute(prepare(compose(overrides)))
+    second = execute(prepare(compose(overrides)))
     assert first["status"] == second["status"] == "ok"
     assert _numbers(first) == _numbers(second)
     assert first["config_hash"] == second["config_hash"]
     assert first["run_id"] != second["run_id"], "a second run must not overwrite the first"
-    third = execute(prepare(_compose([*overrides, "seed=1"])))
+    third = execute(prepare(compose([*overrides, "seed=1"])))
     assert _numbers(third) != _numbers(first), "a different seed must change the numbers"
 
 
 def test_record_holds_the_schema_fields(tmp_path):
-    rec = execute(prepare(_compose(["task.d=5", "steps=2", "progress=false", f"results_dir={tmp_path}"])))
+    rec = execute(prepare(compose(["task.d=5", "steps=2", "progress=false", f"results_dir={tmp_path}"])))
     for key in ("schema", "run_id", "task", "backend", "method", "seed", "status", "reason", "config",
                 "config_hash", "metrics", "provenance"):
         assert key in rec
@@ -77,7 +77,7 @@ def test_unsupported_and_error_are_recorded_not_raised(tmp_path, monkeypatch):
     from mlo_bench.tasks.quadratic import Quadratic
 
     monkeypatch.setattr(Quadratic, "supports", lambda self, m: "not for this test" if m == "darts" else None)
-    rec = execute(prepare(_compose(["method=darts", "task.d=4", "steps=2", "progress=false",
+    rec = execute(prepare(compose(["method=darts", "task.d=4", "steps=2", "progress=false",
                                     f"results_dir={tmp_path}"])))
     assert rec["status"] == "unsupported" and rec["reason"] == "not for this test"
 
@@ -85,21 +85,21 @@ def test_unsupported_and_error_are_recorded_not_raised(tmp_path, monkeypatch):
         raise RuntimeError("metrics exploded")
 
     monkeypatch.setattr(Quadratic, "metrics", boom)
-    rec = execute(prepare(_compose(["method=cg", "task.d=4", "steps=2", "progress=false",
+    rec = execute(prepare(compose(["method=cg", "task.d=4", "steps=2", "progress=false",
                                     f"results_dir={tmp_path}"])))
     assert rec["status"] == "error" and "metrics exploded" in rec["reason"] and "Traceback" in rec["traceback"]
     assert rec["metrics"]["steps_done"] == 2, "what was measured before the failure is kept"
 
 
 def test_divergence_is_a_status_with_its_step(tmp_path):
-    rec = execute(prepare(_compose(["method=exact", "task.d=6", "steps=200", "task.outer.lr=1000",
+    rec = execute(prepare(compose(["method=exact", "task.d=6", "steps=200", "task.outer.lr=1000",
                                     "progress=false", f"results_dir={tmp_path}"])))
     assert rec["status"] == "diverged"
     assert "non-finite" in rec["reason"] and isinstance(rec["metrics"]["diverged_step"], int)
 
 
 def test_provenance_records_load_cpus_and_threads(monkeypatch):
-    from mlo_bench.suite import provenance
+    from mlo_bench.suite.measure import provenance
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.setattr(provenance.os, "getloadavg", lambda: (3.25, 1.0, 0.5))
@@ -120,7 +120,7 @@ def test_provenance_records_load_cpus_and_threads(monkeypatch):
     ({"status": "ok", "metrics": {}, "config": {}}, None),
 ])
 def test_record_problem_names_what_is_wrong(record, problem):
-    from mlo_bench.suite.records import record_problem
+    from mlo_bench.suite.run.records import record_problem
 
     got = record_problem(record)
     assert got == problem if problem is None else problem in got

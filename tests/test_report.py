@@ -14,22 +14,23 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlo_bench.suite.cli import _compose
 from mlo_bench.suite.cli import main as cli_main
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.records import commit_run, read_records
-from mlo_bench.suite.report import claims, main, specs
+from mlo_bench.suite.report import main, specs
 from mlo_bench.suite.report import verdicts as V
+from mlo_bench.suite.report.sections import claims
 from mlo_bench.suite.report.stats import loglog_slope, ratio_interval
 from mlo_bench.suite.report.tidy import ID_COLUMNS, tidy
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
+from mlo_bench.suite.run.records import commit_run, read_records
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 METHODS = ("cg", "exact", "darts")
 
 
 def _run(results: Path, *overrides: str) -> dict:
-    return execute(prepare(_compose(["task.d=8", "steps=3", "progress=false", f"results_dir={results}",
+    return execute(prepare(compose(["task.d=8", "steps=3", "progress=false", f"results_dir={results}",
                                      *overrides])))
 
 

@@ -1,5 +1,5 @@
-"""The report's trace curves (suite/report/curves.py): the trace.csv columns a task declares in ``Paper.curves``,
-per variant, mean over seeds, read from synthetic runs whose traces have known values."""
+"""The report's trace curves (suite/report/sections/curves.py): the trace.csv columns a task declares in
+``Paper.curves``, per variant, mean over seeds, read from synthetic runs whose traces have known values."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from mlo_bench.suite.records import commit_run, read_records
-from mlo_bench.suite.report import curves, main, specs
-from mlo_bench.suite.runner import trace_csv
+from mlo_bench.suite.report import main, specs
+from mlo_bench.suite.report.sections import curves
+from mlo_bench.suite.run.execute import trace_csv
+from mlo_bench.suite.run.records import commit_run, read_records
 
 TASK = "darts"  # any registered task that declares curves; the report itself never names one
 

@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.records import commit_run, read_records
+from mlo_bench.suite.plugins import registry
 from mlo_bench.suite.report import main
+from mlo_bench.suite.run.records import commit_run, read_records
 from mlo_bench.tasks._template_paper import TemplateTaskWithPaper
 
 
@@ -159,7 +159,7 @@ def test_report_html_renders_in_headless_chromium_with_its_figures(tmp_path):
 
 
 def test_pareto_front_and_the_computed_sentence():
-    from mlo_bench.suite.report.choice import Row, mark_pareto, sentence
+    from mlo_bench.suite.report.sections.choice import Row, mark_pareto, sentence
 
     rows = [Row("torch", "cg", {"quality": 0.80, "time": 2.0, "memory": 10.0}),
             Row("jax", "darts", {"quality": 0.795, "time": 1.0, "memory": 10.0}),   # within 1%, fastest

@@ -7,10 +7,11 @@ import numpy as np
 import pytest
 from selection_task import SelectionTask
 
-from mlo_bench.suite import registry, verify
-from mlo_bench.suite.phases import keep_by_score, selection_rng
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.certify import verify
+from mlo_bench.suite.engine.step_phases import keep_by_score, selection_rng
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 
 
 def test_kept_examples_are_sampled_in_proportion_to_their_scores():
@@ -62,8 +63,8 @@ def test_the_upper_level_changes_which_examples_are_kept(selection_task):
     task = SelectionTask(SelectionTask.Config(), 0)
     backend = registry.get("backend", "torch")()
     backend.setup("float64", "cpu", 0)
-    from mlo_bench.suite.levels import chain, steps_per_level
-    from mlo_bench.suite.phases import Batches
+    from mlo_bench.suite.engine.levels import chain, steps_per_level
+    from mlo_bench.suite.engine.step_phases import Batches
 
     levels = chain(task.levels())
     batches = Batches(task, backend, backend.tree_asarray(task.data()), levels, steps_per_level(levels, 1))

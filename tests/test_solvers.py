@@ -6,7 +6,7 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mlo_bench.suite.solvers import cg, neumann
+from mlo_bench.suite.engine.linear_solvers import cg, neumann
 
 
 class NumpyOps:

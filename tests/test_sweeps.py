@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from mlo_bench.suite.callbacks import count_jobs
-from mlo_bench.suite.records import read_records
+from mlo_bench.suite.cli.callbacks import count_jobs
+from mlo_bench.suite.run.records import read_records
 
 MEASURED = ("time_", "cpu_", "peak_memory_bytes", "compile_s", "steps_per_s")
 
@@ -120,20 +120,20 @@ def test_failures_are_results_and_the_sweep_goes_on(tmp_path):
 
 
 def test_resume_skips_finished_runs_but_retries_errors(tmp_path, monkeypatch):
-    from mlo_bench.suite.cli import _compose
-    from mlo_bench.suite.job import run_job
-    from mlo_bench.suite.plan import prepare
+    from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.job import run_job
+    from mlo_bench.suite.run.plan import prepare
 
     overrides = ["task.d=5", "steps=2", "isolate=false", f"results_dir={tmp_path}", "progress=false"]
-    first = run_job(prepare(_compose(overrides)))
-    again = run_job(prepare(_compose(overrides)))
+    first = run_job(prepare(compose(overrides)))
+    again = run_job(prepare(compose(overrides)))
     assert again["_path"] == first["_path"], "same config: the finished record is reused"
-    fresh = run_job(prepare(_compose([*overrides, "resume=false"])))
+    fresh = run_job(prepare(compose([*overrides, "resume=false"])))
     assert fresh["_path"] != first["_path"]
     from mlo_bench.tasks.quadratic import Quadratic
 
     monkeypatch.setattr(Quadratic, "metrics", lambda self, b, p: 1 / 0)
-    failed = run_job(prepare(_compose([*overrides, "seed=3"])))
+    failed = run_job(prepare(compose([*overrides, "seed=3"])))
     assert failed["status"] == "error"
-    retried = run_job(prepare(_compose([*overrides, "seed=3"])))
+    retried = run_job(prepare(compose([*overrides, "seed=3"])))
     assert retried["_path"] != failed["_path"], "an error is not final: resume runs it again"

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""The ``threads`` key (suite/threads.py) and the load flags of provenance (suite/provenance.py)."""
+"""The ``threads`` key (suite/measure/threads.py) and the load flags of provenance (suite/measure/provenance.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
-from mlo_bench.suite import provenance, threads
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import ConfigError, prepare
-from mlo_bench.suite.records import config_hash
+from mlo_bench.suite.measure import provenance, threads
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.plan import ConfigError, prepare
+from mlo_bench.suite.run.records import config_hash
 
 
 def test_threads_default_is_one_and_keeps_the_hash_of_records_made_before_the_key():
-    cfg = prepare(_compose(["progress=false"])).config
+    cfg = prepare(compose(["progress=false"])).config
     assert cfg["threads"] == 1
     bare = {k: v for k, v in cfg.items() if k != "threads"}
     assert config_hash(cfg) == config_hash(bare)
@@ -25,7 +25,7 @@ def test_threads_default_is_one_and_keeps_the_hash_of_records_made_before_the_ke
 @pytest.mark.parametrize("value", [-1, "two", True])
 def test_a_bad_threads_value_is_one_line_naming_the_key(value):
     with pytest.raises(ConfigError, match="^threads must be"):
-        prepare({**prepare(_compose([])).config, "threads": value})
+        prepare({**prepare(compose([])).config, "threads": value})
 
 
 def test_env_for_carries_the_count_and_xla_flags_only_for_one_thread(monkeypatch):
@@ -55,12 +55,12 @@ def test_busy_compares_the_largest_load_with_the_cpus():
 
 
 def test_a_run_records_threads_applied_and_flags_load_above_the_cores(tmp_path, monkeypatch, capsys):
-    from mlo_bench.suite.runner import execute
+    from mlo_bench.suite.run.execute import execute
 
     monkeypatch.setattr(provenance.os, "getloadavg", lambda: (64.0, 1.0, 1.0))
     monkeypatch.setattr(provenance.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(provenance, "_WARNED", [])
-    rec = execute(prepare(_compose(["task.d=8", "steps=3", "progress=false", "threads=1", "hypergrad_check=false",
+    rec = execute(prepare(compose(["task.d=8", "steps=3", "progress=false", "threads=1", "hypergrad_check=false",
                                     f"results_dir={tmp_path}"])))
     p = rec["provenance"]
     assert rec["status"] == "ok" and p["threads"]["applied"]["requested"] == 1 and p["threads"]["torch"] == 1

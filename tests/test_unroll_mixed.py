@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 from conftest import make_backend, make_task, method_cfg
 
-from mlo_bench.suite import optim, registry
-from mlo_bench.suite.hypergrad import hypergradient_fn
-from mlo_bench.suite.trees import tree_leaves
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins import registry
 
 
 def _task(inner: str):
@@ -43,11 +44,11 @@ def test_same_hypergradient_as_unroll(backend_name, inner):
 
 
 def _peak_live(tmp_path, method: str, depth: int) -> int:
-    from mlo_bench.suite.cli import _compose
-    from mlo_bench.suite.plan import prepare
-    from mlo_bench.suite.runner import execute
+    from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.execute import execute
+    from mlo_bench.suite.run.plan import prepare
 
-    rec = execute(prepare(_compose(["task=mwn", "+preset=demo", "backend=torch", f"method={method}", "steps=1",
+    rec = execute(prepare(compose(["task=mwn", "+preset=demo", "backend=torch", f"method={method}", "steps=1",
                                     f"inner_steps={depth}", "isolate=false", "hypergrad_check=false",
                                     "progress=false", f"results_dir={tmp_path}"])))
     assert rec["status"] == "ok", rec["reason"]

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 
 import mlo_bench.backends.naive as naive_mod
-from mlo_bench.suite import registry
+from mlo_bench.suite.certify.verify import max_rel_diff, parse
 from mlo_bench.suite.cli import main
-from mlo_bench.suite.verify import max_rel_diff, parse
+from mlo_bench.suite.plugins import registry
 
 SMALL = ["task=quadratic", "task.d=12", "--steps", "3", "backend=torch,jax,naive"]  # the peers: test_peers.py
 

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry, runner
-from mlo_bench.suite.agreement import compare, worse
+from mlo_bench.suite.certify.agreement import compare, worse
+from mlo_bench.suite.certify.verify import BadInput, knob_overrides, parse
 from mlo_bench.suite.cli import main
-from mlo_bench.suite.verify import BadInput, knob_overrides, parse
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run import execute as runner
 
 SMALL = ["task=quadratic", "task.d=6", "dtype=float64", "--steps", "2"]
 
@@ -127,10 +128,10 @@ def test_the_oracle_table_gives_each_methods_own_error(capsys, tmp_path):
                                                                                               ["cg"])}
     assert float(errors["exact"][0]) < 1e-12 and float(errors["neumann"][0]) > 1e-3
     assert errors["cg"][cols.index("naive") - 1] == "-", "naive does not run cg"
-    from mlo_bench.suite.cli import _compose
-    from mlo_bench.suite.plan import prepare
+    from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.plan import prepare
 
-    rec = runner.execute(prepare(_compose(["task=quadratic", "task.d=6", "dtype=float64", "steps=2", "method=neumann",
+    rec = runner.execute(prepare(compose(["task=quadratic", "task.d=6", "dtype=float64", "steps=2", "method=neumann",
                                            "method.alpha=0.5", "progress=false", f"results_dir={tmp_path}"])))
     assert float(errors["neumann"][0]) == pytest.approx(rec["metrics"]["hypergrad_rel_error"], rel=1e-2)
     note = next(line for line in out.splitlines() if line.startswith("note: off the oracle"))

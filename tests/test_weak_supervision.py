@@ -9,10 +9,11 @@ import json
 import numpy as np
 import pytest
 
-from mlo_bench.suite import registry, verify
-from mlo_bench.suite.cli import _compose
-from mlo_bench.suite.plan import prepare
-from mlo_bench.suite.runner import execute
+from mlo_bench.suite.certify import verify
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run.compose import compose
+from mlo_bench.suite.run.execute import execute
+from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.data import label_models as lm
 from mlo_bench.tasks.data import wrench
 from mlo_bench.tasks.weak_supervision import PAPER, WeakSupervisionConfig
@@ -155,7 +156,7 @@ def test_embedded_problem_is_written_in_wrench_format_and_read_back(tmp_path):
 
 
 def _run(tmp_path, *overrides):
-    cfg = _compose(["task=weak_supervision", "+preset=demo", "progress=false", "isolate=false", "resume=false",
+    cfg = compose(["task=weak_supervision", "+preset=demo", "progress=false", "isolate=false", "resume=false",
                     f"results_dir={tmp_path}", *overrides])
     return execute(prepare(cfg))
 
@@ -216,7 +217,7 @@ def _table_records(correct_gain: float, seeds=range(3)) -> list[dict]:
 
 @pytest.mark.parametrize("gain,verdict", [(0.02, "supported"), (-0.02, "not supported")])
 def test_table_3_has_a_row_per_variant_a_column_per_data_set_and_computed_verdicts(gain, verdict):
-    from mlo_bench.suite.report import papers
+    from mlo_bench.suite.report.sections import papers
 
     table = PAPER.tables[0]
     result = papers.evaluate("weak_supervision", table, _table_records(gain))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from mlo_bench.suite import registry
-from mlo_bench.suite.hypergrad import oracle_state, stateful_hypergradient_fn
+from mlo_bench.suite.engine.hypergradient import oracle_state, stateful_hypergradient_fn
+from mlo_bench.suite.plugins import registry
 
 
 def warm_start_errors(method: str = "cg", iterations=(1, 2, 3, 5, 10), steps: int = 30, d: int = 100,

@@ -1,0 +1,5 @@
+"""The run's configuration: Hydra's primary config (``config.yaml``) and its YAML groups (``experiment/``,
+``complexity_path/``, ``peers_case/``), read with ``importlib.resources``, and the run keys (:mod:`.keys`).
+
+Imports nothing of the suite: every layer may read it.
+"""

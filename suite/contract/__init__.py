@@ -6,6 +6,9 @@
 - :class:`Method` — a hypergradient algorithm, expressed as the vector–Jacobian product of one best response.
 - :class:`Paper` — what a task declares about its paper: :class:`MetricSpec`, :class:`Variant`, :class:`PaperTable`,
   :class:`Comparison`, :class:`TableClaim`, :class:`ClaimRule` (``paper.py``).
+
+May import: ``engine`` (the pytree helpers and optimizer config its types name). Never ``cli``, ``run``,
+``certify``, ``report``, ``measure``, ``models`` or ``plugins``: the contracts are the bottom of the suite.
 """
 
 from mlo_bench.suite.contract.backend import Backend, Unavailable

@@ -150,8 +150,8 @@ class Backend(ABC):
         return None
 
     def chain(self) -> Callable[..., Tree] | None:
-        """A replacement for :func:`mlo_bench.suite.hypergrad.hypergradient` (same signature), or ``None`` for the
-        reverse-mode chain. Only a backend that measures a different chaining strategy (``naive`` materialises
+        """A replacement for :func:`mlo_bench.suite.engine.hypergradient.hypergradient` (same signature), or ``None``
+        for the reverse-mode chain. Only a backend that measures a different chaining strategy (``naive`` materialises
         best-response Jacobians and multiplies them) sets this."""
         return None
 
@@ -159,11 +159,11 @@ class Backend(ABC):
         return {}
 
     def tree_to_numpy(self, tree: Tree) -> Any:
-        from mlo_bench.suite.trees import tree_map
+        from mlo_bench.suite.engine.trees import tree_map
 
         return tree_map(self.to_numpy, tree)
 
     def tree_asarray(self, tree: Any) -> Tree:
-        from mlo_bench.suite.trees import tree_map
+        from mlo_bench.suite.engine.trees import tree_map
 
         return tree_map(self.asarray, tree)

@@ -1,7 +1,7 @@
 """The Method contract: a hypergradient algorithm as the VJP of one lower level's best response.
 
 Every multilevel hypergradient in mlo-bench is computed in reverse mode: one vector is pushed from the top level down
-the dependency chain (:func:`mlo_bench.suite.hypergrad.hypergradient`).
+the dependency chain (:func:`mlo_bench.suite.engine.hypergradient.hypergradient`).
 At each edge (lower level θ, its upper level λ) the only
 thing a method decides is how to approximate
 
@@ -29,7 +29,7 @@ class Response:
     - ``unroll_steps``: the lower level's optimizer steps per outer step (the unroll depth).
     - ``level``: the lower level's name.
     - ``method_state``: a stateful method's state at this edge from the previous outer step (``None`` otherwise).
-    - ``optimizer``: the lower level's optimizer config (:class:`mlo_bench.suite.optim.OptimizerConfig`; ``sama``
+    - ``optimizer``: the lower level's optimizer config (:class:`mlo_bench.suite.engine.optim.OptimizerConfig`; ``sama``
       preconditions with its Adam moments in ``state``).
     """
 
@@ -66,7 +66,7 @@ class Method(Protocol):
       costs — a Hessian-vector product, a mixed VJP, a gradient, a pullback through one optimizer step count one each
       (``cg`` / ``neumann``: K + 1, ``darts``: 2, ``unroll``: K, ``first_order``: 0; ``None``: not a count of
       gradients, e.g. ``exact``'s Hessian). With the top loss's own gradient it is the method's floor: the report sets
-      a hypergradient's time in units of one lower-level gradient beside it (:mod:`mlo_bench.suite.floor`).
+      a hypergradient's time in units of one lower-level gradient beside it (:mod:`mlo_bench.suite.measure.floor`).
     - ``computes_hypergradient = False`` (optional): the method trains no upper level (``none``: a baseline run with
       the task's own knobs); the runner skips the hypergradient and outer phases.
     """

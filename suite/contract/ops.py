@@ -69,4 +69,4 @@ class Ops(Protocol):
 
     # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
     # (JAX) supplies it so iterative solvers compile once;
-    # otherwise :func:`mlo_bench.suite.solvers.fori_loop` loops in Python.
+    # otherwise :func:`mlo_bench.suite.engine.linear_solvers.fori_loop` loops in Python.

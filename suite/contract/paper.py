@@ -167,7 +167,7 @@ class Paper:
       ``reweight-cg`` in a task whose sibling task's ``reweight`` is darts).
     - ``curves``: columns of a run's ``trace.csv`` (``outer_loss`` or a metric the task computes every ``eval_every``
       steps) that the report plots against the outer step, per variant, mean over seeds
-      (:mod:`mlo_bench.suite.report.curves`).
+      (:mod:`mlo_bench.suite.report.sections.curves`).
     """
 
     metrics: tuple[MetricSpec, ...] = ()

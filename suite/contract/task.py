@@ -9,7 +9,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from mlo_bench.suite.optim import OptimizerConfig
+from mlo_bench.suite.engine.optim import OptimizerConfig
 
 Params = dict[str, np.ndarray]
 
@@ -44,8 +44,8 @@ class Level:
       so a loss may read any level (it is differentiated only w.r.t. its own and, for the chain, its parent's).
     - ``parent``: the level directly above whose parameters this level best-responds to (``None`` for the top).
       The levels form a chain: one top level, every other level's ``parent`` names a level of the task, no cycles,
-      and at most one child per level (:func:`mlo_bench.suite.levels.chain` rejects anything else in one line naming
-      the level, before any work).
+      and at most one child per level (:func:`mlo_bench.suite.engine.levels.chain` rejects anything else in one line
+      naming the level, before any work).
     - ``optimizer``: how this level's own parameters are trained.
     - ``data``: the name of the data split its batches come from (``None`` for deterministic losses).
     - ``steps``: this level's optimizer steps per outer step (``None``: the run's ``inner_steps``; the run key

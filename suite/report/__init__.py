@@ -10,6 +10,14 @@ Modules: ``tidy`` (records → one row per run × metric), ``runs`` (ok runs, th
 tables, paired per-backend verdicts), ``claims`` (paper claims and the verdict rule), ``verdicts`` + ``stats`` (rules
 and intervals), ``timing`` (load flags, spread), ``complexity`` (size sweeps), ``bench`` (pytest-benchmark JSON),
 ``doc`` / ``markdown`` / ``html`` (one document, two renderings), ``build`` (assembly).
+
+Layout: :mod:`.build` assembles the report from sections of :mod:`.sections`; records become tables in
+:mod:`.tidy`, :mod:`.runs` and :mod:`.specs`, statistics and verdicts in :mod:`.stats` and :mod:`.verdicts`; the
+renderer-neutral document and its Markdown, HTML and figure writers live in :mod:`.render`.
+
+The report reads records only: it may import ``run`` records (:mod:`mlo_bench.suite.run.records`), ``plugins``
+(the tasks' declarations) and ``contract``. Never ``cli``, ``run`` beyond its records, ``certify``, ``engine``,
+``measure`` or ``models``: a report is the same from the same records on any machine.
 """
 
 from __future__ import annotations
@@ -48,8 +56,8 @@ def parser() -> argparse.ArgumentParser:
 
 def main(args: list[str] | None = None) -> int:
     """The ``report`` command. Returns the exit code (0 written, 2 bad input)."""
-    from mlo_bench.suite.report.bench import BenchError
     from mlo_bench.suite.report.build import InputError, build, print_done
+    from mlo_bench.suite.report.sections.bench import BenchError
 
     try:
         ns = parser().parse_args(sys.argv[1:] if args is None else args)

@@ -14,27 +14,17 @@ from typing import Any
 import pandas as pd
 
 from mlo_bench.suite import __version__
-from mlo_bench.suite.records import iter_record_paths, read_records, write_atomic, write_text_atomic
-from mlo_bench.suite.report import bench as bench_mod
-from mlo_bench.suite.report import (
-    choice,
-    complexity_section,
-    curves,
-    engines,
-    figures,
-    floor,
-    html,
-    markdown,
-    papers,
-    specs,
-    tables,
-    timing,
-)
-from mlo_bench.suite.report import claims as claims_mod
-from mlo_bench.suite.report.doc import Bullets, Document, Figure, Para, Section, slug
-from mlo_bench.suite.report.figures import safe as _safe
+from mlo_bench.suite.report import specs
+from mlo_bench.suite.report.render import figures, html, markdown
+from mlo_bench.suite.report.render.doc import Bullets, Document, Figure, Para, Section, slug
+from mlo_bench.suite.report.render.figures import safe as _safe
 from mlo_bench.suite.report.runs import prepare, variant_of
+from mlo_bench.suite.report.sections import bench as bench_mod
+from mlo_bench.suite.report.sections import choice, curves, engines, floor, papers, tables, timing
+from mlo_bench.suite.report.sections import claims as claims_mod
+from mlo_bench.suite.report.sections import complexity as complexity_section
 from mlo_bench.suite.report.tidy import tidy, wide
+from mlo_bench.suite.run.records import iter_record_paths, read_records, write_atomic, write_text_atomic
 
 FIGURE_DIR = "figures"
 #: per task, settings beyond this many (by run count) get their table but no figures

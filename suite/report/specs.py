@@ -17,7 +17,7 @@ _STANDARD = {m.name: m for m in STANDARD_METRICS}
 
 def tasks() -> dict[str, type]:
     """Every registered task class by name."""
-    from mlo_bench.suite import registry
+    from mlo_bench.suite.plugins import registry
 
     return {name: registry.get("task", name) for name in registry.names("task")}
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import pandas as pd
 
-from mlo_bench.suite.records import NON_NUMERIC_KEYS
+from mlo_bench.suite.run.records import NON_NUMERIC_KEYS
 
 ID_COLUMNS = ["run_id", "task", "backend", "method", "seed", "status", "config_hash", "dtype"]
 RUN_COLUMNS = ["reason", "steps", "inner_steps", "device", "memory_kind", "setting", "variant", "ordering", "load",

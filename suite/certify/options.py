@@ -1,0 +1,161 @@
+"""``mlo-bench verify``'s command line: its keys, flags and method knobs, parsed into :class:`Options`, every bad
+value one line (:class:`BadInput`, exit 2). The certificate itself is :mod:`mlo_bench.suite.certify.verify`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from dataclasses import dataclass, field
+
+from mlo_bench.suite.plugins import registry
+
+DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
+DEFAULT_STEPS = 5
+#: config keys verify passes on to every run (``task.*`` and ``method.*`` knobs included)
+KEYS = ("task", "method", "backend", "seed", "steps", "inner_steps", "dtype", "device", "plugins")
+
+USAGE = """usage: mlo-bench verify [KEY=VALUE ...] [--tol FLOAT] [--reference BACKEND] [--steps N]
+
+Cross-backend agreement: every installed backend x every method the task and backend support, from the same seed,
+compared with the reference backend running the same method on the first hypergradient and on all parameters after
+N outer steps (max over leaves of ||a-b|| / ||b||).
+
+  KEY=VALUE           task=NAME, task.KEY=V, dtype=, seed=, inner_steps=, device=, steps=N (same as --steps),
+                      method=A,B (restrict), method.NAME.KEY=V (a knob of method NAME), method.KEY=V (the one
+                      selected method with KEY; an error when several have it), backend=A,B (restrict; the
+                      reference always runs), plugins=[MODULE,...] (third-party plugins to import)
+  --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32)
+  --reference NAME    the backend compared against (default torch)
+  --steps N           outer steps before the parameters are compared (default 5)
+
+Where the task has an oracle, a second table gives each method's error against it (not part of the verdict).
+
+exit codes: 0 every comparison within the tolerance, 1 a comparison failed, had a degenerate (all-zero) reference or
+tested nothing, or a run did not end ok; 2 bad input."""
+
+
+class BadInput(ValueError):
+    """One line naming what is wrong with verify's arguments."""
+
+
+@dataclass
+class Options:
+    overrides: list[str] = field(default_factory=list)
+    method_overrides: list[tuple[str, str]] = field(default_factory=list)
+    #: ``method.NAME.KEY=V``: {NAME: [(KEY, V), ...]}
+    per_method: dict[str, list[tuple[str, str]]] = field(default_factory=dict)
+    backends: list[str] | None = None
+    methods: list[str] | None = None
+    tol: float | None = None
+    reference: str = "torch"
+    steps: int = DEFAULT_STEPS
+
+
+def _names(role: str, value: str) -> list[str]:
+    names = [n for n in value.split(",") if n]
+    if not names:
+        raise BadInput(f"{role}= needs at least one name")
+    for name in names:
+        if name not in registry.names(role):
+            raise BadInput(registry.unknown_name_message(role, name))
+    return names
+
+
+def _steps(value: str, where: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise BadInput(f"{where} must be an integer (got {value!r})") from None
+    if n < 1:
+        raise BadInput(f"{where} must be >= 1 (got {n})")
+    return n
+
+
+def parse(args: list[str]) -> Options:
+    """Parse verify's arguments. Raises :class:`BadInput`."""
+    opts = Options()
+    steps_flag = steps_key = None
+    args = list(args)
+    while args:
+        arg = args.pop(0)
+        if arg.startswith("--"):
+            name, eq, value = arg.partition("=")
+            if name not in ("--tol", "--reference", "--steps"):
+                raise BadInput(f"unknown option {name!r}; options: --tol FLOAT, --reference BACKEND, --steps N")
+            if not eq:
+                if not args:
+                    raise BadInput(f"{name} needs a value")
+                value = args.pop(0)
+            if name == "--tol":
+                try:
+                    opts.tol = float(value)
+                except ValueError:
+                    raise BadInput(f"--tol must be a number (got {value!r})") from None
+                if not (opts.tol >= 0 and math.isfinite(opts.tol)):
+                    raise BadInput(f"--tol must be a finite number >= 0 (got {value!r})")
+            elif name == "--reference":
+                names = _names("backend", value)
+                if len(names) != 1:
+                    raise BadInput(f"--reference takes one backend (got {value!r})")
+                opts.reference = names[0]
+            else:
+                steps_flag = _steps(value, "--steps")
+            continue
+        if arg.startswith("-") or "=" not in arg:
+            raise BadInput(f"unexpected argument {arg!r}; expected KEY=VALUE or an option (see mlo-bench verify -h)")
+        key, value = arg.split("=", 1)
+        root = key.split(".", 1)[0]
+        if root not in KEYS or key.startswith(("+", "~")):
+            raise BadInput(f"verify does not take {key!r}; keys: {', '.join(KEYS)} (and task.*, method.*)")
+        if key == "backend":
+            opts.backends = _names("backend", value)
+        elif key == "method":
+            opts.methods = _names("method", value)
+        elif key == "steps":
+            steps_key = _steps(value, "steps")
+        elif root == "method":
+            rest = key.split(".", 1)[1]
+            head, dot, knob = rest.partition(".")
+            if dot and head in registry.names("method"):
+                opts.per_method.setdefault(head, []).append((knob, value))
+            else:
+                opts.method_overrides.append((rest, value))
+        elif root == "backend":
+            raise BadInput(f"verify does not take {key!r}: backends have no knobs")
+        else:
+            opts.overrides.append(arg)
+    if steps_flag is not None and steps_key is not None and steps_flag != steps_key:
+        raise BadInput(f"steps={steps_key} and --steps {steps_flag} disagree; give one")
+    opts.steps = steps_flag or steps_key or DEFAULT_STEPS
+    return opts
+
+
+def _method_knobs(method: str) -> set[str]:
+    cfg = getattr(registry.get("method", method), "Config", None)
+    return {f.name for f in dataclasses.fields(cfg)} if cfg else set()
+
+
+def knob_overrides(opts: Options, methods: list[str]) -> dict[str, list[str]]:
+    """``{method: ["method.KEY=V", ...]}`` from ``method.KEY=V`` (the one selected method with KEY) and
+    ``method.NAME.KEY=V``. Raises :class:`BadInput` when a plain knob belongs to several selected methods (their
+    knobs of one name are different things: neumann's step α, darts' radius α), to none, or names a method not
+    selected."""
+    out: dict[str, list[str]] = {m: [] for m in methods}
+    for key, value in opts.method_overrides:
+        owners = [m for m in methods if key.split(".")[0] in _method_knobs(m)]
+        if not owners:
+            raise BadInput(f"method.{key} is not a knob of any selected method ({', '.join(methods)})")
+        if len(owners) > 1:
+            raise BadInput(f"method.{key} is a knob of {' and '.join(owners)}, which mean different things by it; "
+                           "give it per method: " + ", ".join(f"method.{m}.{key}={value}" for m in owners))
+        out[owners[0]].append(f"method.{key}={value}")
+    for method, pairs in opts.per_method.items():
+        if method not in methods:
+            raise BadInput(f"method.{method}.{pairs[0][0]}: {method} is not among the selected methods "
+                           f"({', '.join(methods)})")
+        for key, value in pairs:
+            if key.split(".")[0] not in _method_knobs(method):
+                knobs = ", ".join(sorted(_method_knobs(method))) or "none"
+                raise BadInput(f"method.{method}.{key}: {key!r} is not a knob of {method} (its knobs: {knobs})")
+            out[method].append(f"method.{key}={value}")
+    return out

@@ -1,0 +1,272 @@
+"""``mlo-bench verify``: the cross-backend agreement certificate.
+
+Every installed backend × every method that the task and the backend support runs from the same seed, and is compared
+with the reference backend (``--reference``, default torch) running the same method on
+
+(a) the first hypergradient (the one outer step 1 used, from the same initial state on every backend; ``-`` for
+    ``method=none``, which computes none), and
+(b) every level's parameters after ``--steps`` outer steps (default 5) and, when the runner hands it back
+    (``capture["method_state"]``, non-empty for methods with a state), each method's state after the last step:
+    one column ``params @ N``, the worse of the two.
+
+The difference of two pytrees (:func:`compare`) is the largest, over leaves, of ``‖a − b‖ / ‖b‖``; a leaf whose
+reference is zero is measured against the whole reference tree's norm instead (not against ``tiny``: roundoff of
+1e-17 is not a 1e+290 disagreement). A reference that is zero everywhere while the other is not is a *degenerate
+reference*: nothing to be relative to, so the row says so and does not pass (start from another point). A column
+where both are zero everywhere tests nothing: it shows ``zeros`` and a warning names it; a row none of whose columns
+tests anything does not pass either. A comparison passes when both differences are within the tolerance (``--tol``;
+default 1e-6 in float64, 1e-3 in float32). A backend may name a known defect of a method it runs (``known_issue``,
+e.g. a released library's bug): the row still fails with its measured error, and a note gives the reason.
+
+Where the task has an oracle, a second table gives each method's own error against it on every backend
+(``hypergrad_rel_error`` at the oracle state, as in a run's record): how good the method is at its knobs, which the
+cross-backend columns cannot say (backends that agree on a poor approximation still agree). It is not part of the
+verdict; a method off the oracle by more than the tolerance gets a note.
+
+Method knobs: ``method.KNOB=V`` applies to the one selected method that has ``KNOB``; when several do (``alpha`` is
+neumann's step and darts' radius) it is a one-line error asking for ``method.NAME.KNOB=V``, which applies to method
+``NAME`` only. Exit codes: 0 all comparisons pass, 1 one fails, is degenerate or tests nothing (or a run did not end
+ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner; their records are written
+into a temporary directory that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import tempfile
+from typing import Any
+
+import numpy as np
+
+from mlo_bench.suite.certify.agreement import Diff, compare, worse
+from mlo_bench.suite.certify.agreement import fmt as _fmt
+from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the command line's parsing
+    DEFAULT_STEPS,
+    DEFAULT_TOL,
+    KEYS,
+    USAGE,
+    BadInput,
+    Options,
+    knob_overrides,
+    parse,
+)
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins import registry
+
+
+def max_rel_diff(a: Any, b: Any) -> float:
+    """Max over leaves of ‖a − b‖ / max(‖b‖, tiny) (float64); NaN when the trees' shapes differ."""
+    la, lb = tree_leaves(a), tree_leaves(b)
+    if len(la) != len(lb):
+        return float("nan")
+    worst = 0.0
+    tiny = np.finfo(np.float64).tiny
+    for x, y in zip(la, lb, strict=True):
+        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+        if x.shape != y.shape:
+            return float("nan")
+        diff = float(np.linalg.norm(x - y) / max(float(np.linalg.norm(y)), tiny))
+        if not math.isfinite(diff):
+            return float("nan")
+        worst = max(worst, diff)
+    return worst
+
+
+def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
+    """A validated plan for every (backend, method) pair. Raises :class:`BadInput` on a bad value."""
+    from mlo_bench.suite.run.compose import compose, first_line
+    from mlo_bench.suite.run.plan import ConfigError, prepare
+
+    knobs = knob_overrides(opts, methods)
+    plans = {}
+    for method in methods:
+        for backend in backends:
+            overrides = [
+                *opts.overrides, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
+                "progress=false", "hypergrad_check=false", "log_every=0", f"results_dir={results_dir}",
+            ]
+            try:
+                plans[backend, method] = prepare(compose(overrides))
+            except ConfigError as exc:
+                raise BadInput(str(exc)) from None
+            except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
+                raise BadInput(first_line(exc)) from None
+    return plans
+
+
+def _columns(capture: dict[str, Any], ref: dict[str, Any]) -> tuple[Diff, Diff]:
+    """(first hypergradient, params @ N) of one run against the reference run; the second column folds in the
+    methods' state after the last step when either run captured a non-empty one."""
+    if capture["first_hypergrad"] is None and ref["first_hypergrad"] is None:  # method=none: no hypergradient
+        hg = Diff(absent=True)
+    else:
+        hg = compare(capture["first_hypergrad"], ref["first_hypergrad"])
+    pr = compare(capture["params"], ref["params"])
+    if capture.get("method_state") or ref.get("method_state"):
+        pr = worse(pr, compare(capture.get("method_state") or {}, ref.get("method_state") or {}))
+    return hg, pr
+
+
+def run(opts: Options, out: Any = None) -> int:
+    """Run the comparisons and print the table. Returns the exit code (0 pass, 1 fail); raises BadInput."""
+    from mlo_bench.suite.run.execute import execute
+
+    out = out or sys.stdout
+    reference = opts.reference
+    why = registry.availability("backend", reference)
+    if why:
+        raise BadInput(f"reference backend {reference} is not available here ({why})")
+    wanted = opts.backends or registry.names("backend")
+    notes: list[str] = []
+    backends = [reference]
+    for name in wanted:
+        if name == reference:
+            continue
+        why = registry.availability("backend", name)
+        if why:
+            notes.append(f"{name} skipped: {why}")
+        else:
+            backends.append(name)
+    methods = opts.methods or registry.names("method")
+
+    from mlo_bench.suite.run.isolate import clean_stale_tmp
+
+    clean_stale_tmp()  # temp dirs of a verify or a sweep killed by SIGKILL
+    with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
+        plans = _plans(opts, backends, methods, tmp)
+        first = plans[reference, methods[0]]
+        task = first.task_cls(first.task_cfg, first.seed)
+        has_oracle = task.oracle() is not None
+        for plan in plans.values():  # the oracle table reads each run's own hypergrad_rel_error
+            plan.hypergrad_check = plan.config["hypergrad_check"] = has_oracle
+        pairs: list[tuple[str, str]] = []
+        skipped: dict[tuple[str, str], list[str]] = {}  # (backend, reason) -> methods
+        for method in methods:
+            why = task.supports(method)
+            if why:
+                notes.append(f"method {method} skipped: task {task.name} does not support it ({why})")
+                continue
+            why = registry.get("backend", reference)().refusal(method, plans[reference, method].method_cfg)
+            if why:
+                notes.append(f"method {method} skipped: the reference {reference} does not support it ({why})")
+                continue
+            others = []
+            for backend in backends[1:]:
+                why = registry.get("backend", backend)().refusal(method, plans[backend, method].method_cfg)
+                if why:
+                    skipped.setdefault((backend, why), []).append(method)
+                else:
+                    others.append((backend, method))
+            if others:
+                pairs += [(reference, method), *others]
+        notes += [f"{b} skipped {', '.join(ms)}: {why}" for (b, why), ms in skipped.items()]
+        if not any(b != reference for b, _ in pairs):
+            raise BadInput(
+                f"nothing to compare with {reference}: " + ("; ".join(notes) or "no other backend selected")
+            )
+        tol = opts.tol if opts.tol is not None else DEFAULT_TOL[first.dtype]
+        print(
+            f"verify {task.name} ({first.dtype}, seed {first.seed}, {opts.steps} outer steps) against {reference}; "
+            f"tolerance {tol:g} on max over leaves of ||a-b||/||b||",
+            file=out,
+        )
+        knobs = knob_overrides(opts, methods)
+        if any(knobs.values()):
+            print("knobs: " + "; ".join(f"{m}: {', '.join(k)}" for m, k in knobs.items() if k), file=out)
+        header = f"{'backend':<10} {'method':<12} {'first hypergrad':>16} {f'params @ {opts.steps}':>16}  result"
+        print(header, file=out)
+        print("-" * len(header), file=out)
+        refs: dict[str, dict[str, Any]] = {}
+        oracle: dict[tuple[str, str], float | None] = {}
+        warnings: list[str] = []
+        failures = comparisons = inconclusive = 0
+        for backend, method in pairs:
+            capture: dict[str, Any] = {}
+            record = execute(plans[backend, method], capture)
+            ok = record["status"] == "ok"
+            oracle[backend, method] = record["metrics"].get("hypergrad_rel_error") if ok else None
+            if backend == reference:
+                refs[method] = capture if ok else {"status": record["status"], "reason": record["reason"]}
+                result = "reference" if ok else f"FAIL: reference {record['status']}: {record['reason']}"
+                failures += not ok
+                print(f"{backend:<10} {method:<12} {'-':>16} {'-':>16}  {result}", file=out)
+                continue
+            comparisons += 1
+            ref = refs[method]
+            hg = pr = None
+            if not ok:
+                result = f"FAIL: {record['status']}: {record['reason']}"
+            elif "status" in ref:
+                result = f"FAIL: no reference ({ref['status']})"
+            else:
+                hg, pr = _columns(capture, ref)
+                for name, d in (("first hypergrad", hg), (f"params @ {opts.steps}", pr)):
+                    if d.vacuous:
+                        warnings.append(f"warning: {backend} {method}: {name} compares zeros with zeros "
+                                        "(both zero everywhere): it tests nothing")
+                if hg.degenerate or pr.degenerate:
+                    result = "degenerate reference"
+                    warnings.append(f"warning: {backend} {method}: the reference ({reference}) is zero everywhere "
+                                    "where this run is not: nothing to be relative to; start from another point "
+                                    "(seed, task knobs)")
+                elif hg.vacuous and pr.vacuous:
+                    result = "tests nothing"
+                else:
+                    result = "pass" if hg.within(tol) and pr.within(tol) else "FAIL"
+            issue = getattr(registry.get("backend", backend)(), "known_issue", lambda m: None)(method)
+            if issue and result == "FAIL":  # a known defect of a released library: shown, never hidden
+                result = "FAIL (known library bug, see note)"
+                notes.append(f"{backend} {method} fails as expected: {issue}")
+            failures += result not in ("pass", "degenerate reference", "tests nothing")
+            inconclusive += result in ("degenerate reference", "tests nothing")
+            cells = [d.text() if d is not None else "-" for d in (hg, pr)]
+            print(f"{backend:<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  {result}", file=out)
+        if has_oracle:
+            _oracle_table(oracle, backends, [m for m in methods if (reference, m) in oracle], tol, out)
+    for note in notes + warnings:
+        print(note, file=out)
+    if failures or inconclusive:
+        parts = [f"{failures} of {comparisons} comparisons (or reference runs) not within {tol:g}"] if failures else []
+        if inconclusive:
+            parts.append(f"{inconclusive} inconclusive (degenerate reference or nothing tested)")
+        print("FAILED: " + "; ".join(parts), file=out)
+        return 1
+    print(f"ok: all {comparisons} comparisons within {tol:g}", file=out)
+    return 0
+
+
+def _oracle_table(errors: dict[tuple[str, str], float | None], backends: list[str], methods: list[str], tol: float,
+                  out: Any) -> None:
+    """Each method's ``hypergrad_rel_error`` against the task's oracle, one row per method, one column per backend;
+    a note for every method off the oracle by more than ``tol`` on the reference backend."""
+    print("\nagainst the task's oracle: hypergrad_rel_error at the oracle state (each method's own error at its "
+          "knobs; not part of the verdict)", file=out)
+    print(f"{'method':<12} " + " ".join(f"{b:>12}" for b in backends), file=out)
+    for method in methods:
+        cells = [_fmt(errors.get((b, method))) if (b, method) in errors else "-" for b in backends]
+        print(f"{method:<12} " + " ".join(f"{c:>12}" for c in cells), file=out)
+    off = [f"{m} {_fmt(errors[backends[0], m])}" for m in methods
+           if errors.get((backends[0], m)) is not None and not errors[backends[0], m] <= tol]
+    if off:
+        print(f"note: off the oracle by more than {tol:g} on {backends[0]}: {', '.join(off)} — each method's "
+              "approximation at its knobs (the cross-backend columns compare backends, not accuracy)", file=out)
+
+
+def main(args: list[str]) -> int:
+    if any(a in ("-h", "--help") for a in args):
+        print(USAGE)
+        return 0
+    registry.discover()
+    from mlo_bench.suite.run.compose import plugin_args
+
+    failed = registry.load_plugins(plugin_args(args))
+    if failed:
+        print(f"mlo-bench verify: error: plugins: {failed[0]}", file=sys.stderr)
+        return 2
+    try:
+        return run(parse(args))
+    except BadInput as exc:
+        print(f"mlo-bench verify: error: {exc}", file=sys.stderr)
+        return 2

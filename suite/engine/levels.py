@@ -1,0 +1,71 @@
+"""The shape of a task's levels: the chain their ``parent`` fields form, and each level's steps per outer step.
+
+Hypergradients are pushed down one chain (:func:`mlo_bench.suite.engine.hypergradient.hypergradient`), so a task's
+levels must form one: exactly one top level (``parent=None``), every other level's parent a level of the task, no cycle,
+at most one child per level. Anything else is rejected before any work, in one line naming the level
+(:class:`LevelError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+
+class LevelError(ValueError):
+    """The task's levels do not form a chain the suite can differentiate; the message names the level."""
+
+
+def chain(levels: list[Any]) -> list[Any]:
+    """``levels`` ordered from the top down the chain of ``parent`` links. Raises :class:`LevelError`."""
+    if not levels:
+        raise LevelError("the task has no levels")
+    by_name: dict[str, Any] = {}
+    for level in levels:
+        if level.name in by_name:
+            raise LevelError(f"level {level.name!r} is declared twice")
+        by_name[level.name] = level
+    tops = [lv.name for lv in levels if lv.parent is None]
+    if len(tops) != 1:
+        raise LevelError(f"the task needs exactly one top level (parent=None); found {len(tops)}: "
+                         f"{', '.join(map(repr, tops)) or 'none'}")
+    children: dict[str, str] = {}
+    for level in levels:
+        if level.parent is None:
+            continue
+        if level.parent not in by_name:
+            raise LevelError(f"level {level.name!r}: parent {level.parent!r} is not a level of the task "
+                             f"(levels: {', '.join(by_name)})")
+        if level.parent == level.name:
+            raise LevelError(f"level {level.name!r} is its own parent")
+        if level.parent in children:
+            raise LevelError(f"level {level.name!r}: level {level.parent!r} already has a child "
+                             f"({children[level.parent]!r}); only chains are supported, not trees")
+        children[level.parent] = level.name
+    order = [by_name[tops[0]]]
+    while order[-1].name in children:
+        order.append(by_name[children[order[-1].name]])
+    if len(order) != len(levels):
+        stray = next(lv.name for lv in levels if lv not in order)
+        raise LevelError(f"level {stray!r} is on a cycle of parents that never reaches the top level {tops[0]!r}")
+    return order
+
+
+def steps_per_level(levels: list[Any], inner_steps: int, overrides: Mapping[str, int] | None = None) -> dict[str, int]:
+    """Optimizer steps per outer step of every lower level: ``level_steps.<name>`` if given, else the level's own
+    ``steps``, else the run's ``inner_steps``. Raises :class:`LevelError` for an override naming no lower level."""
+    overrides = dict(overrides or {})
+    lower = [lv.name for lv in levels if lv.parent is not None]
+    unknown = sorted(set(overrides) - set(lower))
+    if unknown:
+        raise LevelError(f"level_steps.{unknown[0]}: no lower level is named {unknown[0]!r} "
+                         f"(lower levels: {', '.join(lower)})")
+    out = {}
+    for level in levels:
+        if level.parent is None:
+            continue
+        steps = overrides.get(level.name, level.steps if level.steps is not None else inner_steps)
+        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 1:
+            raise LevelError(f"level_steps.{level.name} must be an integer >= 1 (got {steps!r})")
+        out[level.name] = steps
+    return out

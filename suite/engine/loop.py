@@ -1,0 +1,329 @@
+"""The measured work of one run: the training loop, its phases and checks.
+
+Per outer step t (``ordering=inner_first``, the default): ``select`` (a selecting level's candidates scored by the
+levels above and cut down; only when a level selects), ``inner`` (each lower level's own optimizer steps, round by
+round: :mod:`mlo_bench.suite.engine.step_phases`), ``hypergrad`` (the top level's hypergradient at the state reached),
+``outer`` (the top level's update). ``ordering=lookahead`` is the original Meta-Weight-Net algorithm: the hypergradient
+is taken from θ_t first (for ``unroll``: through a virtual run of this step's inner steps), the top level updated, and
+then the real inner steps taken with the new upper parameters. A method that ``unrolls`` keeps the graph of the inner
+steps it differentiates (the ``inner`` phase then runs them with the graph kept; ``hypergrad`` pulls back through
+them), so ``inner_step_evals`` — lower-level optimizer steps evaluated per outer step — is Σ steps for it in the
+default ordering and 2·Σ steps in ``lookahead``. ``method=none`` skips the hypergradient and outer phases.
+
+Each phase is timed on its own, synchronised before the clock is read; figures are medians over outer steps after the
+first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
+N steps (curves in ``trace.csv``), outside the training clock (``time_total_s``). After the loop: the task's metrics,
+its post-training phase (``time_eval_s``), and the hypergradient check (:func:`hypergrad_check`).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+
+from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
+from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
+from mlo_bench.suite.engine.levels import chain, steps_per_level
+from mlo_bench.suite.engine.step_phases import (
+    Batches,
+    Diverged,
+    first_batches,
+    inner_phase,
+    last_batches,
+    round_fn,
+    unrolled_fns,
+)
+from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
+from mlo_bench.suite.measure import floor
+from mlo_bench.suite.measure.instruments import PhaseTimer
+from mlo_bench.suite.run.plan import Plan
+from mlo_bench.suite.run.progress import RunProgress
+
+#: a finite outer loss larger than this many times (its initial magnitude + 1) ends the run as ``diverged``
+GROWTH_LIMIT = 1e6
+
+
+class Unsupported(Exception):
+    """The combination cannot run; the message is the reason."""
+
+
+def _finite(backend: Any, x: Any) -> bool:
+    return bool(np.isfinite(backend.to_numpy(x)).all())
+
+
+def compare(h: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
+    a = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(h)])
+    b = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(ref)])
+    ref_norm, a_norm = np.linalg.norm(b), np.linalg.norm(a)
+    return {
+        "hypergrad_rel_error": float(np.linalg.norm(a - b) / ref_norm) if ref_norm > 0 else float("nan"),
+        "hypergrad_cosine": float(a @ b / (a_norm * ref_norm)) if a_norm > 0 and ref_norm > 0 else float("nan"),
+    }
+
+
+def _scalars(values: dict[str, Any]) -> dict[str, float]:
+    return {k: float(v) for k, v in values.items()
+            if isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)}
+
+
+class Run:
+    """One run's state while it trains: the task, its levels and every compiled function."""
+
+    def __init__(self, plan: Plan, backend: Any) -> None:
+        self.plan, self.backend, ops = plan, backend, backend.ops
+        self.task = task = plan.task_cls(plan.task_cfg, plan.seed)
+        reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
+        if reason:
+            raise Unsupported(reason)
+        self.levels = chain(task.levels())
+        self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
+        self.top, self.lower = self.levels[0].name, self.levels[1:]
+        method = plan.method
+        self.trains_upper = getattr(method, "computes_hypergradient", True)
+        self.unrolls = self.trains_upper and getattr(method, "unrolls", False)
+        self.lookahead = plan.ordering == "lookahead"
+        self.init = task.init_params(np.random.default_rng(plan.seed))
+        self.data = backend.tree_asarray(task.data())
+        self.batches = Batches(task, backend, self.data, self.levels, self.steps)
+        self.check_fn = hypergradient_fn(backend, method, plan.method_cfg, self.levels, self.steps)
+        self.hyper_fn = stateful_hypergradient_fn(backend, method, plan.method_cfg, self.levels, self.steps)
+        self.forward, self.backward = unrolled_fns(backend, self.levels)
+        self.phase = inner_phase(backend, self.lower)
+        top_level = self.levels[0]
+        self.outer_fn = lambda p, s, hg: optim.update(ops, top_level.optimizer, hg, s, p)
+        self.loss_fn = lambda params, batch: top_level.loss(ops, params, batch)
+        evals = sum(self.steps.values())
+        self.inner_step_evals = evals * (2 if self.unrolls and self.lookahead else 1)
+
+    def hyper_batches(self, rounds: list, top_batch: Any) -> dict[str, Any]:
+        pick = first_batches if self.lookahead else last_batches
+        return pick(rounds, self.top, top_batch)
+
+    def compile(self, params, states, mstate, metrics: dict[str, Any]) -> None:
+        """Compile every function of the loop on outer step 0's arguments (compile time apart), and count, untimed,
+        the FLOPs of one hypergradient and the peak bytes alive during one outer step."""
+        b = self.backend
+        compile_s, metrics["flops_select"] = self.batches.compile(params)
+        rounds0, _ = self.batches.rounds(0, params)
+        top0 = self.batches.top(0)
+        self.rounds_c = {}
+        for rnd in rounds0:
+            active = frozenset(rnd)
+            if active not in self.rounds_c:
+                self.rounds_c[active], s = b.compile(round_fn(b, self.lower, active), (params, states, rnd))
+                compile_s += s
+        hb0 = self.hyper_batches(rounds0, top0)
+        hg0 = None
+        if self.unrolls:
+            self.forward_c, s = b.compile(self.forward, (params, states, rounds0))
+            compile_s += s
+            p1, _, pull = self.forward_c(params, states, rounds0)
+            self.backward_c, s = b.compile(self.backward, (pull, p1, top0))
+            compile_s += s
+            hg0 = self.backward_c(pull, p1, top0)
+            del pull
+
+            def hyper_counted(params, states, rounds, top_batch):
+                p1, _, pull = self.forward(params, states, rounds)
+                return self.backward(pull, p1, top_batch)
+
+            metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
+        elif self.trains_upper:
+            self.hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
+            compile_s += s
+            hg0 = self.hyper_c(params, states, hb0, mstate)[0]
+            metrics["flops_hypergrad"] = b.count_flops(self.hyper_fn, (params, states, hb0, mstate))
+        if hg0 is not None:
+            self.outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
+            compile_s += s
+        self.loss_c, s = b.compile(self.loss_fn, (params, top0))
+        metrics["compile_s"] = compile_s + s
+        metrics["peak_live_bytes"] = b.live_peak_bytes(self.one_step, (params, states, rounds0, top0, mstate))
+
+    def one_step(self, params, states, rounds, top_batch, mstate):
+        """One outer step, uncompiled (what ``peak_live_bytes`` is counted on)."""
+        if self.unrolls:
+            p1, s1, pull = self.forward(params, states, rounds)
+            hg = self.backward(pull, p1, top_batch)
+            if self.lookahead:
+                p1, s1 = self.phase(params, states, rounds)
+        else:
+            p1, s1 = self.phase(params, states, rounds)
+            if not self.trains_upper:
+                return p1[self.top]
+            hg, _ = self.hyper_fn(params if self.lookahead else p1, states if self.lookahead else s1,
+                                  self.hyper_batches(rounds, top_batch), mstate)
+        return self.outer_fn(p1[self.top], s1[self.top], hg)
+
+    def step(self, t: int, params, states, mstate, timer: PhaseTimer, capture: dict[str, Any] | None = None):
+        """Outer step ``t`` as the loop times it, each phase through ``timer``; returns ``(params, states,
+        mstate, rounds, top_batch, hyper_batches)`` (``hyper_batches`` is ``None`` unless a hypergradient was taken
+        from them). Raises :class:`Diverged` on a non-finite hypergradient."""
+        backend, top = self.backend, self.top
+        rounds, select_s = self.batches.rounds(t, params)
+        if self.batches.selects:
+            timer.samples.setdefault("select", []).append(select_s)
+        top_batch = self.batches.top(t)
+        hg = hb = None
+        if not self.lookahead:
+            if self.unrolls:
+                params, states, pull = timer.time("inner", self.forward_c, params, states, rounds)
+                hg = timer.time("hypergrad", self.backward_c, pull, params, top_batch)
+                del pull
+            else:
+                params, states = timer.time("inner", self.inner, params, states, rounds)
+        if self.trains_upper and hg is None:
+            if self.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
+                def virtual(params, states, rounds=rounds, top_batch=top_batch):
+                    p1, _, pull = self.forward_c(params, states, rounds)
+                    return self.backward_c(pull, p1, top_batch)
+
+                hg = timer.time("hypergrad", virtual, params, states)
+            else:
+                hb = self.hyper_batches(rounds, top_batch)
+                hg, mstate = timer.time("hypergrad", self.hyper_c, params, states, hb, mstate)
+        if hg is not None:
+            if not _finite(backend, tree_vdot(backend.ops, hg, hg)):
+                raise Diverged(t + 1, "non-finite hypergradient")
+            if capture is not None and t == 0:
+                capture["first_hypergrad"] = backend.tree_to_numpy(hg)
+            params = dict(params)
+            states = dict(states)
+            params[top], states[top] = timer.time("outer", self.outer_c, params[top], states[top], hg)
+        if self.lookahead:
+            params, states = timer.time("inner", self.inner, params, states, rounds)
+        return params, states, mstate, rounds, top_batch, hb
+
+    def inner(self, params, states, rounds):
+        for rnd in rounds:
+            params, states = self.rounds_c[frozenset(rnd)](params, states, rnd)
+        return params, states
+
+
+def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
+          capture: dict[str, Any] | None = None) -> None:
+    """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
+    what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
+    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
+    run = Run(plan, backend)
+    ops = backend.ops
+    params = backend.tree_asarray(run.init)
+    states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
+    mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params) if run.trains_upper else {}
+    run.compile(params, states, mstate, metrics)
+    fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
+    if fused is not None:
+        metrics["compile_s"] += fused.compile(params, states, mstate)
+    step = fused.step if fused is not None else run.step
+    cache = getattr(backend, "compile_cache_stats", None)
+    if cache is not None:
+        metrics.update(cache())
+    metrics["inner_step_evals"] = run.inner_step_evals
+    loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
+
+    timer = PhaseTimer(backend.block)
+    log_every = plan.log_every or max(1, plan.steps // 10)
+    progress = RunProgress(f"{run.task.name}/{backend.name}/{plan.method.name}", plan.steps, plan.progress)
+    rows: dict[int, dict[str, Any]] = {}
+    eval_s = 0.0
+    hb = None
+    backend.block(params)
+    backend.reset_peak_memory()
+    start = time.perf_counter()
+    try:
+        for t in range(plan.steps):
+            tick = time.perf_counter()
+            params, states, mstate, rounds, top_batch, hb = step(t, params, states, mstate, timer, capture)
+            timer.samples.setdefault("step", []).append(time.perf_counter() - tick)
+            last_rounds, last_top = rounds, top_batch
+            if (t + 1) % log_every == 0 or t + 1 == plan.steps:
+                value = float(backend.to_numpy(run.loss_c(params, top_batch)))
+                if not np.isfinite(value):
+                    raise Diverged(t + 1, "non-finite outer loss")
+                if abs(value) > GROWTH_LIMIT * (loss0 + 1.0):
+                    raise Diverged(t + 1, f"outer loss grew to {value:.3g} (from {loss0:.3g})")
+                rows.setdefault(t + 1, {})["outer_loss"] = value
+                rows[t + 1]["elapsed_s"] = time.perf_counter() - start - eval_s
+                progress.update(t + 1, value)
+                metrics["outer_loss"] = value
+            if plan.eval_every and (t + 1) % plan.eval_every == 0:
+                tick = time.perf_counter()
+                row = rows.setdefault(t + 1, {})
+                row.setdefault("elapsed_s", tick - start - eval_s)
+                row.update(_scalars(run.task.metrics(backend, params)))
+                eval_s += time.perf_counter() - tick
+    finally:
+        backend.block(params)
+        metrics["time_total_s"] = time.perf_counter() - start - eval_s
+        if plan.eval_every:
+            metrics["time_eval_during_s"] = eval_s
+        metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
+        metrics["memory_kind"] = backend.memory_kind
+        for phase in ("select", "inner", "hypergrad", "outer", "step"):
+            if phase in timer.samples:
+                metrics[f"time_{phase}_s"] = timer.median(phase)
+        metrics["steps_done"] = len(timer.samples.get("step", []))
+        if metrics["steps_done"] and metrics["time_total_s"] > 0:
+            metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
+        trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
+        progress.close()
+
+    if fused is not None:  # the phases' times from a separate sampled pass (engine/compiled_step.py), off the clock
+        sampled = PhaseTimer(backend.block)
+        fused.sample_phases(params, states, mstate, sampled, plan.steps)
+        metrics.update({f"time_{p}_s": sampled.median(p) for p in ("inner", "hypergrad", "outer")
+                        if p in sampled.samples})
+        metrics["phase_timing"] = "sampled"
+    if capture is not None:
+        capture.setdefault("first_hypergrad", None)
+        capture["params"] = backend.tree_to_numpy(params)
+        capture["method_state"] = backend.tree_to_numpy(mstate)
+    hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
+    # one hypergradient's and one lower-level gradient's time, in interleaved pairs, outside the clock
+    metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
+    metrics.update(run.task.metrics(backend, params))
+    _post_training(run, backend, params, metrics)
+    if plan.hypergrad_check and run.trains_upper:
+        metrics.update(hypergrad_check(run, backend, params, states, hb))
+
+
+def _post_training(run: Run, backend: Any, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The task's post-training phase (derive + retrain, fine-tune …), timed apart, when the task declares one."""
+    from mlo_bench.suite.contract import Task
+
+    if type(run.task).evaluate is Task.evaluate:
+        return
+    tick = time.perf_counter()
+    values = run.task.evaluate(backend, params)
+    backend.block(params)
+    metrics["time_eval_s"] = time.perf_counter() - tick
+    metrics.update(values or {})
+
+
+def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict[str, Any],
+                    last: dict[str, Any]) -> dict[str, float]:
+    """``hypergrad_rel_error`` / ``hypergrad_cosine``, untimed, with the method's single-edge form (a stateful
+    method cold): against the task's oracle at the initial top parameters with every lower level at its exact best
+    response (isolating the method's error from the inner solver's), or, for a task without an oracle whose lower
+    levels are small (``Task.exact_reference()``), against ``exact`` on the same backend at the final state (last
+    parameters, optimizer states and batches)."""
+    from mlo_bench.suite.engine.hypergradient import oracle_state
+    from mlo_bench.suite.plugins import registry
+
+    task = run.task
+    oracle = task.oracle()
+    if oracle is not None:
+        probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
+        check_c = backend.compile(run.check_fn, (probe, probe_states, batches))[0]
+        h = backend.tree_to_numpy(check_c(probe, probe_states, batches))
+        return compare(h, oracle.hypergradient(run.init[run.top]))
+    if not task.exact_reference():
+        return {}
+    cfg = registry.make_config("method", "exact", {})
+    reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
+    ref = backend.tree_to_numpy(backend.compile(reference, (params, states, last))[0](params, states, last))
+    h = backend.tree_to_numpy(backend.compile(run.check_fn, (params, states, last))[0](params, states, last))
+    return compare(h, ref)

@@ -1,0 +1,146 @@
+"""One run: a task × backend × method from a seed → one record.
+
+The measured work is :func:`mlo_bench.suite.engine.loop.train` (phases, timing and checks are described there). A
+failure is a result: it is recorded with its status and the run's record is still written, atomically. ``execute`` can
+also hand back, through a ``capture`` dict, the first hypergradient, every level's parameters and the method's state
+after the last outer step, as numpy (``mlo-bench verify`` compares them across backends); the first hypergradient is
+also saved beside the record (``first_hypergrad.npz``, one array per ``<level>/<name>``) for comparisons outside the
+suite.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import traceback
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mlo_bench.suite.contract import Unavailable
+from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
+from mlo_bench.suite.measure import provenance, threads
+from mlo_bench.suite.run.plan import Plan
+from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
+
+__all__ = ["Diverged", "Unsupported", "commit", "execute", "new_record", "train"]
+
+
+def _is_oom(exc: BaseException) -> bool:
+    """MemoryError, torch's CUDA ``OutOfMemoryError`` or XLA's ``RESOURCE_EXHAUSTED``."""
+    if isinstance(exc, MemoryError) or type(exc).__name__ == "OutOfMemoryError":
+        return True
+    text = str(exc)
+    return "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def new_record(plan: Plan) -> dict[str, Any]:
+    """The record of ``plan`` before it runs (status ``ok`` until something says otherwise)."""
+    return {
+        "schema": SCHEMA_VERSION,
+        "run_id": None,
+        "task": plan.task_cls.name,
+        "backend": plan.backend_cls.name,
+        "method": plan.method.name,
+        "seed": plan.seed,
+        "status": "ok",
+        "reason": None,
+        "config": plan.config,
+        "config_hash": config_hash(plan.config),
+        "metrics": {},
+        "provenance": {},
+    }
+
+
+def trace_csv(trace: list[dict[str, Any]]) -> str:
+    """``step, outer_loss, elapsed_s`` and one column per curve metric (``eval_every``); blank where not measured."""
+    columns = ["step", "outer_loss", "elapsed_s"]
+    columns += sorted({k for row in trace for k in row} - set(columns))
+    out = io.StringIO()
+    writer = csv.DictWriter(out, columns, lineterminator="\n")
+    writer.writeheader()
+    for row in trace:
+        writer.writerow({k: (repr(v) if isinstance(v, float) else v) for k, v in row.items()})
+    return out.getvalue()
+
+
+def npz_bytes(tree: dict[str, Any]) -> bytes:
+    """A pytree of numpy arrays as ``.npz`` bytes, one array per ``/``-joined key path."""
+    flat: dict[str, np.ndarray] = {}
+
+    def walk(prefix: str, node: Any) -> None:
+        if isinstance(node, dict):
+            for k in sorted(node):
+                walk(f"{prefix}/{k}" if prefix else str(k), node[k])
+        else:
+            flat[prefix] = np.asarray(node)
+
+    walk("", tree)
+    buf = io.BytesIO()
+    np.savez(buf, **flat)
+    return buf.getvalue()
+
+
+def commit(plan: Plan, record: dict[str, Any], started: str, backend: Any = None, trace: list[dict] = (),
+           first_hypergrad: dict[str, Any] | None = None) -> dict:
+    """Fill provenance, drop non-finite numbers, and write the record atomically; returns it with ``_path``."""
+    metrics = record["metrics"]
+    metrics.setdefault("outer_loss", None)
+    for key, value in list(metrics.items()):
+        if isinstance(value, float) and not math.isfinite(value):
+            metrics[key] = None  # JSON has no NaN; the status says what happened
+    record["provenance"] = provenance.collect(backend.versions() if backend and hasattr(backend, "ops") else {})
+    record["provenance"].update({"start": started, "end": provenance.now(), "device": getattr(backend, "device", None)})
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+    run_id = f"{stamp}-{record['task']}-{record['backend']}-{record['method']}-s{plan.seed}-{record['config_hash'][:8]}"
+    files: dict[str, str | bytes] = {"trace.csv": trace_csv(trace)}
+    if first_hypergrad is not None:
+        files["first_hypergrad.npz"] = npz_bytes(first_hypergrad)
+    path = commit_run(Path(plan.results_dir), run_id, record, files)
+    record["_path"] = str(path / "record.json")
+    return record
+
+
+def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the plan, write its record, return the record. Run failures become statuses, never exceptions.
+    ``capture``, when given, is filled as :func:`train` describes."""
+    started = provenance.now()
+    provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
+    provenance.set_threads(threads.apply(plan.threads))  # before the backend is set up
+    backend_cls = plan.backend_cls
+    record = new_record(plan)
+    metrics: dict[str, Any] = record["metrics"]
+    trace: list[dict[str, Any]] = []
+    capture = {} if capture is None else capture
+    backend = None
+    try:
+        backend = backend_cls(plan.backend_cfg)
+        try:
+            backend_cls.check_available()
+        except Exception as exc:  # noqa: BLE001
+            why = f"{type(exc).__name__}: {exc}"
+            raise Unsupported(f"backend {backend_cls.name} is not installed here ({why})") from exc
+        reason = (backend.refusal(plan.method.name, plan.method_cfg)
+                  if getattr(plan.method, "computes_hypergradient", True) else None)
+        if reason:
+            raise Unsupported(reason)
+        backend.setup(plan.dtype, plan.device, plan.seed)
+        try:
+            train(plan, backend, metrics, trace, capture)
+        finally:
+            backend.teardown()
+    except (Unsupported, Unavailable) as exc:
+        record["status"], record["reason"] = "unsupported", str(exc)
+    except Diverged as exc:
+        record["status"], record["reason"] = "diverged", str(exc)
+        metrics["diverged_step"] = exc.step
+    except Exception as exc:  # noqa: BLE001 - every failure is a result
+        if _is_oom(exc):
+            record["status"], record["reason"] = "oom", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        else:
+            record["status"], record["reason"] = "error", f"{type(exc).__name__}: {exc}"
+            record["traceback"] = traceback.format_exc()
+    return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"))

@@ -1,0 +1,181 @@
+"""Turn a composed config into a validated run plan, before any work is done.
+
+Every bad value is reported as one line naming the key (``ConfigError``); the CLI exits with code 2 on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from mlo_bench.suite.conf.keys import TOP_LEVEL_KEYS
+from mlo_bench.suite.measure import threads
+from mlo_bench.suite.plugins import registry
+from mlo_bench.suite.run import budgets as budget
+
+DTYPES = ("float32", "float64")
+DEVICES = ("cpu", "cuda", "auto")
+ORDERINGS = ("inner_first", "lookahead")
+
+
+class ConfigError(ValueError):
+    """A config value that cannot be run; the message is one line naming the key."""
+
+
+@dataclass
+class Plan:
+    task_cls: type
+    task_cfg: Any
+    backend_cls: type
+    backend_cfg: Any
+    method: Any
+    method_cfg: Any
+    seed: int
+    steps: int
+    inner_steps: int
+    dtype: str
+    device: str
+    results_dir: str
+    log_every: int
+    progress: bool
+    hypergrad_check: bool
+    isolate: bool
+    resume: bool
+    config: dict[str, Any]
+    ordering: str = "inner_first"
+    eval_every: int = 0
+    level_steps: dict[str, int] | None = None
+    threads: int = 0
+    fused: bool | None = None
+
+
+def _check(cond: bool, message: str) -> None:
+    if not cond:
+        raise ConfigError(message)
+
+
+def prepare(cfg: DictConfig | dict) -> Plan:
+    """Validate ``cfg`` (names, ranges, types) and build the plan. Raises :class:`ConfigError`."""
+    if not isinstance(cfg, DictConfig):
+        cfg = OmegaConf.create(cfg)
+    config = OmegaConf.to_container(cfg, resolve=True)
+    config.pop("hydra", None)
+    # keys added after schema 1's first records: a plain-dict config without them runs in-process, unlimited
+    config.setdefault("isolate", False)
+    config.setdefault("resume", False)
+    config.setdefault("limits", {"time_s": None, "memory_gb": None})
+    config.setdefault("budget", dict(budget.DEFAULT))
+    # keys added with contract v2: absent from older configs, which ran with these values
+    config.setdefault("ordering", "inner_first")
+    config.setdefault("eval_every", 0)
+    config.setdefault("level_steps", {})
+    config.setdefault("plugins", [])
+    config.setdefault("repeat", 0)
+    # a config without ``threads`` ran with every library at its own default
+    config.setdefault("threads", 0)
+    config.setdefault("fused", None)
+    unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
+    _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
+    config["plugins"] = registry.parse_modules(config["plugins"])
+    failed = registry.load_plugins(config["plugins"])
+    _check(not failed, f"plugins: {failed[0] if failed else ''}")
+    classes, plugin_cfgs = {}, {}
+    for role in ("task", "backend", "method"):
+        node = cfg.get(role)
+        _check(node is not None and "name" in node, f"no {role} given; choose one with {role}=NAME")
+        name = node["name"]
+        try:
+            classes[role] = registry.get(role, name)
+            plugin_cfgs[role] = registry.make_config(role, name, node)
+        except KeyError as exc:
+            raise ConfigError(exc.args[0]) from None
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(str(exc).splitlines()[0]) from None
+    for key in ("seed", "steps", "inner_steps", "log_every", "eval_every", "repeat"):
+        _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
+    _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
+    _check(config["steps"] >= 1, f"steps must be >= 1 (got {config['steps']})")
+    _check(config["inner_steps"] >= 1, f"inner_steps must be >= 1 (got {config['inner_steps']})")
+    _check(config["log_every"] >= 0, f"log_every must be >= 0 (got {config['log_every']})")
+    _check(config["eval_every"] >= 0, f"eval_every must be >= 0 (got {config['eval_every']})")
+    _check(config["ordering"] in ORDERINGS,
+           f"ordering must be one of {', '.join(ORDERINGS)} (got {config['ordering']!r})")
+    level_steps = config["level_steps"] or {}
+    _check(isinstance(level_steps, dict), f"level_steps must be a mapping level=steps (got {level_steps!r})")
+    for name, value in level_steps.items():
+        _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
+               f"level_steps.{name} must be an integer >= 1 (got {value!r})")
+    _check(config["fused"] in (None, True, False), f"fused must be true, false or null (got {config['fused']!r})")
+    problem = threads.validate(config["threads"])
+    _check(problem is None, problem or "")
+    _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
+    _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
+    limits = config.get("limits") or {}
+    extra = sorted(set(limits) - {"time_s", "memory_gb"})
+    _check(not extra, f"unknown limits key(s) {extra}; valid: limits.time_s, limits.memory_gb")
+    for key in ("time_s", "memory_gb"):
+        value = limits.get(key)
+        _check(value is None or (isinstance(value, int | float) and value > 0),
+               f"limits.{key} must be a positive number or null (got {value!r})")
+        _check(value is None or config["isolate"], f"limits.{key} needs isolate=true (the parent enforces it)")
+    problem = budget.validate(config.get("budget"))
+    _check(problem is None, problem or "")
+    _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
+    _check_levels(classes["task"], plugin_cfgs["task"], config)
+    if config["device"] == "cuda":
+        problem = cuda_problem(classes["backend"])
+        _check(problem is None, problem or "")
+    return Plan(
+        task_cls=classes["task"], task_cfg=plugin_cfgs["task"],
+        backend_cls=classes["backend"], backend_cfg=plugin_cfgs["backend"],
+        method=classes["method"](), method_cfg=plugin_cfgs["method"],
+        seed=config["seed"], steps=config["steps"], inner_steps=config["inner_steps"],
+        dtype=config["dtype"], device=config["device"], results_dir=str(config["results_dir"]),
+        log_every=config["log_every"], progress=bool(config["progress"]),
+        hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
+        resume=bool(config["resume"]), config=config, ordering=config["ordering"],
+        eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
+        fused=config["fused"],
+    )
+
+
+def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> None:
+    """The task's levels form a chain and ``level_steps`` names its lower levels (one line naming the level).
+    A task that cannot even be built here (e.g. a missing data path) is left to the run, which records why."""
+    from mlo_bench.suite.engine.levels import LevelError, chain, steps_per_level
+
+    try:
+        levels = task_cls(task_cfg, config["seed"]).levels()
+    except Exception:  # noqa: BLE001 - recorded by the run itself
+        return
+    try:
+        steps_per_level(chain(levels), config["inner_steps"], config["level_steps"] or {})
+    except LevelError as exc:
+        raise ConfigError(f"task {task_cls.name}: {exc}") from None
+
+
+def cuda_problem(backend_cls: type) -> str | None:
+    """Why ``device=cuda`` cannot run on this machine (``None`` when it may): checked before any work, so that a run
+    on a machine without CUDA is one line (exit 2), not a worker's traceback. Backends built on torch (torch, naive)
+    need ``torch.cuda.is_available()``; any other backend at least an NVIDIA device on the machine (its own setup
+    says the rest). Cheap: no CUDA context is created."""
+    import os
+
+    try:
+        import torch
+
+        torch_cuda = bool(torch.cuda.is_available())
+    except Exception:  # noqa: BLE001 - torch is a dependency, but a broken install is still a reason
+        torch_cuda = False
+    module = getattr(backend_cls, "__module__", "")
+    on_torch = any(c.__module__.endswith("backends.torch") for c in getattr(backend_cls, "__mro__", ()))
+    if on_torch or module.endswith(("backends.torch", "backends.naive")):
+        return None if torch_cuda else \
+            f"device=cuda: backend {backend_cls.name} sees no CUDA device here (torch.cuda.is_available() is False)" \
+            "; use device=cpu or device=auto"
+    if torch_cuda or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
+        return None
+    return f"device=cuda: no CUDA device on this machine (backend {backend_cls.name}); use device=cpu or device=auto"
