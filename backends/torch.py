@@ -11,7 +11,7 @@ Why not torch.func everywhere (as until issue #18): each ``torch.func.grad`` / `
 flattens pytrees on entry and exit, ≈ 0.27 ms per call on the Betty-sized Meta-Weight-Net step (MLP 64 → 100 → 10,
 batch 64), where the arithmetic of a gradient is about as long: that step took 1.5–1.8× the plain-autograd (naive
 ``chain=reverse``) time on every method, cg 1.7× (26 ms vs 15 ms: one functorch ``vjp(grad)`` per CG iteration).
-With autograd the two run the same arithmetic; the figures before and after are in the README ("Close to the floor").
+With autograd the two run the same arithmetic; the figures before and after are in docs/floor.md.
 ``torch.compile`` was not chosen: on this 2-core CPU its compile time (tens of seconds per function, recompiled per
 shape and per method) dwarfs a demo run, and the step is dispatch-bound, not kernel-bound.
 """

@@ -68,7 +68,7 @@ smaller cell: the compiled graph grows with edges × primitives (one supernet gr
 share 0 (pools dominate early, as in DARTS's first epochs). In the demo's traces (``eval_every=20``, the report's
 curves) ``hessian_eig`` grows from −0.007 at step 20 to 0.015–0.020 at step 100 (darts-3, whose w takes 3 steps per α
 step: 0.011 → 0.037), the same to 2–3 digits on the three backends; the skip share ends at 0 (cg's genotype held one
-skip at step 20). ``mlo-bench verify`` (the README's command: a 5-edge space, float64, 2 steps) passes: all 6
+skip at step 20). ``mlo-bench verify`` (the command in docs/tasks.md: a 5-edge space, float64, 2 steps) passes: all 6
 comparisons within 1e-6 (jax × first_order, darts, cg, neumann, unroll: 5e-14 – 8e-9 against torch; naive × unroll
 1e-17), 735 s wall, 500 s CPU at load 3–5, of which one 2-minute jax compile for cg.
 

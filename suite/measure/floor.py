@@ -20,7 +20,7 @@ gradient's counted FLOPs): the hypergradient in gradients by arithmetic, a figur
 
 Why CPU time, and pairs: on a shared machine a wall-clock median charges the time a call spends preempted to the
 longer call (a call longer than the scheduler's slice is interrupted far more often than a short one). Measured at
-load ≈ 4 on 2 cores (README, "Close to the floor": ``mlo-bench run -m task=quadratic task.d=1000 backend=torch
+load ≈ 4 on 2 cores (docs/floor.md: ``mlo-bench run -m task=quadratic task.d=1000 backend=torch
 method=cg steps=60``): torch cg's loop wall quotient was 26.7 gradients, its paired CPU quotient 10.9, its counted
 FLOPs 9.0; timing both clocks per call over 60 pairs, 52% of cg's calls were preempted against 12% of the gradient's.
 CPU time counts every thread of the process, so with ``threads`` > 1 it is the work of all of them, not the latency.

@@ -15,7 +15,7 @@
 ``threads=0`` leaves every library at its own default (torch: one thread per core) and records it.
 
 Why the default is 1 (measured on a 2-core machine shared with other jobs, ``python -m mlo_bench.suite.measure.stepbench
---threads 1,2``, table in the README's "Close to the floor"): with 2 threads every torch and naive step was 3–24×
+--threads 1,2``, table in docs/floor.md): with 2 threads every torch and naive step was 3–24×
 slower than with 1, on the Betty-sized Meta-Weight-Net step (darts: 20 → 330 ms on naive, load 7–11) and on one with
 a 1000-wide MLP and batches of 500 (darts: 84 → 272 ms, load 12–17) — OpenMP threads spinning while they wait for
 each other on cores that other processes hold. At the suite's sizes a second thread buys little even on a quiet
