@@ -120,6 +120,28 @@ def test_html_is_one_self_contained_file_with_decodable_pngs(report):
             assert img.format == "PNG" and img.width > 0 and img.height > 0
 
 
+def test_the_report_is_its_parts_in_order_each_of_one_shape(sweep, report, tmp_path):
+    """Each part of ``build.PARTS`` is ``part(ctx: Context) -> Rendered``, runs alone on a context it leaves as it
+    was (without figures: draws none), and the report's sections are theirs, in that order."""
+    import typing
+
+    from mlo_bench.suite.report import build
+    from mlo_bench.suite.report.sections import Context, Rendered
+
+    loaded = build.load([sweep])
+    ctx = build.context(loaded.records, tidy(loaded.records), tmp_path, loaded.corrupt, draw=False)
+    wide = ctx.wide.copy()
+    titles = []
+    for part in build.PARTS:
+        assert typing.get_type_hints(part) == {"ctx": Context, "return": Rendered}, part.__module__
+        got = part(ctx)
+        assert isinstance(got, Rendered) and got.figures == [], part.__module__
+        titles += [s.title for s in got.sections]
+    pd.testing.assert_frame_equal(ctx.wide, wide)
+    md = (report / "report.md").read_text()
+    assert titles == [line.split(" ", 1)[1] for line in md.splitlines() if line.startswith(("## ", "### "))]
+
+
 def test_tidy_table_round_trips_through_csv_and_parquet(sweep, report):
     with pytest.warns(UserWarning, match="broken-run"):
         expected = tidy(read_records([sweep]))

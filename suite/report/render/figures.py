@@ -48,7 +48,8 @@ def available() -> str | None:
     return None
 
 
-def _plt():
+def pyplot():
+    """matplotlib's pyplot (Agg backend) and seaborn, themed alike for every figure of the report."""
     import matplotlib
 
     matplotlib.use("Agg", force=True)
@@ -67,7 +68,8 @@ def palette(backends: list[str]) -> dict[str, tuple]:
     return {b: colors[i] for i, b in enumerate(order)}
 
 
-def _save(fig, path: Path) -> Path:
+def save(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as PNG (atomically) and close it; returns ``path``."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
     import matplotlib.pyplot as plt
@@ -92,7 +94,10 @@ def _long(ok: pd.DataFrame, metric: str) -> pd.DataFrame:
     return d[np.isfinite(d["value"].astype(float))]
 
 
-def _bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[str], task: str | None = None) -> None:
+def bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[str], task: str | None = None) -> None:
+    """One panel on ``ax``: ``data`` (columns ``backend``, ``label``, ``seed``, ``value``) as bars = mean by label
+    (hue: backend, ``colors``, ``order`` of labels), whiskers = std, dots = seeds; ``metric`` titles it and picks the
+    unit; a log axis where positive values span more than two decades."""
     scale, unit = _scale(metric, data["value"])
     data = data.assign(value=data["value"] / scale)
     hue_order = [b for b in colors if b in set(data["backend"])]
@@ -129,7 +134,7 @@ def metric_bars(runs: pd.DataFrame, labels: dict[str, str], metrics: list[str], 
     metrics = [m for m in metrics if m in ok and np.isfinite(ok[m].astype(float)).any()]
     if not metrics or ok.empty:
         return None
-    plt, sns = _plt()
+    plt, sns = pyplot()
     colors = palette(sorted(set(ok["backend"])))
     order = list(dict.fromkeys(ok.sort_values(["method", "label"])["label"]))
     width = max(3.8, 0.5 * len(order) + 1.4)
@@ -137,16 +142,17 @@ def metric_bars(runs: pd.DataFrame, labels: dict[str, str], metrics: list[str], 
     rows = math.ceil(len(metrics) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 3.4 * rows), squeeze=False)
     for ax, metric in zip(axes.flat, metrics, strict=False):
-        _bars(ax, sns, _long(ok, metric), metric, colors, order, task)
+        bars(ax, sns, _long(ok, metric), metric, colors, order, task)
     for ax in list(axes.flat)[len(metrics):]:
         ax.set_visible(False)
     fig.tight_layout()
-    _legend(fig, colors, set(ok["backend"]))
+    legend(fig, colors, set(ok["backend"]))
     fig.suptitle(title, fontsize=11, x=0.01, ha="left", y=1.0, va="bottom")
-    return Figure(_save(fig, path), caption)
+    return Figure(save(fig, path), caption)
 
 
-def _legend(fig, colors: dict, present: set[str]) -> None:
+def legend(fig, colors: dict, present: set[str]) -> None:
+    """The backend legend above the figure's top right corner (the backends in ``present``, in ``colors``' order)."""
     from matplotlib.patches import Patch
 
     handles = [Patch(color=c, label=b) for b, c in colors.items() if b in present]
@@ -165,7 +171,7 @@ def quality_vs_cost(runs: pd.DataFrame, labels: dict[str, str], path: Path, titl
     ok = ok[np.isfinite(ok[x].astype(float)) & np.isfinite(ok[y].astype(float)) & (ok[x] > 0)]
     if ok.empty:
         return None
-    plt, _ = _plt()
+    plt, _ = pyplot()
     agg = ok.groupby(["backend", "label"]).agg(xm=(x, "mean"), xs=(x, "std"), ym=(y, "mean"), ys=(y, "std"),
                                                n=(x, "size")).reset_index()
     positive = agg["ym"][agg["ym"] > 0]
@@ -210,7 +216,7 @@ def quality_vs_cost(runs: pd.DataFrame, labels: dict[str, str], path: Path, titl
                "Down-left is better."
                + (" Hollow points had zero error and are drawn at the axis floor." if (agg["ym"] <= 0).any()
                   else ""))
-    return Figure(_save(fig, path), caption)
+    return Figure(save(fig, path), caption)
 
 
 def bench_scaling(bench: pd.DataFrame, path: Path) -> Figure | None:
@@ -220,7 +226,7 @@ def bench_scaling(bench: pd.DataFrame, path: Path) -> Figure | None:
     data = bench.dropna(subset=["d", "median"])
     if data.empty:
         return None
-    plt, sns = _plt()
+    plt, sns = pyplot()
     methods = sorted(set(data["method"]))
     colors = palette(sorted(set(data["backend"])))
     cols = min(len(methods), 3)
@@ -243,9 +249,9 @@ def bench_scaling(bench: pd.DataFrame, path: Path) -> Figure | None:
         ax.set_visible(False)
     axes[0][0].set_ylabel("median time per hypergradient (s)")
     fig.tight_layout()
-    _legend(fig, colors, set(data["backend"]))
-    return Figure(_save(fig, path), "pytest-benchmark: median time of one hypergradient against d (log–log), "
-                                    "whiskers = interquartile range. A slope of 2 is O(d²), 3 is O(d³).")
+    legend(fig, colors, set(data["backend"]))
+    return Figure(save(fig, path), "pytest-benchmark: median time of one hypergradient against d (log–log), "
+                                   "whiskers = interquartile range. A slope of 2 is O(d²), 3 is O(d³).")
 
 
 def scaling(runs: pd.DataFrame, path: Path, title: str, key: str = "task.d",
@@ -256,7 +262,7 @@ def scaling(runs: pd.DataFrame, path: Path, title: str, key: str = "task.d",
     ok = runs[(runs["status"] == "ok") & runs[metric].notna() & runs[key].notna()]
     if ok.empty or ok[key].nunique() < 2:
         return None
-    plt, _ = _plt()
+    plt, _ = pyplot()
     colors = palette(sorted(set(ok["backend"])))
     methods = sorted(set(ok["method"]))
     styles = dict(zip(methods, ["-", "--", ":", "-.", (0, (5, 1)), (0, (3, 1, 1, 1))] * 4, strict=False))
@@ -279,5 +285,5 @@ def scaling(runs: pd.DataFrame, path: Path, title: str, key: str = "task.d",
     ax.set_title(title, fontsize=11)
     ax.legend(fontsize=8, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     fig.tight_layout()
-    return Figure(_save(fig, path), f"`{metric}` against {key.removeprefix('task.')} (log–log), mean over ok "
-                                    "seeds, whiskers = std; the legend gives each line's least-squares slope.")
+    return Figure(save(fig, path), f"`{metric}` against {key.removeprefix('task.')} (log–log), mean over ok "
+                                   "seeds, whiskers = std; the legend gives each line's least-squares slope.")

@@ -13,8 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from mlo_bench.suite.report.render import fmt
+from mlo_bench.suite.report.render import figures, fmt
 from mlo_bench.suite.report.render.doc import Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.sections import Context, Facts, Rendered, rendered
+from mlo_bench.suite.run.records import write_atomic
 
 REFERENCE_BACKEND = "torch"
 COLUMNS = ["file", "name", "backend", "method", "d", "median", "q1", "q3", "iqr", "mean", "stddev", "min", "rounds",
@@ -102,3 +104,16 @@ def section(frame: pd.DataFrame, files: list[Path], figure=None) -> Section:
     if figure is not None:
         sec.add(figure)
     return sec
+
+
+def part(ctx: Context) -> Rendered:
+    """With --bench: the section and its scaling figure, and ``bench.csv`` (the table, with the ratios) beside the
+    report; nothing without."""
+    frame = ctx.bench
+    if frame is None:
+        return Rendered()
+    folder = ctx.figures
+    fig = figures.safe(figures.bench_scaling, frame, folder / "bench-scaling.png") if folder is not None else None
+    sec = section(frame, ctx.bench_files, fig)
+    write_atomic(ctx.out / "bench.csv", lambda tmp: frame.to_csv(tmp, index=False))
+    return rendered(sec, facts=Facts(bench=len(frame)))

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from mlo_bench.suite.report import specs, stats
 from mlo_bench.suite.report.render import fmt
 from mlo_bench.suite.report.render.doc import Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.sections import Context, Facts, Rendered
 
 #: "within 1% of the best quality"
 WITHIN = 0.01
@@ -134,3 +135,9 @@ def section(settings: list) -> tuple[Section, list[str]]:
     if not sentences:
         sec.add(Para("No setting has two combinations that ended ok: nothing to choose between."))
     return sec, sentences
+
+
+def part(ctx: Context) -> Rendered:
+    """The "Which one should I use?" section; its sentences go to the command's closing line."""
+    sec, sentences = section(ctx.settings)
+    return Rendered([sec], facts=Facts(choices=sentences))

@@ -16,8 +16,8 @@ from mlo_bench.suite.report import specs, stats
 from mlo_bench.suite.report import verdicts as V
 from mlo_bench.suite.report.render.doc import Bullets, Cell, Para, Section, Table, cell
 from mlo_bench.suite.report.runs import Run, equal, group_key, loaded, metric_value, prepare, variant_of
+from mlo_bench.suite.report.sections import Context, Facts, Rendered, papers
 from mlo_bench.suite.report.sections import complexity_fit as complexity
-from mlo_bench.suite.report.sections import papers
 
 RULE = [
     "**Relative claims** (a variant against its table's baseline, e.g. darts-1 vs original-unrolled memory "
@@ -265,3 +265,9 @@ def section(results: list[Result]) -> Section:
 
 def _table_name(table: str) -> str:
     return f"T{table}" if table.isdigit() else table
+
+
+def part(ctx: Context) -> Rendered:
+    """The "Paper claims" section over the reference list; the count per verdict goes to the closing line."""
+    results = evaluate(load_claims(), ctx.records)
+    return Rendered([section(results)], facts=Facts(claims=Counter(r.verdict for r in results)))

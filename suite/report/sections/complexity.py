@@ -15,7 +15,7 @@ import pandas as pd
 
 from mlo_bench.suite.report import specs
 from mlo_bench.suite.report.render.doc import Bullets, Cell, Figure, Para, Section, Table, cell
-from mlo_bench.suite.report.sections import complexity_gap
+from mlo_bench.suite.report.sections import FIGURE_DIR, Context, Facts, Rendered, complexity_gap
 from mlo_bench.suite.report.sections.complexity_fit import (
     EXPECTED,
     FILE,
@@ -25,12 +25,12 @@ from mlo_bench.suite.report.sections.complexity_fit import (
     SIZE,
     TOLERANCE,
     Verdict,
-    _fmt,
-    _materialised,
     band_check,
     crossovers,
+    exponent_text,
     fit,
     is_materialised,
+    is_materialised_row,
     points,
     sweep,
     verdict,
@@ -55,7 +55,8 @@ def fit_table(table: pd.DataFrame) -> Table:
             if m == "flops_hypergrad":
                 check = band_check(EXPECTED[mat], r["ci_low"], r["ci_high"])
                 tone = {"in": "good", "out": "bad"}.get(check, "warn")
-            row.append(Cell(f"{_fmt(r)} ({int(r['d_min'])}–{int(r['d_max'])}, {int(r['n_points'])})", tone=tone))
+            span = f"{int(r['d_min'])}–{int(r['d_max'])}, {int(r['n_points'])}"
+            row.append(Cell(f"{exponent_text(r)} ({span})", tone=tone))
         rows.append(row)
     caption = (f"Log–log least-squares exponents in d; FLOPs over d ≥ {RANGES['flops_hypergrad']}, time and memory "
                f"over d ≥ {RANGES['time_hypergrad_s']} (the {MIN_SIZES} largest sizes where fewer reach it); "
@@ -71,7 +72,7 @@ def figure(pts: pd.DataFrame, table: pd.DataFrame, path: Path) -> Figure | None:
 
     if pts.empty or table.empty:
         return None
-    plt, _ = figures._plt()
+    plt, _ = figures.pyplot()
     levels = sorted(set(pts["levels"]))
     paths = sorted({(b, p) for b, p in zip(pts["backend"], pts["path"], strict=True)})
     colors = figures.palette(sorted({b for b, _ in paths}))
@@ -112,7 +113,7 @@ def figure(pts: pd.DataFrame, table: pd.DataFrame, path: Path) -> Figure | None:
             ax.set_xlabel("d")
             ax.legend(fontsize=6, loc="upper left", frameon=False)
     fig.tight_layout()
-    return Figure(figures._save(fig, path),
+    return Figure(figures.save(fig, path),
                   "Cost of one hypergradient against d (log–log): points = runs; lines = the least-squares fit over "
                   "its range, with its exponent in the legend; grey dashed = reference slopes 2 (O(d²)) and 3 "
                   "(O(d³)).")
@@ -169,7 +170,7 @@ def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None
     ranges = []
     for m in ("time_hypergrad_s", "peak_live_bytes"):
         rows = table[table["measure"] == m]
-        kinds = np.array([_materialised(r) for _, r in rows.iterrows()], dtype=bool)
+        kinds = np.array([is_materialised_row(r) for _, r in rows.iterrows()], dtype=bool)
         parts = [f"{name} {rows[sel]['exponent'].min():.2f} to {rows[sel]['exponent'].max():.2f}"
                  for name, sel in (("materialised", kinds), ("matrix-free", ~kinds)) if sel.any()]
         if parts:
@@ -198,8 +199,17 @@ def build(records: list[dict[str, Any]], out: Path, draw: bool) -> Result | None
     if draw:
         from mlo_bench.suite.report.render import figures
 
-        fig = figures.safe(figure, pts, table, out / "figures" / "complexity.png")
+        fig = figures.safe(figure, pts, table, out / FIGURE_DIR / "complexity.png")
         if fig is not None:
             sec.add(fig)
             written.append(fig.path)
     return Result(sec, table, v, written)
+
+
+def part(ctx: Context) -> Rendered:
+    """The complexity section when the records hold a size sweep (nothing otherwise); the claim's verdict goes to
+    the command's closing line."""
+    cx = build(ctx.records, ctx.out, draw=ctx.figures is not None)
+    if cx is None:
+        return Rendered()
+    return Rendered([cx.section], list(cx.figures), Facts(complexity=cx.verdict.verdict))

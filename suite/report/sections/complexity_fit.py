@@ -212,7 +212,8 @@ def fit(pts: pd.DataFrame) -> pd.DataFrame:
 # the verdict and the crossover
 
 
-def _materialised(row: Any) -> bool:
+def is_materialised_row(row: Any) -> bool:
+    """Whether a fit table row's path (``backend``, ``method``: its first word) is materialised."""
     return is_materialised(str(row["backend"]), str(row["method"]).split(" ", 1)[0])
 
 
@@ -252,7 +253,7 @@ def verdict(table: pd.DataFrame) -> Verdict:
     flops = table[table["measure"] == "flops_hypergrad"]
     if flops.empty:
         return Verdict(NOT_MEASURED, ["no counted FLOPs in the sweep"])
-    kinds = [_materialised(r) for _, r in flops.iterrows()]
+    kinds = [is_materialised_row(r) for _, r in flops.iterrows()]
     if all(kinds) or not any(kinds):
         return Verdict(NOT_MEASURED, ["the sweep needs both a materialised and a matrix-free path"])
     reasons, bad, unclear, n_in = [], False, False, 0
@@ -262,16 +263,17 @@ def verdict(table: pd.DataFrame) -> Verdict:
         bad |= check == "out"
         unclear |= check == "unclear"
         if check != "in":
-            reasons.append(f"FLOP exponent of {_path(r)}: {_fmt(r)}, {'outside' if check == 'out' else 'not within'} "
-                           f"{EXPECTED[mat]:g} ± {TOLERANCE:g}")
+            where = "outside" if check == "out" else "not within"
+            band = f"{EXPECTED[mat]:g} ± {TOLERANCE:g}"
+            reasons.append(f"FLOP exponent of {_path(r)}: {exponent_text(r)}, {where} {band}")
     reasons.insert(0, f"{n_in} of {len(flops)} FLOP exponents lie within their band (materialised 3 ± {TOLERANCE:g}, "
                       f"matrix-free 2 ± {TOLERANCE:g})")
     times = table[table["measure"] == "time_hypergrad_s"]
     if times.empty:
         return Verdict(NOT_SUPPORTED if bad else INCONCLUSIVE, [*reasons, "no wall-time exponent"])
     for levels, g in times.groupby("levels", sort=True):
-        mat = g[[_materialised(r) for _, r in g.iterrows()]]
-        free = g[[not _materialised(r) for _, r in g.iterrows()]]
+        mat = g[[is_materialised_row(r) for _, r in g.iterrows()]]
+        free = g[[not is_materialised_row(r) for _, r in g.iterrows()]]
         chain = mat[[is_chain(r["backend"], str(r["method"]).split(" ", 1)[0]) for _, r in mat.iterrows()]]
         chain = chain if not chain.empty else mat
         if chain.empty or free.empty:
@@ -280,8 +282,8 @@ def verdict(table: pd.DataFrame) -> Verdict:
             continue
         top = free.loc[free["exponent"].idxmax()]
         low = chain.loc[chain["exponent"].idxmin()]
-        text = (f"L={levels}: wall-time exponent of {low['backend']} × {low['method']} {_fmt(low)}, of the matrix-"
-                f"free paths up to {top['exponent']:.2f} ({top['backend']} × {top['method']})")
+        text = (f"L={levels}: wall-time exponent of {low['backend']} × {low['method']} {exponent_text(low)}, of the "
+                f"matrix-free paths up to {top['exponent']:.2f} ({top['backend']} × {top['method']})")
         if low["exponent"] > top["exponent"]:
             reasons.append(text + ": the materialised one is the larger")
         elif chain["exponent"].max() < free["exponent"].min():
@@ -330,6 +332,7 @@ def crossovers(pts: pd.DataFrame, measure: str = "time_hypergrad_s") -> list[Cro
     return out
 
 
-def _fmt(r: Any) -> str:
+def exponent_text(r: Any) -> str:
+    """A fit table row's exponent with its 95% interval: ``2.01 [1.98, 2.04]`` (or ``(no interval)``)."""
     interval = f" [{r['ci_low']:.2f}, {r['ci_high']:.2f}]" if math.isfinite(r["ci_low"]) else " (no interval)"
     return f"{r['exponent']:.2f}{interval}"

@@ -22,6 +22,7 @@ from mlo_bench.suite.report import specs
 from mlo_bench.suite.report.render import fmt
 from mlo_bench.suite.report.render.doc import Cell, Figure, Para, Section, Table, cell, slug
 from mlo_bench.suite.report.runs import Run, group_key, prepare, variant_of
+from mlo_bench.suite.report.sections import Context, Rendered
 
 TRACE = "trace.csv"
 
@@ -102,9 +103,9 @@ def figure(task: str, metrics: tuple[str, ...], data: dict, path: Path) -> Figur
     """Rows = backends, columns = metrics; one line per label (same colour in every panel), band = ± std."""
     if not any(n for lines in data.values() for _, per in lines.values() for _, n in per.values()):
         return None
-    from mlo_bench.suite.report.render.figures import _plt, _save
+    from mlo_bench.suite.report.render.figures import pyplot, save
 
-    plt, sns = _plt()
+    plt, sns = pyplot()
     labels = list(dict.fromkeys(label for lines in data.values() for label in lines))
     colors = dict(zip(labels, sns.color_palette("colorblind", max(len(labels), 3)), strict=False))
     styles = dict(zip(labels, ["-", "--", "-.", ":"] * math.ceil(len(labels) / 4), strict=False))
@@ -130,7 +131,7 @@ def figure(task: str, metrics: tuple[str, ...], data: dict, path: Path) -> Figur
     fig.legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
     caption = (f"`{task}`: {', '.join(f'`{m}`' for m in metrics)} against the outer step, from each run's "
                "`trace.csv`: mean over seeds per variant, band = ± std over seeds.")
-    return Figure(_save(fig, path), caption)
+    return Figure(save(fig, path), caption)
 
 
 def section(task: str, records: list[dict[str, Any]], folder: Path | None) -> tuple[Section, list[Path]] | None:
@@ -170,3 +171,9 @@ def sections(records: list[dict[str, Any]], folder: Path | None) -> tuple[list[S
             out.append(got[0])
             written.extend(got[1])
     return out, written
+
+
+def part(ctx: Context) -> Rendered:
+    """Every curve section (:func:`sections`) with its figure."""
+    secs, written = sections(ctx.records, ctx.figures)
+    return Rendered(secs, written)

@@ -21,6 +21,7 @@ import pandas as pd
 
 from mlo_bench.suite.report.render import fmt
 from mlo_bench.suite.report.render.doc import Bullets, Para, Section, Table, cell
+from mlo_bench.suite.report.sections import Context, Rendered
 
 PHASES = ("time_inner_s", "time_hypergrad_s", "time_outer_s")
 
@@ -130,3 +131,8 @@ def sections(settings: list[Any], records: list[dict[str, Any]]) -> list[Section
         sec.add(Para("Library properties the peer engines measured:"),
                 Bullets([f"`{b}`: {n}" for b, ns in sorted(notes.items()) for n in sorted(ns)]))
     return [sec, *subs]
+
+
+def part(ctx: Context) -> Rendered:
+    """The engines section and its subsections (nothing when no record comes from a peer engine)."""
+    return Rendered(sections(ctx.settings, ctx.records))

@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from mlo_bench.suite.report.render.doc import Cell, Figure, Para, Section, Table, cell, slug
+from mlo_bench.suite.report.sections import Context, Rendered
 
 COLUMNS = ("gradient_count", "time_hypergrad_s", "time_lower_grad_s")
 #: the issue's target: a matrix-free method within this factor of its floor
@@ -101,7 +102,7 @@ def figure(table: pd.DataFrame, path: Path) -> Figure | None:
 
     if table.empty:
         return None
-    plt, _ = figures._plt()
+    plt, _ = figures.pyplot()
     groups = list(table.groupby(["task", "setting_name"], sort=True))
     colors = figures.palette(sorted(set(table["backend"])))
     fig, axes = plt.subplots(1, len(groups), figsize=(4.4 * len(groups), 3.6), squeeze=False)
@@ -122,9 +123,9 @@ def figure(table: pd.DataFrame, path: Path) -> Figure | None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=4, fontsize=8, frameon=False)
     fig.tight_layout()
-    return Figure(figures._save(fig, path), "Each hypergradient's time in units of one lower-level gradient against "
-                                            "the method's gradient count: on the solid line a method costs exactly "
-                                            f"its count; the dashed line is ×{WITHIN:g}.")
+    return Figure(figures.save(fig, path), "Each hypergradient's time in units of one lower-level gradient against "
+                                           "the method's gradient count: on the solid line a method costs exactly "
+                                           f"its count; the dashed line is ×{WITHIN:g}.")
 
 
 def section(w: pd.DataFrame, folder: Path | None) -> tuple[Section, list[Path]] | None:
@@ -158,3 +159,9 @@ def section(w: pd.DataFrame, folder: Path | None) -> tuple[Section, list[Path]] 
             sec.add(fig)
             written.append(fig.path)
     return sec, written
+
+
+def part(ctx: Context) -> Rendered:
+    """The "Floor" section and its figure (nothing when no run recorded the figures)."""
+    got = section(ctx.wide, ctx.figures)
+    return Rendered() if got is None else Rendered([got[0]], got[1])

@@ -33,14 +33,14 @@ def draw(task: str, table: Any, result: dict[str, Any], folder: Path) -> Figure 
     panels = [(m, d) for m in table.figure if not (d := _long(table, result, m)).empty]
     if not panels:
         return None
-    plt, sns = figures._plt()
+    plt, sns = figures.pyplot()
     colors = figures.palette(sorted({b for _, d in panels for b in d["backend"]}))
     order = [n for n in table.variants if any(n in set(d["label"]) for _, d in panels)]
     width = max(3.8, 0.5 * len(order) + 1.4)
     fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 3.6), squeeze=False)
     refs = []
     for ax, (metric, data) in zip(axes.flat, panels, strict=True):
-        figures._bars(ax, sns, data, metric, colors, order, task)
+        figures.bars(ax, sns, data, metric, colors, order, task)
         ref = table.references.get(metric)
         line = _long(table, result, ref) if ref else _long(table, result, "")
         for backend, d in line.groupby("backend"):
@@ -48,9 +48,9 @@ def draw(task: str, table: Any, result: dict[str, Any], folder: Path) -> Figure 
         if not line.empty:
             refs.append(f"dashed line on {metric}: mean {ref} of the table's runs per backend")
     fig.tight_layout()
-    figures._legend(fig, colors, {b for _, d in panels for b in d["backend"]})
+    figures.legend(fig, colors, {b for _, d in panels for b in d["backend"]})
     fig.suptitle(f"{task}: the paper table by row", fontsize=11, x=0.01, ha="left", y=1.0, va="bottom")
     caption = (f"{', '.join(m for m, _ in panels)} by row of the table above: bars = mean over its runs, whiskers = "
                f"std, dots = runs (seeds), colour = backend" + ("; " + "; ".join(refs) if refs else "") + ".")
     path = folder / f"{slug(task)}-paper-{slug(table.title)[:40]}.png"
-    return Figure(figures._save(fig, path), caption)
+    return Figure(figures.save(fig, path), caption)

@@ -23,7 +23,7 @@ from mlo_bench.suite.report import verdicts as V
 from mlo_bench.suite.report.render import figures, fmt
 from mlo_bench.suite.report.render.doc import Bullets, Cell, Para, Section, Table, cell
 from mlo_bench.suite.report.runs import Run, group_key, loaded, metric_value, prepare, variant_of
-from mlo_bench.suite.report.sections import paper_figures
+from mlo_bench.suite.report.sections import Context, Rendered, paper_figures, rendered
 
 
 @dataclass
@@ -278,3 +278,7 @@ def sections(records: list[dict[str, Any]], folder: Path | None = None) -> list[
                 out.append(section(task, table, result, folder))
     return out
 
+
+def part(ctx: Context) -> Rendered:
+    """Every declared paper table's section (:func:`sections`) with its figure."""
+    return rendered(*sections(ctx.records, ctx.figures))

@@ -16,6 +16,7 @@ import pandas as pd
 from mlo_bench.suite.report import stats
 from mlo_bench.suite.report.render import fmt
 from mlo_bench.suite.report.render.doc import Bullets, Cell, Para, Section, Table, cell
+from mlo_bench.suite.report.sections import Context, Facts, Rendered
 
 METRIC = "time_hypergrad_s"
 #: a spread above this coefficient of variation is flagged
@@ -67,3 +68,8 @@ def section(w: pd.DataFrame) -> Section:
                 Table(["task", "setting", "backend", "method", "runs", "mean ± std", "CV", "loaded (left out)"],
                       rows, align=["l", "l", "l", "l", "r", "r", "r", "r"]))
     return sec
+
+
+def part(ctx: Context) -> Rendered:
+    """The "Timing" section; how many runs were timed under load goes to the command's closing line."""
+    return Rendered([section(ctx.wide)], facts=Facts(loaded=len(flagged(ctx.wide))))
