@@ -4,14 +4,6 @@ figures, a paper-claims table and, optionally, pytest-benchmark results.
 Nothing here names a task: what a task's metrics mean, its variants, paper tables, size knob and claims are read
 from its declarations (``Task.paper``, :mod:`mlo_bench.suite.contract.paper`) through ``specs``.
 
-Modules: ``tidy`` (records → one row per run × metric), ``runs`` (ok runs, their variant, seed pairing, load flag),
-``summary``, ``tasks`` (each task's settings and scaling), ``failures``, ``about`` (how to read it),
-``tables`` (comparison tables, coverage, failures), ``choice`` ("which one should I use"), ``figures``
-(seaborn/matplotlib PNGs), ``curves`` (trace metrics a task declares, against the step), ``papers`` (declared paper
-tables, paired per-backend verdicts), ``claims`` (paper claims and the verdict rule), ``verdicts`` + ``stats`` (rules
-and intervals), ``timing`` (load flags, spread), ``complexity`` (size sweeps), ``bench`` (pytest-benchmark JSON),
-``doc`` / ``markdown`` / ``html`` (one document, two renderings), ``build`` (assembly).
-
 Layout: :mod:`.build` assembles the report from an ordered list of parts (``build.PARTS``), one per section module
 of :mod:`.sections`, each ``part(ctx: Context) -> Rendered`` (the contract: its docstring); records become tables in
 :mod:`.tidy`, :mod:`.runs` and :mod:`.specs`, statistics and verdicts in :mod:`.stats` and :mod:`.verdicts`; the
