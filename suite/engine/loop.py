@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.compare import hypergrad_errors
 from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
 from mlo_bench.suite.engine.levels import chain, steps_per_level
@@ -36,7 +37,7 @@ from mlo_bench.suite.engine.step_phases import (
     round_fn,
     unrolled_fns,
 )
-from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
+from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer
 from mlo_bench.suite.run.plan import Plan
@@ -52,16 +53,6 @@ class Unsupported(Exception):
 
 def _finite(backend: Any, x: Any) -> bool:
     return bool(np.isfinite(backend.to_numpy(x)).all())
-
-
-def compare(h: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
-    a = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(h)])
-    b = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(ref)])
-    ref_norm, a_norm = np.linalg.norm(b), np.linalg.norm(a)
-    return {
-        "hypergrad_rel_error": float(np.linalg.norm(a - b) / ref_norm) if ref_norm > 0 else float("nan"),
-        "hypergrad_cosine": float(a @ b / (a_norm * ref_norm)) if a_norm > 0 and ref_norm > 0 else float("nan"),
-    }
 
 
 def _scalars(values: dict[str, Any]) -> dict[str, float]:
@@ -305,11 +296,11 @@ def _post_training(run: Run, backend: Any, params: dict[str, Any], metrics: dict
 
 def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict[str, Any],
                     last: dict[str, Any]) -> dict[str, float]:
-    """``hypergrad_rel_error`` / ``hypergrad_cosine``, untimed, with the method's single-edge form (a stateful
-    method cold): against the task's oracle at the initial top parameters with every lower level at its exact best
-    response (isolating the method's error from the inner solver's), or, for a task without an oracle whose lower
-    levels are small (``Task.exact_reference()``), against ``exact`` on the same backend at the final state (last
-    parameters, optimizer states and batches)."""
+    """``hypergrad_rel_error`` / ``hypergrad_cosine`` (:func:`mlo_bench.suite.engine.compare.hypergrad_errors`),
+    untimed, with the method's single-edge form (a stateful method cold): against the task's oracle at the initial
+    top parameters with every lower level at its exact best response (isolating the method's error from the inner
+    solver's), or, for a task without an oracle whose lower levels are small (``Task.exact_reference()``), against
+    ``exact`` on the same backend at the final state (last parameters, optimizer states and batches)."""
     from mlo_bench.suite.engine.hypergradient import oracle_state
     from mlo_bench.suite.plugins import registry
 
@@ -319,11 +310,11 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
         probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
         check_c = backend.compile(run.check_fn, (probe, probe_states, batches))[0]
         h = backend.tree_to_numpy(check_c(probe, probe_states, batches))
-        return compare(h, oracle.hypergradient(run.init[run.top]))
+        return hypergrad_errors(h, oracle.hypergradient(run.init[run.top]))
     if not task.exact_reference():
         return {}
     cfg = registry.make_config("method", "exact", {})
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
     ref = backend.tree_to_numpy(backend.compile(reference, (params, states, last))[0](params, states, last))
     h = backend.tree_to_numpy(backend.compile(run.check_fn, (params, states, last))[0](params, states, last))
-    return compare(h, ref)
+    return hypergrad_errors(h, ref)
