@@ -1,14 +1,10 @@
 """The measured work of one run: the training loop, its phases and checks.
 
-Per outer step t (``ordering=inner_first``, the default): ``select`` (a selecting level's candidates scored by the
-levels above and cut down; only when a level selects), ``inner`` (each lower level's own optimizer steps, round by
-round: :mod:`mlo_bench.suite.engine.step_phases`), ``hypergrad`` (the top level's hypergradient at the state reached),
-``outer`` (the top level's update). ``ordering=lookahead`` is the original Meta-Weight-Net algorithm: the hypergradient
-is taken from θ_t first (for ``unroll``: through a virtual run of this step's inner steps), the top level updated, and
-then the real inner steps taken with the new upper parameters. A method that ``unrolls`` keeps the graph of the inner
-steps it differentiates (the ``inner`` phase then runs them with the graph kept; ``hypergrad`` pulls back through
-them), so ``inner_step_evals`` — lower-level optimizer steps evaluated per outer step — is Σ steps for it in the
-default ordering and 2·Σ steps in ``lookahead``. ``method=none`` skips the hypergradient and outer phases.
+Per outer step t: ``select`` (a selecting level's candidates scored by the levels above and cut down; only when a level
+selects), then the step itself, :func:`mlo_bench.suite.engine.outer_step.outer_step` (its phases ``inner``,
+``hypergrad`` and ``outer`` in the run's ordering, ``inner_first`` or ``lookahead``; what a method that unrolls or
+computes no hypergradient does there is said there). ``inner_step_evals`` — lower-level optimizer steps evaluated per
+outer step — is Σ steps, and 2·Σ steps for a method that unrolls in ``lookahead`` (its virtual run, then the real one).
 
 Each phase is timed on its own, synchronised before the clock is read; figures are medians over outer steps after the
 first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
@@ -28,15 +24,8 @@ from mlo_bench.suite.engine.compare import hypergrad_errors
 from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
 from mlo_bench.suite.engine.levels import chain, steps_per_level
-from mlo_bench.suite.engine.step_phases import (
-    Batches,
-    Diverged,
-    first_batches,
-    inner_phase,
-    last_batches,
-    round_fn,
-    unrolled_fns,
-)
+from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
+from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
 from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer
@@ -76,6 +65,7 @@ class Run:
         self.trains_upper = getattr(method, "computes_hypergradient", True)
         self.unrolls = self.trains_upper and getattr(method, "unrolls", False)
         self.lookahead = plan.ordering == "lookahead"
+        self.shape = Shape(self.top, self.trains_upper, self.unrolls, self.lookahead)
         self.init = task.init_params(np.random.default_rng(plan.seed))
         self.data = backend.tree_asarray(task.data())
         self.batches = Batches(task, backend, self.data, self.levels, self.steps)
@@ -86,12 +76,14 @@ class Run:
         top_level = self.levels[0]
         self.outer_fn = lambda p, s, hg: optim.update(ops, top_level.optimizer, hg, s, p)
         self.loss_fn = lambda params, batch: top_level.loss(ops, params, batch)
+        #: the step's phases uncompiled (traced whole by the fused step; called plain for peak_live_bytes) …
+        self.plain = Phases(self.phase, self.outer_fn, self.hyper_fn, self.forward, self.backward)
+        self.compiled: Phases | None = None  #: … and compiled one by one (:meth:`compile`), as the loop times them
         evals = sum(self.steps.values())
         self.inner_step_evals = evals * (2 if self.unrolls and self.lookahead else 1)
 
     def hyper_batches(self, rounds: list, top_batch: Any) -> dict[str, Any]:
-        pick = first_batches if self.lookahead else last_batches
-        return pick(rounds, self.top, top_batch)
+        return self.shape.hyper_batches(rounds, top_batch)
 
     def compile(self, params, states, mstate, metrics: dict[str, Any]) -> None:
         """Compile every function of the loop on outer step 0's arguments (compile time apart), and count, untimed,
@@ -107,14 +99,14 @@ class Run:
                 self.rounds_c[active], s = b.compile(round_fn(b, self.lower, active), (params, states, rnd))
                 compile_s += s
         hb0 = self.hyper_batches(rounds0, top0)
-        hg0 = None
+        hg0 = forward_c = backward_c = hyper_c = outer_c = None
         if self.unrolls:
-            self.forward_c, s = b.compile(self.forward, (params, states, rounds0))
+            forward_c, s = b.compile(self.forward, (params, states, rounds0))
             compile_s += s
-            p1, _, pull = self.forward_c(params, states, rounds0)
-            self.backward_c, s = b.compile(self.backward, (pull, p1, top0))
+            p1, _, pull = forward_c(params, states, rounds0)
+            backward_c, s = b.compile(self.backward, (pull, p1, top0))
             compile_s += s
-            hg0 = self.backward_c(pull, p1, top0)
+            hg0 = backward_c(pull, p1, top0)
             del pull
 
             def hyper_counted(params, states, rounds, top_batch):
@@ -123,69 +115,42 @@ class Run:
 
             metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
         elif self.trains_upper:
-            self.hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
+            hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
             compile_s += s
-            hg0 = self.hyper_c(params, states, hb0, mstate)[0]
+            hg0 = hyper_c(params, states, hb0, mstate)[0]
             metrics["flops_hypergrad"] = b.count_flops(self.hyper_fn, (params, states, hb0, mstate))
         if hg0 is not None:
-            self.outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
+            outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
             compile_s += s
+        self.compiled = Phases(self.inner, outer_c, hyper_c, forward_c, backward_c)
         self.loss_c, s = b.compile(self.loss_fn, (params, top0))
         metrics["compile_s"] = compile_s + s
         metrics["peak_live_bytes"] = b.live_peak_bytes(self.one_step, (params, states, rounds0, top0, mstate))
 
     def one_step(self, params, states, rounds, top_batch, mstate):
-        """One outer step, uncompiled (what ``peak_live_bytes`` is counted on)."""
-        if self.unrolls:
-            p1, s1, pull = self.forward(params, states, rounds)
-            hg = self.backward(pull, p1, top_batch)
-            if self.lookahead:
-                p1, s1 = self.phase(params, states, rounds)
-        else:
-            p1, s1 = self.phase(params, states, rounds)
-            if not self.trains_upper:
-                return p1[self.top]
-            hg, _ = self.hyper_fn(params if self.lookahead else p1, states if self.lookahead else s1,
-                                  self.hyper_batches(rounds, top_batch), mstate)
-        return self.outer_fn(p1[self.top], s1[self.top], hg)
+        """One outer step, uncompiled (what ``peak_live_bytes`` is counted on); returns the top level's new parameters
+        and optimizer state (its parameters alone for a method that trains no upper level)."""
+        params, states, *_ = outer_step(self.shape, self.plain, params, states, mstate, rounds, top_batch)
+        return (params[self.top], states[self.top]) if self.trains_upper else params[self.top]
 
     def step(self, t: int, params, states, mstate, timer: PhaseTimer, capture: dict[str, Any] | None = None):
         """Outer step ``t`` as the loop times it, each phase through ``timer``; returns ``(params, states,
         mstate, rounds, top_batch, hyper_batches)`` (``hyper_batches`` is ``None`` unless a hypergradient was taken
         from them). Raises :class:`Diverged` on a non-finite hypergradient."""
-        backend, top = self.backend, self.top
+        backend = self.backend
         rounds, select_s = self.batches.rounds(t, params)
         if self.batches.selects:
             timer.samples.setdefault("select", []).append(select_s)
         top_batch = self.batches.top(t)
-        hg = hb = None
-        if not self.lookahead:
-            if self.unrolls:
-                params, states, pull = timer.time("inner", self.forward_c, params, states, rounds)
-                hg = timer.time("hypergrad", self.backward_c, pull, params, top_batch)
-                del pull
-            else:
-                params, states = timer.time("inner", self.inner, params, states, rounds)
-        if self.trains_upper and hg is None:
-            if self.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
-                def virtual(params, states, rounds=rounds, top_batch=top_batch):
-                    p1, _, pull = self.forward_c(params, states, rounds)
-                    return self.backward_c(pull, p1, top_batch)
 
-                hg = timer.time("hypergrad", virtual, params, states)
-            else:
-                hb = self.hyper_batches(rounds, top_batch)
-                hg, mstate = timer.time("hypergrad", self.hyper_c, params, states, hb, mstate)
-        if hg is not None:
+        def seen(hg):
             if not _finite(backend, tree_vdot(backend.ops, hg, hg)):
                 raise Diverged(t + 1, "non-finite hypergradient")
             if capture is not None and t == 0:
                 capture["first_hypergrad"] = backend.tree_to_numpy(hg)
-            params = dict(params)
-            states = dict(states)
-            params[top], states[top] = timer.time("outer", self.outer_c, params[top], states[top], hg)
-        if self.lookahead:
-            params, states = timer.time("inner", self.inner, params, states, rounds)
+
+        params, states, mstate, _, hb = outer_step(self.shape, self.compiled, params, states, mstate, rounds,
+                                                   top_batch, timer.time, seen)
         return params, states, mstate, rounds, top_batch, hb
 
     def inner(self, params, states, rounds):

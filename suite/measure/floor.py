@@ -64,14 +64,16 @@ def _lower_grad(run: Any):
 
 
 def _hypergradient(run: Any, params, states, mstate, rounds, top_batch):
-    """One hypergradient as the loop computes it, at this state (``None`` when the run has none compiled)."""
+    """One hypergradient as the loop computes it, with its compiled phases at this state (``None`` when the run has
+    none compiled)."""
+    fns = run.compiled
     if run.unrolls:
         def unrolled():
-            p1, _, pull = run.forward_c(params, states, rounds)
-            return run.backward_c(pull, p1, top_batch)
+            p1, _, pull = fns.forward(params, states, rounds)
+            return fns.backward(pull, p1, top_batch)
 
         return unrolled
-    hyper = getattr(run, "hyper_c", None)
+    hyper = fns.hyper
     if hyper is None:
         return None
     hb = run.hyper_batches(rounds, top_batch)
