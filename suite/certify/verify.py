@@ -27,8 +27,9 @@ verdict; a method off the oracle by more than the tolerance gets a note.
 Method knobs: ``method.KNOB=V`` applies to the one selected method that has ``KNOB``; when several do (``alpha`` is
 neumann's step and darts' radius) it is a one-line error asking for ``method.NAME.KNOB=V``, which applies to method
 ``NAME`` only. Exit codes: 0 all comparisons pass, 1 one fails, is degenerate or tests nothing (or a run did not end
-ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner; their records are written
-into a temporary directory that is removed afterwards.
+ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner, set up as every run is
+(the task each plan validated, the backend's refusal asked once per plan: :mod:`mlo_bench.suite.run.execute`); their
+records are written into a temporary directory that is removed afterwards.
 """
 
 from __future__ import annotations
@@ -91,7 +92,7 @@ def _columns(capture: dict[str, Any], ref: dict[str, Any]) -> tuple[Diff, Diff]:
 
 def run(opts: Options, out: Any = None) -> int:
     """Run the comparisons and print the table. Returns the exit code (0 pass, 1 fail); raises BadInput."""
-    from mlo_bench.suite.run.execute import execute
+    from mlo_bench.suite.run.execute import admission, execute
 
     out = out or sys.stdout
     reference = opts.reference
@@ -117,7 +118,7 @@ def run(opts: Options, out: Any = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
         plans = _plans(opts, backends, methods, tmp)
         first = plans[reference, methods[0]]
-        task = first.task_cls(first.task_cfg, first.seed)
+        task = first.task if first.task is not None else first.task_cls(first.task_cfg, first.seed)
         has_oracle = task.oracle() is not None
         for plan in plans.values():  # the oracle table reads each run's own hypergrad_rel_error
             plan.hypergrad_check = plan.config["hypergrad_check"] = has_oracle
@@ -128,13 +129,13 @@ def run(opts: Options, out: Any = None) -> int:
             if why:
                 notes.append(f"method {method} skipped: task {task.name} does not support it ({why})")
                 continue
-            why = registry.get("backend", reference)().refusal(method, plans[reference, method].method_cfg)
+            why = admission(plans[reference, method]).refused  # asked once: the run does not ask again
             if why:
                 notes.append(f"method {method} skipped: the reference {reference} does not support it ({why})")
                 continue
             others = []
             for backend in backends[1:]:
-                why = registry.get("backend", backend)().refusal(method, plans[backend, method].method_cfg)
+                why = admission(plans[backend, method]).refused
                 if why:
                     skipped.setdefault((backend, why), []).append(method)
                 else:

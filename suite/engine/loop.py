@@ -10,6 +10,10 @@ Each phase is timed on its own, synchronised before the clock is read; figures a
 first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
 N steps (curves in ``trace.csv``), outside the training clock (``time_total_s``). After the loop: the task's metrics,
 its post-training phase (``time_eval_s``), and the hypergradient check (:func:`hypergrad_check`).
+
+A run is set up once, by :func:`start` (the task and its levels, the initial state, every function compiled, the step
+chosen: fused or phase by phase), shared by :func:`train` and the step benchmark
+(:mod:`mlo_bench.suite.measure.stepbench`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, r
 from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer
-from mlo_bench.suite.run.plan import Plan
+from mlo_bench.suite.run.plan import Plan, take_task
 from mlo_bench.suite.run.progress import RunProgress
 
 #: a finite outer loss larger than this many times (its initial magnitude + 1) ends the run as ``diverged``
@@ -54,7 +58,7 @@ class Run:
 
     def __init__(self, plan: Plan, backend: Any) -> None:
         self.plan, self.backend, ops = plan, backend, backend.ops
-        self.task = task = plan.task_cls(plan.task_cfg, plan.seed)
+        self.task = task = take_task(plan)
         reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
         if reason:
             raise Unsupported(reason)
@@ -159,11 +163,11 @@ class Run:
         return params, states
 
 
-def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
-          capture: dict[str, Any] | None = None) -> None:
-    """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
-    what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
-    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
+def start(plan: Plan, backend: Any, metrics: dict[str, Any]) -> tuple[Run, Fused | None, tuple]:
+    """A run ready to take its first step, on a backend set up: ``(run, fused, (params, states, mstate))`` — the run
+    built (the task, its levels, every function), its initial state, everything compiled (``compile_s``, the counted
+    FLOPs and peak bytes, the compile cache's counts and ``inner_step_evals`` into ``metrics``) and the step chosen:
+    ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``."""
     run = Run(plan, backend)
     ops = backend.ops
     params = backend.tree_asarray(run.init)
@@ -173,11 +177,20 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
     if fused is not None:
         metrics["compile_s"] += fused.compile(params, states, mstate)
-    step = fused.step if fused is not None else run.step
     cache = getattr(backend, "compile_cache_stats", None)
     if cache is not None:
         metrics.update(cache())
     metrics["inner_step_evals"] = run.inner_step_evals
+    return run, fused, (params, states, mstate)
+
+
+def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
+          capture: dict[str, Any] | None = None) -> None:
+    """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
+    what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
+    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
+    run, fused, (params, states, mstate) = start(plan, backend, metrics)
+    step = fused.step if fused is not None else run.step
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 
     timer = PhaseTimer(backend.block)
@@ -188,7 +201,7 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     hb = None
     backend.block(params)
     backend.reset_peak_memory()
-    start = time.perf_counter()
+    start_s = time.perf_counter()
     try:
         for t in range(plan.steps):
             tick = time.perf_counter()
@@ -202,18 +215,18 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
                 if abs(value) > GROWTH_LIMIT * (loss0 + 1.0):
                     raise Diverged(t + 1, f"outer loss grew to {value:.3g} (from {loss0:.3g})")
                 rows.setdefault(t + 1, {})["outer_loss"] = value
-                rows[t + 1]["elapsed_s"] = time.perf_counter() - start - eval_s
+                rows[t + 1]["elapsed_s"] = time.perf_counter() - start_s - eval_s
                 progress.update(t + 1, value)
                 metrics["outer_loss"] = value
             if plan.eval_every and (t + 1) % plan.eval_every == 0:
                 tick = time.perf_counter()
                 row = rows.setdefault(t + 1, {})
-                row.setdefault("elapsed_s", tick - start - eval_s)
+                row.setdefault("elapsed_s", tick - start_s - eval_s)
                 row.update(_scalars(run.task.metrics(backend, params)))
                 eval_s += time.perf_counter() - tick
     finally:
         backend.block(params)
-        metrics["time_total_s"] = time.perf_counter() - start - eval_s
+        metrics["time_total_s"] = time.perf_counter() - start_s - eval_s
         if plan.eval_every:
             metrics["time_eval_during_s"] = eval_s
         metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
