@@ -37,7 +37,9 @@ def test_max_rel_diff():
     b = {"x": {"w": np.array([3.0, 4.0 + 5e-3])}, "y": {"w": np.zeros(2)}}
     assert max_rel_diff(b, a) == pytest.approx(1e-3)
     c = {"x": {"w": np.array([3.0, 4.0])}, "y": {"w": np.array([0.0, 1e-10])}}
-    assert max_rel_diff(c, a) > 1  # against a zero leaf: relative to tiny
+    # against a zero leaf: relative to the whole reference's norm (5), verify's one rule, not to tiny
+    assert max_rel_diff(c, a) == pytest.approx(1e-10 / 5)
+    assert np.isnan(max_rel_diff({"w": np.array([1e-17])}, {"w": np.zeros(1)}))  # a degenerate reference
     assert np.isnan(max_rel_diff({"w": np.array([np.nan])}, {"w": np.array([1.0])}))
 
 

@@ -1,19 +1,19 @@
-"""How far one pytree is from a reference pytree, for ``mlo-bench verify``, and when that question is empty.
+"""A column of ``mlo-bench verify``: how far one pytree is from a reference pytree, and when that question is empty.
 
-A leaf whose reference is zero is measured against the whole reference's norm (not against ``tiny``: roundoff of
-1e-17 next to an exact zero is not a 1e+290 disagreement). A reference that is zero everywhere while the other is not
-is *degenerate* (nothing to be relative to); two trees zero everywhere are *vacuous* (the comparison tests nothing).
+The rule is the engine's one (:func:`mlo_bench.suite.engine.compare.distance`: max over leaves of ‖a − b‖ / ‖b‖, a
+leaf whose reference is zero measured against the whole reference's norm); a :class:`Diff` adds what a column needs
+besides: that neither run has the value (``absent``), its text, and whether it is within the tolerance. A reference
+that is zero everywhere while the other is not is *degenerate* (nothing to be relative to); two trees zero everywhere
+are *vacuous* (the comparison tests nothing).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
-import numpy as np
-
-from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.engine.compare import Distance, distance
 
 
 def fmt(x: float | None) -> str:
@@ -23,12 +23,9 @@ def fmt(x: float | None) -> str:
 
 
 @dataclass
-class Diff:
+class Diff(Distance):
     """One column of a row: the max relative difference, or why there is none to speak of."""
 
-    value: float = 0.0
-    degenerate: bool = False  # the reference is zero everywhere, the other is not
-    vacuous: bool = False  # both are zero everywhere: the comparison tests nothing
     absent: bool = False  # neither run has this value (method=none computes no hypergradient)
 
     def text(self) -> str:
@@ -39,27 +36,10 @@ class Diff:
 
 
 def compare(a: Any, b: Any) -> Diff:
-    """``a`` against the reference ``b``: max over leaves of ‖a − b‖ / ‖b‖, where a leaf whose reference is zero is
-    measured against the whole reference's norm; NaN when the trees' shapes differ or a value is not finite;
-    ``degenerate`` when ``b`` is zero everywhere and ``a`` is not, ``vacuous`` when both are."""
-    la, lb = tree_leaves(a), tree_leaves(b)
-    if len(la) != len(lb):
-        return Diff(float("nan"))
-    xs = [np.asarray(x, dtype=np.float64) for x in la]
-    ys = [np.asarray(y, dtype=np.float64) for y in lb]
-    if any(x.shape != y.shape for x, y in zip(xs, ys, strict=True)):
-        return Diff(float("nan"))
-    ref = math.sqrt(sum(float(np.sum(y * y)) for y in ys))
-    other = math.sqrt(sum(float(np.sum(x * x)) for x in xs))
-    if not (math.isfinite(ref) and math.isfinite(other)):
-        return Diff(float("nan"))
-    if ref == 0.0:
-        return Diff(0.0, vacuous=True) if other == 0.0 else Diff(float("nan"), degenerate=True)
-    worst = 0.0
-    for x, y in zip(xs, ys, strict=True):
-        scale = float(np.linalg.norm(y)) or ref
-        worst = max(worst, float(np.linalg.norm(x - y)) / scale)
-    return Diff(worst)
+    """``a`` against the reference ``b`` (:func:`mlo_bench.suite.engine.compare.distance`): NaN when the trees'
+    shapes differ or a value is not finite; ``degenerate`` when ``b`` is zero everywhere and ``a`` is not,
+    ``vacuous`` when both are."""
+    return Diff(**asdict(distance(a, b)))
 
 
 def worse(*diffs: Diff) -> Diff:

@@ -9,14 +9,15 @@ with the reference backend (``--reference``, default torch) running the same met
     (``capture["method_state"]``, non-empty for methods with a state), each method's state after the last step:
     one column ``params @ N``, the worse of the two.
 
-The difference of two pytrees (:func:`compare`) is the largest, over leaves, of ``‖a − b‖ / ‖b‖``; a leaf whose
-reference is zero is measured against the whole reference tree's norm instead (not against ``tiny``: roundoff of
-1e-17 is not a 1e+290 disagreement). A reference that is zero everywhere while the other is not is a *degenerate
-reference*: nothing to be relative to, so the row says so and does not pass (start from another point). A column
-where both are zero everywhere tests nothing: it shows ``zeros`` and a warning names it; a row none of whose columns
-tests anything does not pass either. A comparison passes when both differences are within the tolerance (``--tol``;
-default 1e-6 in float64, 1e-3 in float32). A backend may name a known defect of a method it runs (``known_issue``,
-e.g. a released library's bug): the row still fails with its measured error, and a note gives the reason.
+The difference of two pytrees (:func:`mlo_bench.suite.engine.compare.distance`, the suite's one rule; ``max_rel_diff``
+is its value) is the largest, over leaves, of ``‖a − b‖ / ‖b‖``; a leaf whose reference is zero is measured against
+the whole reference tree's norm instead (not against ``tiny``: roundoff of 1e-17 is not a 1e+290 disagreement). A
+reference that is zero everywhere while the other is not is a *degenerate reference*: nothing to be relative to, so
+the row says so and does not pass (start from another point). A column where both are zero everywhere tests nothing:
+it shows ``zeros`` and a warning names it; a row none of whose columns tests anything does not pass either. A
+comparison passes when both differences are within the tolerance (``--tol``; default 1e-6 in float64, 1e-3 in
+float32). A backend may name a known defect of a method it runs (``known_issue``, e.g. a released library's bug): the
+row still fails with its measured error, and a note gives the reason.
 
 Where the task has an oracle, a second table gives each method's own error against it on every backend
 (``hypergrad_rel_error`` at the oracle state, as in a run's record): how good the method is at its knobs, which the
@@ -26,19 +27,17 @@ verdict; a method off the oracle by more than the tolerance gets a note.
 Method knobs: ``method.KNOB=V`` applies to the one selected method that has ``KNOB``; when several do (``alpha`` is
 neumann's step and darts' radius) it is a one-line error asking for ``method.NAME.KNOB=V``, which applies to method
 ``NAME`` only. Exit codes: 0 all comparisons pass, 1 one fails, is degenerate or tests nothing (or a run did not end
-ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner; their records are written
-into a temporary directory that is removed afterwards.
+ok), 2 bad input (one line on stderr, nothing run). Runs go through the ordinary runner, set up as every run is
+(the task each plan validated, the backend's refusal asked once per plan: :mod:`mlo_bench.suite.run.execute`); their
+records are written into a temporary directory that is removed afterwards.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import tempfile
 from typing import Any
-
-import numpy as np
 
 from mlo_bench.suite.certify.agreement import Diff, compare, worse
 from mlo_bench.suite.certify.agreement import fmt as _fmt
@@ -52,26 +51,8 @@ from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the c
     knob_overrides,
     parse,
 )
-from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.engine.compare import max_rel_diff  # noqa: F401 - the rule's value, as tests compare trees
 from mlo_bench.suite.plugins import registry
-
-
-def max_rel_diff(a: Any, b: Any) -> float:
-    """Max over leaves of ‖a − b‖ / max(‖b‖, tiny) (float64); NaN when the trees' shapes differ."""
-    la, lb = tree_leaves(a), tree_leaves(b)
-    if len(la) != len(lb):
-        return float("nan")
-    worst = 0.0
-    tiny = np.finfo(np.float64).tiny
-    for x, y in zip(la, lb, strict=True):
-        x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
-        if x.shape != y.shape:
-            return float("nan")
-        diff = float(np.linalg.norm(x - y) / max(float(np.linalg.norm(y)), tiny))
-        if not math.isfinite(diff):
-            return float("nan")
-        worst = max(worst, diff)
-    return worst
 
 
 def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
@@ -111,7 +92,7 @@ def _columns(capture: dict[str, Any], ref: dict[str, Any]) -> tuple[Diff, Diff]:
 
 def run(opts: Options, out: Any = None) -> int:
     """Run the comparisons and print the table. Returns the exit code (0 pass, 1 fail); raises BadInput."""
-    from mlo_bench.suite.run.execute import execute
+    from mlo_bench.suite.run.execute import admission, execute
 
     out = out or sys.stdout
     reference = opts.reference
@@ -137,7 +118,7 @@ def run(opts: Options, out: Any = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
         plans = _plans(opts, backends, methods, tmp)
         first = plans[reference, methods[0]]
-        task = first.task_cls(first.task_cfg, first.seed)
+        task = first.task if first.task is not None else first.task_cls(first.task_cfg, first.seed)
         has_oracle = task.oracle() is not None
         for plan in plans.values():  # the oracle table reads each run's own hypergrad_rel_error
             plan.hypergrad_check = plan.config["hypergrad_check"] = has_oracle
@@ -148,13 +129,13 @@ def run(opts: Options, out: Any = None) -> int:
             if why:
                 notes.append(f"method {method} skipped: task {task.name} does not support it ({why})")
                 continue
-            why = registry.get("backend", reference)().refusal(method, plans[reference, method].method_cfg)
+            why = admission(plans[reference, method]).refused  # asked once: the run does not ask again
             if why:
                 notes.append(f"method {method} skipped: the reference {reference} does not support it ({why})")
                 continue
             others = []
             for backend in backends[1:]:
-                why = registry.get("backend", backend)().refusal(method, plans[backend, method].method_cfg)
+                why = admission(plans[backend, method]).refused
                 if why:
                     skipped.setdefault((backend, why), []).append(method)
                 else:

@@ -1,5 +1,5 @@
 """A fused outer step: the inner steps, the hypergradient, the finiteness check and the outer update in ONE compiled
-function, called once per outer step.
+function, called once per outer step — the step of :mod:`mlo_bench.suite.engine.outer_step`, traced whole.
 
 Phase by phase (:meth:`mlo_bench.suite.engine.loop.Run.step`) a step is three or more calls, each synchronised so that
 its time can be read, and the hypergradient's finiteness is one more computation and a transfer. On jax that costs as
@@ -45,21 +45,16 @@ def eligible(run: Any) -> bool:
 
 def step_fn(run: Any):
     """``fn(params, states, mstate, rounds, top_batch) -> (params, states, mstate, ⟨h, h⟩)``: one whole outer step,
-    the same functions as the phased step's (inner rounds or the differentiated trajectory, the method's chain, the
-    top level's optimizer)."""
+    :func:`mlo_bench.suite.engine.outer_step.outer_step` over the run's uncompiled phases (the inner rounds or the
+    differentiated trajectory, the method's chain, the top level's optimizer), traced into one function."""
+    from mlo_bench.suite.engine.outer_step import outer_step
     from mlo_bench.suite.engine.trees import tree_vdot
 
-    ops, top = run.backend.ops, run.top
+    ops = run.backend.ops
 
     def fn(params, states, mstate, rounds, top_batch):
-        if run.unrolls:
-            p1, s1, pull = run.forward(params, states, rounds)
-            hg = run.backward(pull, p1, top_batch)
-        else:
-            p1, s1 = run.phase(params, states, rounds)
-            hg, mstate = run.hyper_fn(p1, s1, run.hyper_batches(rounds, top_batch), mstate)
-        new_top, new_state = run.outer_fn(p1[top], s1[top], hg)
-        return {**p1, top: new_top}, {**s1, top: new_state}, mstate, tree_vdot(ops, hg, hg)
+        params, states, mstate, hg, _ = outer_step(run.shape, run.plain, params, states, mstate, rounds, top_batch)
+        return params, states, mstate, tree_vdot(ops, hg, hg)
 
     return fn
 

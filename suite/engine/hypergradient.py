@@ -10,7 +10,8 @@ where J_kᵀ u is the method's ``response_vjp`` at edge k. No Jacobian is ever m
 edge (O(d²) per level on dense problems), which is the reverse-mode claim of the Betty paper.
 
 A stateful method (``init`` / ``update``, see :class:`mlo_bench.suite.contract.Method`) gets its state per edge and
-hands back the next one (:func:`stateful_hypergradient_fn`).
+hands back the next one (:func:`stateful_hypergradient_fn`). A level's loss and its optimizer step, as a method sees
+them (:func:`response`), are :mod:`mlo_bench.suite.engine.levels`' ``level_loss`` and ``level_step``.
 """
 
 from __future__ import annotations
@@ -22,31 +23,12 @@ from mlo_bench.suite.contract.method import Response
 from mlo_bench.suite.contract.task import Level
 from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.levels import chain as chain_order
+from mlo_bench.suite.engine.levels import level_loss, level_step
 from mlo_bench.suite.engine.trees import tree_add
 
 Tree = Any
 ResponseVJP = Callable[[Any, Response, Tree, Any], Tree]
 Steps = int | Mapping[str, int]
-
-
-def level_loss(ops: Any, level: Level, params: dict[str, Tree], batch: Any, parent: str):
-    """``f(θ, λ)``: ``level``'s loss as a function of its own and its parent's parameters (others held fixed)."""
-
-    def loss(lower: Tree, upper: Tree) -> Any:
-        return level.loss(ops, {**params, level.name: lower, parent: upper}, batch)
-
-    return loss
-
-
-def level_step(ops: Any, level: Level, params: dict[str, Tree], batch: Any, parent: str, grad: Callable):
-    """One differentiable step of ``level``'s own optimizer, as a function of (θ, state, λ)."""
-    loss = level_loss(ops, level, params, batch, parent)
-    g = grad(loss)
-
-    def step(lower: Tree, state: Tree, upper: Tree) -> tuple[Tree, Tree]:
-        return optim.update(ops, level.optimizer, g(lower, upper), state, lower)
-
-    return step
 
 
 def steps_of(steps: Steps, level: str) -> int:

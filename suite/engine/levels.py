@@ -1,4 +1,8 @@
-"""The shape of a task's levels: the chain their ``parent`` fields form, and each level's steps per outer step.
+"""The shape of a task's levels — the chain their ``parent`` fields form, each level's steps per outer step — and one
+optimizer step of a level (:func:`level_step`), the one builder of it: the inner phase's rounds
+(:func:`mlo_bench.suite.engine.step_phases.round_fn`), what a method differentiates through
+(``Response.step``, :func:`mlo_bench.suite.engine.hypergradient.response`) and the gradient the floor times
+(:mod:`mlo_bench.suite.measure.floor`) are all built here.
 
 Hypergradients are pushed down one chain (:func:`mlo_bench.suite.engine.hypergradient.hypergradient`), so a task's
 levels must form one: exactly one top level (``parent=None``), every other level's parent a level of the task, no cycle,
@@ -8,8 +12,12 @@ at most one child per level. Anything else is rejected before any work, in one l
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
+
+from mlo_bench.suite.engine import optim
+
+Tree = Any
 
 
 class LevelError(ValueError):
@@ -69,3 +77,28 @@ def steps_per_level(levels: list[Any], inner_steps: int, overrides: Mapping[str,
             raise LevelError(f"level_steps.{level.name} must be an integer >= 1 (got {steps!r})")
         out[level.name] = steps
     return out
+
+
+def level_loss(ops: Any, level: Any, params: dict[str, Tree], batch: Any, parent: str) -> Callable:
+    """``f(θ, λ)``: ``level``'s loss as a function of its own and its parent's parameters (others held fixed)."""
+
+    def loss(lower: Tree, upper: Tree) -> Any:
+        return level.loss(ops, {**params, level.name: lower, parent: upper}, batch)
+
+    return loss
+
+
+def level_gradient(ops: Any, level: Any, params: dict[str, Tree], batch: Any, parent: str, grad: Callable) -> Callable:
+    """``g(θ, λ) = ∂f/∂θ``: the gradient ``level``'s own optimizer steps along, ``grad`` being the backend's (the
+    parent's parameters an argument, so a backend sees when they carry a graph)."""
+    return grad(level_loss(ops, level, params, batch, parent))
+
+
+def level_step(ops: Any, level: Any, params: dict[str, Tree], batch: Any, parent: str, grad: Callable) -> Callable:
+    """``step(θ, state, λ) -> (θ', state')``: one differentiable step of ``level``'s own optimizer."""
+    g = level_gradient(ops, level, params, batch, parent, grad)
+
+    def step(lower: Tree, state: Tree, upper: Tree) -> tuple[Tree, Tree]:
+        return optim.update(ops, level.optimizer, g(lower, upper), state, lower)
+
+    return step

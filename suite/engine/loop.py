@@ -1,19 +1,19 @@
 """The measured work of one run: the training loop, its phases and checks.
 
-Per outer step t (``ordering=inner_first``, the default): ``select`` (a selecting level's candidates scored by the
-levels above and cut down; only when a level selects), ``inner`` (each lower level's own optimizer steps, round by
-round: :mod:`mlo_bench.suite.engine.step_phases`), ``hypergrad`` (the top level's hypergradient at the state reached),
-``outer`` (the top level's update). ``ordering=lookahead`` is the original Meta-Weight-Net algorithm: the hypergradient
-is taken from θ_t first (for ``unroll``: through a virtual run of this step's inner steps), the top level updated, and
-then the real inner steps taken with the new upper parameters. A method that ``unrolls`` keeps the graph of the inner
-steps it differentiates (the ``inner`` phase then runs them with the graph kept; ``hypergrad`` pulls back through
-them), so ``inner_step_evals`` — lower-level optimizer steps evaluated per outer step — is Σ steps for it in the
-default ordering and 2·Σ steps in ``lookahead``. ``method=none`` skips the hypergradient and outer phases.
+Per outer step t: ``select`` (a selecting level's candidates scored by the levels above and cut down; only when a level
+selects), then the step itself, :func:`mlo_bench.suite.engine.outer_step.outer_step` (its phases ``inner``,
+``hypergrad`` and ``outer`` in the run's ordering, ``inner_first`` or ``lookahead``; what a method that unrolls or
+computes no hypergradient does there is said there). ``inner_step_evals`` — lower-level optimizer steps evaluated per
+outer step — is Σ steps, and 2·Σ steps for a method that unrolls in ``lookahead`` (its virtual run, then the real one).
 
 Each phase is timed on its own, synchronised before the clock is read; figures are medians over outer steps after the
 first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
 N steps (curves in ``trace.csv``), outside the training clock (``time_total_s``). After the loop: the task's metrics,
 its post-training phase (``time_eval_s``), and the hypergradient check (:func:`hypergrad_check`).
+
+A run is set up once, by :func:`start` (the task and its levels, the initial state, every function compiled, the step
+chosen: fused or phase by phase), shared by :func:`train` and the step benchmark
+(:mod:`mlo_bench.suite.measure.stepbench`).
 """
 
 from __future__ import annotations
@@ -24,22 +24,16 @@ from typing import Any
 import numpy as np
 
 from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.compare import hypergrad_errors
 from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
 from mlo_bench.suite.engine.levels import chain, steps_per_level
-from mlo_bench.suite.engine.step_phases import (
-    Batches,
-    Diverged,
-    first_batches,
-    inner_phase,
-    last_batches,
-    round_fn,
-    unrolled_fns,
-)
-from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
+from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
+from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
+from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer
-from mlo_bench.suite.run.plan import Plan
+from mlo_bench.suite.run.plan import Plan, take_task
 from mlo_bench.suite.run.progress import RunProgress
 
 #: a finite outer loss larger than this many times (its initial magnitude + 1) ends the run as ``diverged``
@@ -54,16 +48,6 @@ def _finite(backend: Any, x: Any) -> bool:
     return bool(np.isfinite(backend.to_numpy(x)).all())
 
 
-def compare(h: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> dict[str, float]:
-    a = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(h)])
-    b = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(ref)])
-    ref_norm, a_norm = np.linalg.norm(b), np.linalg.norm(a)
-    return {
-        "hypergrad_rel_error": float(np.linalg.norm(a - b) / ref_norm) if ref_norm > 0 else float("nan"),
-        "hypergrad_cosine": float(a @ b / (a_norm * ref_norm)) if a_norm > 0 and ref_norm > 0 else float("nan"),
-    }
-
-
 def _scalars(values: dict[str, Any]) -> dict[str, float]:
     return {k: float(v) for k, v in values.items()
             if isinstance(v, int | float | np.floating | np.integer) and not isinstance(v, bool)}
@@ -74,7 +58,7 @@ class Run:
 
     def __init__(self, plan: Plan, backend: Any) -> None:
         self.plan, self.backend, ops = plan, backend, backend.ops
-        self.task = task = plan.task_cls(plan.task_cfg, plan.seed)
+        self.task = task = take_task(plan)
         reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
         if reason:
             raise Unsupported(reason)
@@ -85,6 +69,7 @@ class Run:
         self.trains_upper = getattr(method, "computes_hypergradient", True)
         self.unrolls = self.trains_upper and getattr(method, "unrolls", False)
         self.lookahead = plan.ordering == "lookahead"
+        self.shape = Shape(self.top, self.trains_upper, self.unrolls, self.lookahead)
         self.init = task.init_params(np.random.default_rng(plan.seed))
         self.data = backend.tree_asarray(task.data())
         self.batches = Batches(task, backend, self.data, self.levels, self.steps)
@@ -95,12 +80,14 @@ class Run:
         top_level = self.levels[0]
         self.outer_fn = lambda p, s, hg: optim.update(ops, top_level.optimizer, hg, s, p)
         self.loss_fn = lambda params, batch: top_level.loss(ops, params, batch)
+        #: the step's phases uncompiled (traced whole by the fused step; called plain for peak_live_bytes) …
+        self.plain = Phases(self.phase, self.outer_fn, self.hyper_fn, self.forward, self.backward)
+        self.compiled: Phases | None = None  #: … and compiled one by one (:meth:`compile`), as the loop times them
         evals = sum(self.steps.values())
         self.inner_step_evals = evals * (2 if self.unrolls and self.lookahead else 1)
 
     def hyper_batches(self, rounds: list, top_batch: Any) -> dict[str, Any]:
-        pick = first_batches if self.lookahead else last_batches
-        return pick(rounds, self.top, top_batch)
+        return self.shape.hyper_batches(rounds, top_batch)
 
     def compile(self, params, states, mstate, metrics: dict[str, Any]) -> None:
         """Compile every function of the loop on outer step 0's arguments (compile time apart), and count, untimed,
@@ -116,14 +103,14 @@ class Run:
                 self.rounds_c[active], s = b.compile(round_fn(b, self.lower, active), (params, states, rnd))
                 compile_s += s
         hb0 = self.hyper_batches(rounds0, top0)
-        hg0 = None
+        hg0 = forward_c = backward_c = hyper_c = outer_c = None
         if self.unrolls:
-            self.forward_c, s = b.compile(self.forward, (params, states, rounds0))
+            forward_c, s = b.compile(self.forward, (params, states, rounds0))
             compile_s += s
-            p1, _, pull = self.forward_c(params, states, rounds0)
-            self.backward_c, s = b.compile(self.backward, (pull, p1, top0))
+            p1, _, pull = forward_c(params, states, rounds0)
+            backward_c, s = b.compile(self.backward, (pull, p1, top0))
             compile_s += s
-            hg0 = self.backward_c(pull, p1, top0)
+            hg0 = backward_c(pull, p1, top0)
             del pull
 
             def hyper_counted(params, states, rounds, top_batch):
@@ -132,69 +119,42 @@ class Run:
 
             metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
         elif self.trains_upper:
-            self.hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
+            hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
             compile_s += s
-            hg0 = self.hyper_c(params, states, hb0, mstate)[0]
+            hg0 = hyper_c(params, states, hb0, mstate)[0]
             metrics["flops_hypergrad"] = b.count_flops(self.hyper_fn, (params, states, hb0, mstate))
         if hg0 is not None:
-            self.outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
+            outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
             compile_s += s
+        self.compiled = Phases(self.inner, outer_c, hyper_c, forward_c, backward_c)
         self.loss_c, s = b.compile(self.loss_fn, (params, top0))
         metrics["compile_s"] = compile_s + s
         metrics["peak_live_bytes"] = b.live_peak_bytes(self.one_step, (params, states, rounds0, top0, mstate))
 
     def one_step(self, params, states, rounds, top_batch, mstate):
-        """One outer step, uncompiled (what ``peak_live_bytes`` is counted on)."""
-        if self.unrolls:
-            p1, s1, pull = self.forward(params, states, rounds)
-            hg = self.backward(pull, p1, top_batch)
-            if self.lookahead:
-                p1, s1 = self.phase(params, states, rounds)
-        else:
-            p1, s1 = self.phase(params, states, rounds)
-            if not self.trains_upper:
-                return p1[self.top]
-            hg, _ = self.hyper_fn(params if self.lookahead else p1, states if self.lookahead else s1,
-                                  self.hyper_batches(rounds, top_batch), mstate)
-        return self.outer_fn(p1[self.top], s1[self.top], hg)
+        """One outer step, uncompiled (what ``peak_live_bytes`` is counted on); returns the top level's new parameters
+        and optimizer state (its parameters alone for a method that trains no upper level)."""
+        params, states, *_ = outer_step(self.shape, self.plain, params, states, mstate, rounds, top_batch)
+        return (params[self.top], states[self.top]) if self.trains_upper else params[self.top]
 
     def step(self, t: int, params, states, mstate, timer: PhaseTimer, capture: dict[str, Any] | None = None):
         """Outer step ``t`` as the loop times it, each phase through ``timer``; returns ``(params, states,
         mstate, rounds, top_batch, hyper_batches)`` (``hyper_batches`` is ``None`` unless a hypergradient was taken
         from them). Raises :class:`Diverged` on a non-finite hypergradient."""
-        backend, top = self.backend, self.top
+        backend = self.backend
         rounds, select_s = self.batches.rounds(t, params)
         if self.batches.selects:
             timer.samples.setdefault("select", []).append(select_s)
         top_batch = self.batches.top(t)
-        hg = hb = None
-        if not self.lookahead:
-            if self.unrolls:
-                params, states, pull = timer.time("inner", self.forward_c, params, states, rounds)
-                hg = timer.time("hypergrad", self.backward_c, pull, params, top_batch)
-                del pull
-            else:
-                params, states = timer.time("inner", self.inner, params, states, rounds)
-        if self.trains_upper and hg is None:
-            if self.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
-                def virtual(params, states, rounds=rounds, top_batch=top_batch):
-                    p1, _, pull = self.forward_c(params, states, rounds)
-                    return self.backward_c(pull, p1, top_batch)
 
-                hg = timer.time("hypergrad", virtual, params, states)
-            else:
-                hb = self.hyper_batches(rounds, top_batch)
-                hg, mstate = timer.time("hypergrad", self.hyper_c, params, states, hb, mstate)
-        if hg is not None:
+        def seen(hg):
             if not _finite(backend, tree_vdot(backend.ops, hg, hg)):
                 raise Diverged(t + 1, "non-finite hypergradient")
             if capture is not None and t == 0:
                 capture["first_hypergrad"] = backend.tree_to_numpy(hg)
-            params = dict(params)
-            states = dict(states)
-            params[top], states[top] = timer.time("outer", self.outer_c, params[top], states[top], hg)
-        if self.lookahead:
-            params, states = timer.time("inner", self.inner, params, states, rounds)
+
+        params, states, mstate, _, hb = outer_step(self.shape, self.compiled, params, states, mstate, rounds,
+                                                   top_batch, timer.time, seen)
         return params, states, mstate, rounds, top_batch, hb
 
     def inner(self, params, states, rounds):
@@ -203,11 +163,11 @@ class Run:
         return params, states
 
 
-def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
-          capture: dict[str, Any] | None = None) -> None:
-    """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
-    what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
-    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
+def start(plan: Plan, backend: Any, metrics: dict[str, Any]) -> tuple[Run, Fused | None, tuple]:
+    """A run ready to take its first step, on a backend set up: ``(run, fused, (params, states, mstate))`` — the run
+    built (the task, its levels, every function), its initial state, everything compiled (``compile_s``, the counted
+    FLOPs and peak bytes, the compile cache's counts and ``inner_step_evals`` into ``metrics``) and the step chosen:
+    ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``."""
     run = Run(plan, backend)
     ops = backend.ops
     params = backend.tree_asarray(run.init)
@@ -217,11 +177,20 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
     if fused is not None:
         metrics["compile_s"] += fused.compile(params, states, mstate)
-    step = fused.step if fused is not None else run.step
     cache = getattr(backend, "compile_cache_stats", None)
     if cache is not None:
         metrics.update(cache())
     metrics["inner_step_evals"] = run.inner_step_evals
+    return run, fused, (params, states, mstate)
+
+
+def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
+          capture: dict[str, Any] | None = None) -> None:
+    """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
+    what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
+    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
+    run, fused, (params, states, mstate) = start(plan, backend, metrics)
+    step = fused.step if fused is not None else run.step
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 
     timer = PhaseTimer(backend.block)
@@ -232,7 +201,7 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     hb = None
     backend.block(params)
     backend.reset_peak_memory()
-    start = time.perf_counter()
+    start_s = time.perf_counter()
     try:
         for t in range(plan.steps):
             tick = time.perf_counter()
@@ -246,18 +215,18 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
                 if abs(value) > GROWTH_LIMIT * (loss0 + 1.0):
                     raise Diverged(t + 1, f"outer loss grew to {value:.3g} (from {loss0:.3g})")
                 rows.setdefault(t + 1, {})["outer_loss"] = value
-                rows[t + 1]["elapsed_s"] = time.perf_counter() - start - eval_s
+                rows[t + 1]["elapsed_s"] = time.perf_counter() - start_s - eval_s
                 progress.update(t + 1, value)
                 metrics["outer_loss"] = value
             if plan.eval_every and (t + 1) % plan.eval_every == 0:
                 tick = time.perf_counter()
                 row = rows.setdefault(t + 1, {})
-                row.setdefault("elapsed_s", tick - start - eval_s)
+                row.setdefault("elapsed_s", tick - start_s - eval_s)
                 row.update(_scalars(run.task.metrics(backend, params)))
                 eval_s += time.perf_counter() - tick
     finally:
         backend.block(params)
-        metrics["time_total_s"] = time.perf_counter() - start - eval_s
+        metrics["time_total_s"] = time.perf_counter() - start_s - eval_s
         if plan.eval_every:
             metrics["time_eval_during_s"] = eval_s
         metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
@@ -305,11 +274,11 @@ def _post_training(run: Run, backend: Any, params: dict[str, Any], metrics: dict
 
 def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict[str, Any],
                     last: dict[str, Any]) -> dict[str, float]:
-    """``hypergrad_rel_error`` / ``hypergrad_cosine``, untimed, with the method's single-edge form (a stateful
-    method cold): against the task's oracle at the initial top parameters with every lower level at its exact best
-    response (isolating the method's error from the inner solver's), or, for a task without an oracle whose lower
-    levels are small (``Task.exact_reference()``), against ``exact`` on the same backend at the final state (last
-    parameters, optimizer states and batches)."""
+    """``hypergrad_rel_error`` / ``hypergrad_cosine`` (:func:`mlo_bench.suite.engine.compare.hypergrad_errors`),
+    untimed, with the method's single-edge form (a stateful method cold): against the task's oracle at the initial
+    top parameters with every lower level at its exact best response (isolating the method's error from the inner
+    solver's), or, for a task without an oracle whose lower levels are small (``Task.exact_reference()``), against
+    ``exact`` on the same backend at the final state (last parameters, optimizer states and batches)."""
     from mlo_bench.suite.engine.hypergradient import oracle_state
     from mlo_bench.suite.plugins import registry
 
@@ -319,11 +288,11 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
         probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
         check_c = backend.compile(run.check_fn, (probe, probe_states, batches))[0]
         h = backend.tree_to_numpy(check_c(probe, probe_states, batches))
-        return compare(h, oracle.hypergradient(run.init[run.top]))
+        return hypergrad_errors(h, oracle.hypergradient(run.init[run.top]))
     if not task.exact_reference():
         return {}
     cfg = registry.make_config("method", "exact", {})
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
     ref = backend.tree_to_numpy(backend.compile(reference, (params, states, last))[0](params, states, last))
     h = backend.tree_to_numpy(backend.compile(run.check_fn, (params, states, last))[0](params, states, last))
-    return compare(h, ref)
+    return hypergrad_errors(h, ref)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine.levels import level_step
 from mlo_bench.suite.engine.trees import tree_add
 
 Tree = Any
@@ -137,8 +137,9 @@ def first_batches(rounds: list[Round], top_name: str, top_batch: Any) -> dict[st
 
 
 def round_fn(backend: Any, lower: list[Any], active: frozenset[str]) -> Callable:
-    """One round of the inner phase: each lower level in ``active`` takes one step of its own optimizer, in chain
-    order, each seeing the levels above as they are after their own step in this round."""
+    """One round of the inner phase: each lower level in ``active`` takes one step of its own optimizer
+    (:func:`mlo_bench.suite.engine.levels.level_step`), in chain order, each seeing the levels above as they are after
+    their own step in this round."""
     ops = backend.ops
 
     def fn(params: dict[str, Tree], states: dict[str, Tree], batches: Round):
@@ -146,12 +147,8 @@ def round_fn(backend: Any, lower: list[Any], active: frozenset[str]) -> Callable
         for lv in lower:
             if lv.name not in active:
                 continue
-
-            def loss(theta, lv=lv):
-                return lv.loss(ops, {**params, lv.name: theta}, batches[lv.name])
-
-            g = backend.grad(loss)(params[lv.name])
-            params[lv.name], states[lv.name] = optim.update(ops, lv.optimizer, g, states[lv.name], params[lv.name])
+            step = level_step(ops, lv, params, batches[lv.name], lv.parent, backend.grad)
+            params[lv.name], states[lv.name] = step(params[lv.name], states[lv.name], params[lv.parent])
         return params, states
 
     return fn

@@ -32,6 +32,8 @@ import statistics
 import time
 from typing import Any
 
+from mlo_bench.suite.engine.levels import level_gradient
+
 #: timed pairs (hypergradient, lower-level gradient), after one warm-up pair …
 REPEATS = 15
 #: … or fewer (at least :data:`MIN_REPEATS`) once the pairs have taken this many seconds: a slow hypergradient
@@ -50,23 +52,28 @@ def gradient_count(run: Any) -> int | None:
 
 
 def _lower_grad(run: Any):
-    backend, ops, level = run.backend, run.backend.ops, run.lower[0]
+    """The gradient the level below the top steps along (:func:`mlo_bench.suite.engine.levels.level_gradient`), as a
+    function of (params, batch); and the level's name."""
+    backend, level = run.backend, run.lower[0]
 
     def grad(params, batch):
-        return backend.grad(lambda th: level.loss(ops, {**params, level.name: th}, batch))(params[level.name])
+        g = level_gradient(backend.ops, level, params, batch, level.parent, backend.grad)
+        return g(params[level.name], params[level.parent])
 
     return grad, level.name
 
 
 def _hypergradient(run: Any, params, states, mstate, rounds, top_batch):
-    """One hypergradient as the loop computes it, at this state (``None`` when the run has none compiled)."""
+    """One hypergradient as the loop computes it, with its compiled phases at this state (``None`` when the run has
+    none compiled)."""
+    fns = run.compiled
     if run.unrolls:
         def unrolled():
-            p1, _, pull = run.forward_c(params, states, rounds)
-            return run.backward_c(pull, p1, top_batch)
+            p1, _, pull = fns.forward(params, states, rounds)
+            return fns.backward(pull, p1, top_batch)
 
         return unrolled
-    hyper = getattr(run, "hyper_c", None)
+    hyper = fns.hyper
     if hyper is None:
         return None
     hb = run.hyper_batches(rounds, top_batch)

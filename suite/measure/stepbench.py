@@ -1,13 +1,14 @@
 """Seconds per outer step of the training loop, several configs interleaved in one process.
 
-Each config (a list of run overrides, as on the ``mlo-bench run`` command line) is composed and validated like a run,
-its backend set up, and a :class:`mlo_bench.suite.engine.loop.Run` built and compiled (compile time apart). Then, round
-after round, every config in turn runs a chunk of ``steps`` outer steps of the loop the runner times (``Run.step``:
-batches, phases, the finiteness check, the outer update; ``Fused.step`` where a run fuses its step, i.e. on jax, whose
-phase columns are then empty) and the chunk's wall time is divided by ``steps``. Interleaving is what makes the figures
-comparable on a shared machine: a burst of load hits every config of a round alike, so the ratio of two configs within
-a round is steadier than either figure; the table gives the median over rounds of seconds per step and of each
-config's ratio to the reference backend's same-method figure in the same round.
+Each config (a list of run overrides, as on the ``mlo-bench run`` command line) is composed, validated and set up as a
+run is (its backend admitted and set up, a :class:`mlo_bench.suite.engine.loop.Run` built and compiled, compile time
+apart: :func:`mlo_bench.suite.engine.loop.start`). Then, round after round, every config in turn runs a chunk of
+``steps`` outer steps of the loop the runner times (``Run.step``: batches, phases, the finiteness check, the outer
+update; ``Fused.step`` where a run fuses its step, i.e. on jax, whose phase columns are then empty) and the chunk's
+wall time is divided by ``steps``. Interleaving is what makes the figures comparable on a shared machine: a burst of
+load hits every config of a round alike, so the ratio of two configs within a round is steadier than either figure;
+the table gives the median over rounds of seconds per step and of each config's ratio to the reference backend's
+same-method figure in the same round.
 
     python -m mlo_bench.suite.measure.stepbench        # the Betty-sized MWN step, torch / jax / naive × 4 methods
     python -m mlo_bench.suite.measure.stepbench --backends torch,naive --methods cg --rounds 9 --steps 100
@@ -92,38 +93,25 @@ def configs(base: list[str], backends: list[str], methods: list[str]) -> list[tu
 
 
 def make_stepper(backend_name: str, method: str, overrides: list[str]) -> Stepper:
-    """Compose, validate, set up and compile one config; a config that cannot run keeps its reason (``problem``)."""
-    from mlo_bench.suite.engine import compiled_step as fused
-    from mlo_bench.suite.engine import optim
-    from mlo_bench.suite.engine.hypergradient import init_method_state
-    from mlo_bench.suite.engine.loop import Run
+    """Compose, validate, set up and compile one config, as a run is (:func:`mlo_bench.suite.run.execute.set_up`,
+    :func:`mlo_bench.suite.engine.loop.start`); a config that cannot run keeps its reason (``problem``)."""
+    from mlo_bench.suite.engine.loop import start
     from mlo_bench.suite.run.compose import compose
+    from mlo_bench.suite.run.execute import set_up
     from mlo_bench.suite.run.plan import prepare
 
     st = Stepper(f"{backend_name} × {method}", backend_name, method)
     try:
         plan = prepare(compose(overrides))
-        plan.backend_cls.check_available()
         backend = plan.backend_cls(plan.backend_cfg)
-        reason = backend.refusal(plan.method.name, plan.method_cfg)
-        if reason:
-            raise RuntimeError(reason)
-        backend.setup(plan.dtype, plan.device, plan.seed)
-        run = Run(plan, backend)
-        params = backend.tree_asarray(run.init)
-        states = {lv.name: optim.init(backend.ops, lv.optimizer, params[lv.name]) for lv in run.levels}
-        mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
+        set_up(plan, backend)
         metrics: dict[str, Any] = {}
-        run.compile(params, states, mstate, metrics)
-        stepper = run.step
-        if fused.wanted(plan, backend) and fused.eligible(run):
-            f = fused.Fused(run)
-            metrics["compile_s"] += f.compile(params, states, mstate)
-            stepper = f.step
+        run, fused, state = start(plan, backend, metrics)
     except Exception as exc:  # noqa: BLE001 - reported in the table
         st.problem = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:120]
         return st
-    st.run, st.stepper, st.backend, st.state = run, stepper, backend, (params, states, mstate)
+    st.run, st.backend, st.state = run, backend, state
+    st.stepper = fused.step if fused is not None else run.step
     st.compile_s, st.peak_live_bytes = metrics.get("compile_s"), metrics.get("peak_live_bytes")
     return st
 

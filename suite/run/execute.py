@@ -1,7 +1,10 @@
 """One run: a task × backend × method from a seed → one record.
 
-The measured work is :func:`mlo_bench.suite.engine.loop.train` (phases, timing and checks are described there). A
-failure is a result: it is recorded with its status and the run's record is still written, atomically. ``execute`` can
+The measured work is :func:`mlo_bench.suite.engine.loop.train` (phases, timing and checks are described there). A run,
+the step benchmark (:mod:`mlo_bench.suite.measure.stepbench`) and ``mlo-bench verify`` set a run up the same way:
+:func:`admission` (asked once per plan, kept on it), :func:`set_up` (the backend admitted and set up) and
+:func:`mlo_bench.suite.engine.loop.start` (the task, taken from the plan, and everything compiled). A failure is a
+result: it is recorded with its status and the run's record is still written, atomically. ``execute`` can
 also hand back, through a ``capture`` dict, the first hypergradient, every level's parameters and the method's state
 after the last outer step, as numpy (``mlo-bench verify`` compares them across backends); the first hypergradient is
 also saved beside the record (``first_hypergrad.npz``, one array per ``<level>/<name>``) for comparisons outside the
@@ -14,6 +17,7 @@ import csv
 import io
 import math
 import traceback
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,7 +30,51 @@ from mlo_bench.suite.measure import provenance, threads
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
 
-__all__ = ["Diverged", "Unsupported", "commit", "execute", "new_record", "train"]
+__all__ = ["Admission", "Diverged", "Unsupported", "admission", "commit", "execute", "new_record", "refusal", "set_up",
+           "train"]
+
+
+@dataclass(frozen=True)
+class Admission:
+    """Whether a plan's backend can run its method here: ``unavailable`` (the backend is not installed here) or else
+    ``refused`` (the configured backend refuses the method with its knobs, ``Backend.refusal``), ``None`` each when
+    not."""
+
+    unavailable: str | None = None
+    refused: str | None = None
+
+
+def admission(plan: Plan, backend: Any = None) -> Admission:
+    """The plan's :class:`Admission`, asked once and kept on the plan (``backend``: an instance to ask, not set up;
+    default a new one)."""
+    if plan.admission is None:
+        unavailable = refused = None
+        try:
+            plan.backend_cls.check_available()
+        except Exception as exc:  # noqa: BLE001
+            unavailable = f"backend {plan.backend_cls.name} is not installed here ({type(exc).__name__}: {exc})"
+        if unavailable is None:
+            backend = backend if backend is not None else plan.backend_cls(plan.backend_cfg)
+            refused = backend.refusal(plan.method.name, plan.method_cfg)
+        plan.admission = Admission(unavailable, refused)
+    return plan.admission
+
+
+def refusal(plan: Plan, backend: Any = None) -> str | None:
+    """Why this run cannot run here, or ``None``: its backend not installed, or refusing a method that computes a
+    hypergradient (a method that computes none, ``none``, trains the lower levels alone: any installed backend runs it
+    here — unlike the check before a job of ``mlo-bench run`` (:mod:`mlo_bench.suite.run.job`), which takes the
+    backend's refusal of any method, so the demos record naive × none as unsupported)."""
+    adm = admission(plan, backend)
+    return adm.unavailable or (adm.refused if getattr(plan.method, "computes_hypergradient", True) else None)
+
+
+def set_up(plan: Plan, backend: Any) -> None:
+    """Admit the plan (:func:`refusal`; :class:`Unsupported` with the reason) and set ``backend`` up for it."""
+    reason = refusal(plan, backend)
+    if reason:
+        raise Unsupported(reason)
+    backend.setup(plan.dtype, plan.device, plan.seed)
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -118,16 +166,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     backend = None
     try:
         backend = backend_cls(plan.backend_cfg)
-        try:
-            backend_cls.check_available()
-        except Exception as exc:  # noqa: BLE001
-            why = f"{type(exc).__name__}: {exc}"
-            raise Unsupported(f"backend {backend_cls.name} is not installed here ({why})") from exc
-        reason = (backend.refusal(plan.method.name, plan.method_cfg)
-                  if getattr(plan.method, "computes_hypergradient", True) else None)
-        if reason:
-            raise Unsupported(reason)
-        backend.setup(plan.dtype, plan.device, plan.seed)
+        set_up(plan, backend)
         try:
             train(plan, backend, metrics, trace, capture)
         finally:

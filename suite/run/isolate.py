@@ -13,6 +13,10 @@ looks for the worker's own outcome first — a worker that finished (its result 
 hash published to ``results_dir`` after the run started, e.g. killed while shutting down) wins over the parent's
 ``timeout`` / ``oom``.
 
+The worker prepares the plan again from its config, and builds its own task; the parent lets go of the one it
+validated. When the parent has admitted the plan (:func:`mlo_bench.suite.run.execute.admission`: its backend is
+installed and takes the method) it says so, and the worker does not ask again.
+
 Each worker gets a temporary directory ``mlo-bench-worker-<parent pid>-*``; a parent killed by SIGKILL cannot remove
 it, so every run first removes those whose parent process is gone (:func:`clean_stale_tmp`).
 """
@@ -100,17 +104,20 @@ def _run_dirs(results_dir: str) -> set[str]:
     return {p.name for p in runs.iterdir()} if runs.is_dir() else set()
 
 
-def _worker(config_path: str, result_path: str) -> None:
-    """Worker side: run the config in ``config_path``; write the record (or the failure) to ``result_path``."""
+def _worker(config_path: str, result_path: str, admitted: bool = False) -> None:
+    """Worker side: run the config in ``config_path``; write the record (or the failure) to ``result_path``.
+    ``admitted``: the parent found the backend installed and taking the method."""
     from mlo_bench.suite.run.records import write_json_atomic
 
     try:
         from mlo_bench.suite.plugins import registry
-        from mlo_bench.suite.run.execute import execute
+        from mlo_bench.suite.run.execute import Admission, execute
         from mlo_bench.suite.run.plan import prepare
 
         registry.discover()
         plan = prepare(json.loads(Path(config_path).read_text()))
+        if admitted:
+            plan.admission = Admission()
         try:
             plan.backend_cls.check_available()  # imports the framework (seconds) before the clock starts
         except Exception:  # noqa: BLE001 - execute() records it as unsupported
@@ -145,6 +152,8 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
     from mlo_bench.suite.run.records import config_hash
 
     clean_stale_tmp()
+    plan.task = None  # the worker builds its own
+    admitted = plan.admission is not None and plan.admission.unavailable is None and plan.admission.refused is None
     limits = plan.config.get("limits") or {}
     time_s, memory_gb = limits.get("time_s"), limits.get("memory_gb")
     started = provenance.now()
@@ -159,7 +168,7 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
         # the thread settings travel in the environment, read before the worker imports torch, BLAS or XLA
         env = {**os.environ, **threads.env_for(plan.threads)}
         worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.run.isolate", str(config_path),
-                                   str(result_path)],
+                                   str(result_path), *(["admitted"] if admitted else [])],
                                   env=env)
         try:
             while True:
@@ -204,4 +213,4 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    _worker(sys.argv[1], sys.argv[2])
+    _worker(sys.argv[1], sys.argv[2], sys.argv[3:] == ["admitted"])

@@ -66,10 +66,11 @@ def _run_locked(plan: Plan) -> dict[str, Any]:
 
 
 def _cannot_run(plan: Plan) -> str | None:
-    """Why the backend cannot run this method, found without starting a worker (cheap: no framework import)."""
-    from mlo_bench.suite.plugins import registry
+    """Why the backend cannot run this method, found without starting a worker (no backend set up): the plan's
+    admission (:func:`mlo_bench.suite.run.execute.admission`, asked once: the run that follows does not ask again),
+    with the backend's refusal of any method by name — also of one that computes no hypergradient, which a run called
+    in-process (:func:`mlo_bench.suite.run.execute.refusal`) would let through."""
+    from mlo_bench.suite.run.execute import admission
 
-    why = registry.availability("backend", plan.backend_cls.name)
-    if why is not None:
-        return f"backend {plan.backend_cls.name} is not installed here ({why})"
-    return plan.backend_cls(plan.backend_cfg).refusal(plan.method.name, plan.method_cfg)
+    adm = admission(plan)
+    return adm.unavailable or adm.refused

@@ -1,11 +1,13 @@
 """Turn a composed config into a validated run plan, before any work is done.
 
-Every bad value is reported as one line naming the key (``ConfigError``); the CLI exits with code 2 on it.
+Every bad value is reported as one line naming the key (``ConfigError``); the CLI exits with code 2 on it. The task
+built to check its levels stays on the plan (``Plan.task``) for the run: :func:`take_task` hands it to the run, so a
+run builds its task once.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
@@ -49,6 +51,10 @@ class Plan:
     level_steps: dict[str, int] | None = None
     threads: int = 0
     fused: bool | None = None
+    #: the task :func:`prepare` built to check its levels, until a run takes it (:func:`take_task`); not config
+    task: Any = field(default=None, repr=False, compare=False)
+    #: whether the backend can run the method here, asked once (``mlo_bench.suite.run.execute.admission``)
+    admission: Any = field(default=None, repr=False, compare=False)
 
 
 def _check(cond: bool, message: str) -> None:
@@ -124,7 +130,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     problem = budget.validate(config.get("budget"))
     _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
-    _check_levels(classes["task"], plugin_cfgs["task"], config)
+    task = _check_levels(classes["task"], plugin_cfgs["task"], config)
     if config["device"] == "cuda":
         problem = cuda_problem(classes["backend"])
         _check(problem is None, problem or "")
@@ -138,23 +144,33 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
-        fused=config["fused"],
+        fused=config["fused"], task=task,
     )
 
 
-def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> None:
-    """The task's levels form a chain and ``level_steps`` names its lower levels (one line naming the level).
-    A task that cannot even be built here (e.g. a missing data path) is left to the run, which records why."""
+def take_task(plan: Plan) -> Any:
+    """The plan's task for a run: the one :func:`prepare` built, handed over once (a task holds one run's state —
+    compiled functions, batch streams —, so a second run of the plan gets a new one)."""
+    task, plan.task = plan.task, None
+    return task if task is not None else plan.task_cls(plan.task_cfg, plan.seed)
+
+
+def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> Any:
+    """The task's levels form a chain and ``level_steps`` names its lower levels (one line naming the level); returns
+    the task. A task that cannot even be built here (e.g. a missing data path) is left to the run, which records why
+    (``None``)."""
     from mlo_bench.suite.engine.levels import LevelError, chain, steps_per_level
 
     try:
-        levels = task_cls(task_cfg, config["seed"]).levels()
+        task = task_cls(task_cfg, config["seed"])
+        levels = task.levels()
     except Exception:  # noqa: BLE001 - recorded by the run itself
-        return
+        return None
     try:
         steps_per_level(chain(levels), config["inner_steps"], config["level_steps"] or {})
     except LevelError as exc:
         raise ConfigError(f"task {task_cls.name}: {exc}") from None
+    return task
 
 
 def cuda_problem(backend_cls: type) -> str | None:
