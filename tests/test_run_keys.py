@@ -71,3 +71,70 @@ def test_a_plan_from_a_plain_dict_fills_the_same_values_and_hash_as_before():
     assert config_hash(plan.config) == "b3c2784f9174b49f372297ccff5e8c6cf5bdd7a4ec7c784613d119a1b7b7969e"
     assert (plan.threads, plan.isolate, plan.resume, plan.fused) == (0, False, False, None)
     assert plan.config["budget"] == {"max_d_materialised": None, "max_dense_gb": None}
+
+
+# ---- the one declaration and its readers ------------------------------------------------------------------------
+def test_config_yaml_gives_exactly_the_declared_defaults():
+    """What Hydra composes with no override is the declaration's ``default`` for every key (an option's name for
+    task, backend and method), and config.yaml holds no key the declaration does not."""
+    composed = OmegaConf.to_container(compose([]), resolve=True)
+    composed.pop("hydra", None)
+    declared = {k.name for k in keys.RUN_KEYS if k.default is not keys.OMITTED}
+    assert set(composed) == declared
+    for key in keys.RUN_KEYS:
+        if key.default is keys.OMITTED:
+            continue
+        value = composed[key.name]["name"] if key.name in ("task", "backend", "method") else composed[key.name]
+        assert value == key.default, f"config.yaml {key.name}: {value!r}, declared {key.default!r}"
+
+
+def test_the_hash_rules_and_verify_keys_are_read_from_the_declaration():
+    from mlo_bench.suite.certify import options
+
+    assert NON_NUMERIC_KEYS == tuple(k.name for k in keys.RUN_KEYS if k.hash == keys.UNHASHED)
+    assert HASHED_UNLESS_DEFAULT == {k.name: k.default for k in keys.RUN_KEYS if k.hash == keys.UNLESS_DEFAULT}
+    assert options.KEYS == tuple(k.name for k in keys.RUN_KEYS if k.verify)
+    assert keys.TOP_LEVEL_KEYS == tuple(k.name for k in keys.RUN_KEYS)
+    assert all(k.hash in keys.HASH_RULES for k in keys.RUN_KEYS)
+
+
+def test_nested_hash_defaults_are_the_config_classes_defaults():
+    from mlo_bench.suite.engine.optim import OptimizerConfig
+    from mlo_bench.suite.plugins import registry
+
+    cg = registry.get("method", "cg").Config()
+    assert keys.NESTED_UNLESS_DEFAULT == {"eps_root": OptimizerConfig().eps_root,
+                                          "negative_curvature": cg.negative_curvature}
+
+
+def test_a_plain_dict_config_runs_each_missing_key_as_declared():
+    config = prepare(copy.deepcopy(PLAIN)).config
+    for key in keys.RUN_KEYS:
+        if key.absent is keys.OMITTED:
+            assert key.name not in config
+        elif key.absent is not keys.REQUIRED:
+            assert config[key.name] == key.absent_value, key.name
+
+
+def test_the_entry_paths_differ_only_where_older_configs_ran_otherwise():
+    """Hydra composes ``default``; a plain-dict config without the key runs ``absent``. They differ only for the keys
+    whose older configs ran otherwise (in-process, unresumed; threads at each library's default): a new difference is
+    a decision, made here."""
+    differ = {k.name for k in keys.RUN_KEYS if k.absent not in (keys.REQUIRED, keys.DEFAULT) and k.absent != k.default}
+    assert differ == {"isolate", "resume", "threads"}
+
+
+@pytest.mark.parametrize("key", [k.name for k in keys.RUN_KEYS if k.absent is keys.REQUIRED
+                                 and k.name not in ("task", "backend", "method")])
+def test_a_plain_dict_config_without_a_required_key_is_one_line_naming_it(key):
+    with pytest.raises(ConfigError, match=f"^config key\\(s\\) {key} missing") as info:
+        prepare({k: v for k, v in copy.deepcopy(PLAIN).items() if k != key})
+    assert "\n" not in str(info.value)
+
+
+def test_the_default_threads_keep_the_recorded_hash_and_a_declared_key_cannot_be_misspelled():
+    assert keys.in_hash("threads", 1) is False and keys.in_hash("threads", 2) is True
+    assert keys.in_hash("results_dir", "x") is False and keys.in_hash("seed", 0) is True
+    assert keys.in_hash("not_declared", None) is True, "an undeclared key (an old record's) is hashed as before"
+    with pytest.raises(KeyError, match="unknown run key 'thread'"):
+        keys.run_key("thread")
