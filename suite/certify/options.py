@@ -7,12 +7,17 @@ import dataclasses
 import math
 from dataclasses import dataclass, field
 
+from mlo_bench.suite.conf import keys
 from mlo_bench.suite.plugins import registry
 
 DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
+#: verify's own default for ``steps`` (the run key's default, 100 outer steps, is a training run's, not a check's)
 DEFAULT_STEPS = 5
-#: config keys verify passes on to every run (``task.*`` and ``method.*`` knobs included)
-KEYS = ("task", "method", "backend", "seed", "steps", "inner_steps", "dtype", "device", "plugins")
+#: config keys verify passes on to every run (``task.*`` and ``method.*`` knobs included): the run keys declared with
+#: ``verify=True`` (:mod:`mlo_bench.suite.conf.keys`); every other key is at its ``config.yaml`` default (verify
+#: composes its runs as ``mlo-bench run`` does), except ``progress``, ``hypergrad_check``, ``log_every`` and
+#: ``results_dir``, which verify sets itself
+KEYS = keys.names(verify=True)
 
 USAGE = """usage: mlo-bench verify [KEY=VALUE ...] [--tol FLOAT] [--reference BACKEND] [--steps N]
 

@@ -2,7 +2,7 @@
 hypergradient in lower-level gradients (:mod:`.floor`), the ``threads`` key (:mod:`.threads`), provenance and machine
 load (:mod:`.provenance`), and the step benchmark that times configs interleaved (:mod:`.stepbench`).
 
-May import: ``contract``, ``engine``, ``plugins``, ``run`` (the step benchmark sets up runs). Never ``cli``,
+May import: ``contract``, ``engine``, ``plugins``, ``run`` (the step benchmark sets up runs), ``conf``. Never ``cli``,
 ``certify`` or ``report``.
 """
 

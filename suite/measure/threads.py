@@ -12,7 +12,9 @@
   kernels run on the calling thread); for N > 1 XLA keeps its own pool (one thread per core), which no flag of this
   jaxlib sizes. What was applied is returned and recorded (``provenance.threads``), ``xla`` included.
 
-``threads=0`` leaves every library at its own default (torch: one thread per core) and records it.
+``threads=0`` leaves every library at its own default (torch: one thread per core) and records it. A plain-dict
+config without the key runs at 0, as configs written before the key existed did (``RunKey.absent``,
+:mod:`mlo_bench.suite.conf.keys`).
 
 Why the default is 1 (measured on a 2-core machine shared with other jobs, ``python -m mlo_bench.suite.measure.stepbench
 --threads 1,2``, table in docs/floor.md): with 2 threads every torch and naive step was 3–24×
@@ -28,7 +30,10 @@ import os
 import sys
 from typing import Any
 
-DEFAULT = 1
+from mlo_bench.suite.conf.keys import run_key
+
+#: the ``threads`` key's default (declared in :mod:`mlo_bench.suite.conf.keys`)
+DEFAULT = run_key("threads").default
 ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
 XLA_ONE = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
 

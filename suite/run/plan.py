@@ -12,11 +12,12 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from mlo_bench.suite.conf.keys import TOP_LEVEL_KEYS
+from mlo_bench.suite.conf.keys import OMITTED, REQUIRED, RUN_KEYS, TOP_LEVEL_KEYS
 from mlo_bench.suite.measure import threads
 from mlo_bench.suite.plugins import registry
 from mlo_bench.suite.run import budgets as budget
 
+ROLES = ("task", "backend", "method")
 DTYPES = ("float32", "float64")
 DEVICES = ("cpu", "cuda", "auto")
 ORDERINGS = ("inner_first", "lookahead")
@@ -28,6 +29,10 @@ class ConfigError(ValueError):
 
 @dataclass
 class Plan:
+    """A validated run: the plugins' classes and configs, and every run key's value (``config``: the whole resolved
+    config, as recorded and hashed). Built by :func:`prepare` only, which gives every field: the keys' defaults are
+    declared once, in :mod:`mlo_bench.suite.conf.keys`."""
+
     task_cls: type
     task_cfg: Any
     backend_cls: type
@@ -46,11 +51,11 @@ class Plan:
     isolate: bool
     resume: bool
     config: dict[str, Any]
-    ordering: str = "inner_first"
-    eval_every: int = 0
-    level_steps: dict[str, int] | None = None
-    threads: int = 0
-    fused: bool | None = None
+    ordering: str
+    eval_every: int
+    level_steps: dict[str, int]
+    threads: int
+    fused: bool | None
     #: the task :func:`prepare` built to check its levels, until a run takes it (:func:`take_task`); not config
     task: Any = field(default=None, repr=False, compare=False)
     #: whether the backend can run the method here, asked once (``mlo_bench.suite.run.execute.admission``)
@@ -68,28 +73,21 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         cfg = OmegaConf.create(cfg)
     config = OmegaConf.to_container(cfg, resolve=True)
     config.pop("hydra", None)
-    # keys added after schema 1's first records: a plain-dict config without them runs in-process, unlimited
-    config.setdefault("isolate", False)
-    config.setdefault("resume", False)
-    config.setdefault("limits", {"time_s": None, "memory_gb": None})
-    config.setdefault("budget", dict(budget.DEFAULT))
-    # keys added with contract v2: absent from older configs, which ran with these values
-    config.setdefault("ordering", "inner_first")
-    config.setdefault("eval_every", 0)
-    config.setdefault("level_steps", {})
-    config.setdefault("plugins", [])
-    config.setdefault("repeat", 0)
-    # a config without ``threads`` ran with every library at its own default
-    config.setdefault("threads", 0)
-    config.setdefault("fused", None)
     unknown = sorted(set(config) - set(TOP_LEVEL_KEYS))
     _check(not unknown, f"unknown config key(s) {', '.join(unknown)}; valid keys: {', '.join(TOP_LEVEL_KEYS)}")
+    # a plain-dict config (a record's, a test's) without a key runs as the key's declaration says (conf/keys.py:
+    # RunKey.absent): keys added after the first records at the value those ran with; the rest it must give
+    for key in RUN_KEYS:
+        if key.name not in config and key.absent not in (REQUIRED, OMITTED):
+            config[key.name] = key.absent_value
+    missing = [k.name for k in RUN_KEYS if k.absent is REQUIRED and k.name not in config and k.name not in ROLES]
+    _check(not missing, f"config key(s) {', '.join(missing)} missing (a config without them cannot be run)")
     # third-party plugin modules named by the config: imported before any name is looked up (again in a worker)
     config["plugins"] = registry.parse_modules(config["plugins"])
     failed = registry.load_plugins(config["plugins"])
     _check(not failed, f"plugins: {failed[0] if failed else ''}")
     classes, plugin_cfgs = {}, {}
-    for role in ("task", "backend", "method"):
+    for role in ROLES:
         node = cfg.get(role)
         _check(node is not None and "name" in node, f"no {role} given; choose one with {role}=NAME")
         name = node["name"]

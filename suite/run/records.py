@@ -19,21 +19,23 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from mlo_bench.suite.conf import keys
+
 SCHEMA_VERSION = 1
 STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error")
-#: config keys that do not change the numbers a run produces (left out of the config hash)
-NON_NUMERIC_KEYS = ("results_dir", "log_every", "progress", "isolate", "resume", "budget", "variant")
-#: keys added after the first records that enter the hash only when not at this default, so that a record written
-#: before they existed keeps its hash (and is still found by ``resume``): ``plugins`` (third-party modules named by the
-#: config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same config), and contract v2's
-#: ``ordering``, ``eval_every`` and ``level_steps``; ``threads`` (a run at the default of 1 thread keeps the hash it
-#: had before the key existed; other counts are configs of their own: time figures, and float sums, depend on them)
-#: and ``fused`` (null: the backend's choice; a forced value is a config of its own)
-HASHED_UNLESS_DEFAULT = {"plugins": [], "repeat": 0, "ordering": "inner_first", "eval_every": 0, "level_steps": {},
-                         "threads": 1, "fused": None}
+#: the hash rules, read from the run keys' declaration (:mod:`mlo_bench.suite.conf.keys`): the keys left out of the
+#: config hash (they change no number a run produces) …
+NON_NUMERIC_KEYS = keys.names(keys.UNHASHED)
+#: … and the keys added after the first records, which enter the hash only when not at this default (or null), so that
+#: a record written before they existed keeps its hash (and is still found by ``resume``): ``plugins`` (third-party
+#: modules named by the config: they decide what code a name runs), ``repeat`` (a deliberate repeat of the same
+#: config), and contract v2's ``ordering``, ``eval_every`` and ``level_steps``; ``threads`` (a run at the default of 1
+#: thread keeps the hash it had before the key existed; other counts are configs of their own: time figures, and float
+#: sums, depend on them) and ``fused`` (null: the backend's choice; a forced value is a config of its own)
+HASHED_UNLESS_DEFAULT = {name: keys.run_key(name).default for name in keys.names(keys.UNLESS_DEFAULT)}
 #: the same for fields of nested config groups, at any depth: an optimizer's ``eps_root``, cg's
 #: ``negative_curvature``
-NESTED_UNLESS_DEFAULT = {"eps_root": 0.0, "negative_curvature": "continue"}
+NESTED_UNLESS_DEFAULT = keys.NESTED_UNLESS_DEFAULT
 
 
 def _strip_nested_defaults(value: Any) -> Any:
@@ -44,10 +46,11 @@ def _strip_nested_defaults(value: Any) -> Any:
 
 
 def config_hash(config: dict[str, Any]) -> str:
-    """sha256 of the canonical JSON of the resolved config, without keys that do not affect the numbers
-    (:data:`NON_NUMERIC_KEYS`) and without :data:`HASHED_UNLESS_DEFAULT` keys at their default."""
-    relevant = {k: _strip_nested_defaults(v) for k, v in config.items() if k not in NON_NUMERIC_KEYS
-                and not (k in HASHED_UNLESS_DEFAULT and v in (None, HASHED_UNLESS_DEFAULT[k]))}
+    """sha256 of the canonical JSON of the resolved config, each top-level key by its declared hash rule
+    (:func:`mlo_bench.suite.conf.keys.in_hash`: without :data:`NON_NUMERIC_KEYS`, without
+    :data:`HASHED_UNLESS_DEFAULT` keys at their default or null) and nested fields of
+    :data:`NESTED_UNLESS_DEFAULT` at their default left out."""
+    relevant = {k: _strip_nested_defaults(v) for k, v in config.items() if keys.in_hash(k, v)}
     blob = json.dumps(relevant, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
 
