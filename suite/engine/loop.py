@@ -82,8 +82,8 @@ class Run:
         self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
         self.top, self.lower = self.levels[0].name, self.levels[1:]
         method = plan.method
-        self.trains_upper = getattr(method, "computes_hypergradient", True)
-        self.unrolls = self.trains_upper and getattr(method, "unrolls", False)
+        self.trains_upper = method.computes_hypergradient
+        self.unrolls = self.trains_upper and method.unrolls
         self.lookahead = plan.ordering == "lookahead"
         self.init = task.init_params(np.random.default_rng(plan.seed))
         self.data = backend.tree_asarray(task.data())
@@ -218,9 +218,7 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     if fused is not None:
         metrics["compile_s"] += fused.compile(params, states, mstate)
     step = fused.step if fused is not None else run.step
-    cache = getattr(backend, "compile_cache_stats", None)
-    if cache is not None:
-        metrics.update(cache())
+    metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 

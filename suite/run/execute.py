@@ -124,7 +124,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
             why = f"{type(exc).__name__}: {exc}"
             raise Unsupported(f"backend {backend_cls.name} is not installed here ({why})") from exc
         reason = (backend.refusal(plan.method.name, plan.method_cfg)
-                  if getattr(plan.method, "computes_hypergradient", True) else None)
+                  if plan.method.computes_hypergradient else None)
         if reason:
             raise Unsupported(reason)
         backend.setup(plan.dtype, plan.device, plan.seed)
