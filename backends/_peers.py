@@ -21,7 +21,7 @@ from importlib import metadata
 from typing import Any, ClassVar
 
 from mlo_bench.suite.contract import Unavailable
-from mlo_bench.suite.engine.trees import tree_map
+from mlo_bench.suite.engine.trees import tree_unflatten
 
 Tree = Any
 #: the optional extra that installs torchopt, higher and jaxopt (betty needs its own step: see backends/betty.py)
@@ -31,10 +31,8 @@ EXTRA = 'pip install -e ".[peers]"'
 SUITE_ONLY_KNOBS: dict[str, Any] = {"warm_start": False, "negative_curvature": "continue"}
 
 
-def rebuild(tree: Tree, leaves: list[Any]) -> Tree:
-    """``tree`` with its leaves (in :func:`tree_leaves` order) replaced by ``leaves``."""
-    it = iter(leaves)
-    return tree_map(lambda _leaf: next(it), tree)
+#: ``tree`` with its leaves (in :func:`tree_leaves` order) replaced by ``leaves``
+rebuild = tree_unflatten
 
 
 class Peer:

@@ -20,6 +20,8 @@ class TemplateBackend(Backend):
     # Knobs, if any: a dataclass with validate(); `backend.<knob>=` on the command line, `self.config` here
     # (see NaiveConfig in backends/naive.py).
     # Config = TemplateConfig
+    # Capabilities, where the engine has them (defaults and meaning: mlo_bench.suite.contract.Backend): fuses_step,
+    # materialises, hvp_operator(f, x), compile_cache_stats(), known_issue(method), cuda_visible().
 
     @classmethod
     def check_available(cls) -> None:

@@ -14,7 +14,7 @@ def _prod(shape: Any) -> int:
     return n
 
 
-def _flop_formulas(torch: Any) -> dict[Any, Any]:
+def flop_formulas(torch: Any) -> dict[Any, Any]:
     """FLOP formulas (FlopCounterMode's ``custom_mapping``: called with the arguments' shapes) for the ops that
     torch's counter leaves out and our programs dispatch: a multiply-add is 2 FLOPs, as in its ``mm`` formula.
 
@@ -59,7 +59,7 @@ def _flop_formulas(torch: Any) -> dict[Any, Any]:
             aten.linalg_solve_triangular: triangular}
 
 
-def _flop_mode(formulas: dict[Any, Any]) -> Any:
+def flop_mode(formulas: dict[Any, Any]) -> Any:
     """A dispatch mode that adds up ``formulas[op](*args, out_val=out)`` (FlopCounterMode's registry: op packet →
     shape-wrapped formula) over every op ``fn`` dispatches."""
     from torch.utils._python_dispatch import TorchDispatchMode
@@ -80,7 +80,7 @@ def _flop_mode(formulas: dict[Any, Any]) -> Any:
     return Flops()
 
 
-def _live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
+def live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
     """A dispatch mode that sees every tensor an op creates and tracks, through weak references to the C++ storages
     (so tensors held only by autograd graphs or torch.func count too), the peak of bytes alive at once. Storages
     in ``exclude`` (the arguments', whose views cost nothing) are never counted."""

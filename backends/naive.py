@@ -20,11 +20,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from mlo_bench.backends.torch import TorchBackend, _rebuild
+from mlo_bench.backends.torch import TorchBackend
 from mlo_bench.suite.contract.method import Response
 from mlo_bench.suite.engine.hypergradient import response
 from mlo_bench.suite.engine.levels import chain as chain_order
-from mlo_bench.suite.engine.trees import ravel, tree_map
+from mlo_bench.suite.engine.trees import ravel, tree_map, tree_unflatten
 from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
@@ -148,7 +148,10 @@ class NaiveBackend(TorchBackend):
     name = "naive"
     Config = NaiveConfig
     retain_graphs = True  # the whole graph kept, as the original code (torch's autograd derivatives, never freed early)
-    hvp_operator = None  # every Hessian-vector product from scratch (a gradient and a backward), the plain way
+
+    def hvp_operator(self, f, x):
+        """``None``: every Hessian-vector product from scratch (a gradient and a backward), the plain way."""
+        return None
 
     @property
     def reverse(self) -> bool:
@@ -198,7 +201,7 @@ class NaiveBackend(TorchBackend):
         def pullback(ct):
             ct_flat, _ = ravel(ops, ct)
             jac = _rows(self.torch, flat_out, leaves)  # per input leaf: (n_out, *leaf.shape)
-            return _rebuild(x, [self.torch.tensordot(ct_flat, j, dims=1) for j in jac])
+            return tree_unflatten(x, [self.torch.tensordot(ct_flat, j, dims=1) for j in jac])
 
         return detach(out), detach(box["aux"]), pullback
 

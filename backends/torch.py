@@ -24,18 +24,13 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.backends._torch_counting import _flop_formulas, _flop_mode, _live_bytes_mode
+from mlo_bench.backends._torch_counting import flop_formulas, flop_mode, live_bytes_mode
 from mlo_bench.suite.contract import Backend
-from mlo_bench.suite.engine.trees import tree_leaves, tree_map
+from mlo_bench.suite.engine.trees import tree_leaves, tree_map, tree_unflatten
 from mlo_bench.suite.measure.instruments import CpuPeakRSS
 from mlo_bench.suite.plugins.registry import register
 
 Tree = Any
-
-
-def _rebuild(tree: Tree, leaves: list[Any]) -> Tree:
-    it = iter(leaves)
-    return tree_map(lambda _leaf: next(it), tree)
 
 
 def _tensors(obj: Any) -> Iterator[Any]:
@@ -150,6 +145,16 @@ class TorchBackend(Backend):
     def check_available(cls) -> None:
         import torch  # noqa: F401
 
+    @classmethod
+    def cuda_visible(cls) -> bool:
+        """``torch.cuda.is_available()`` (no CUDA context is created); ``False`` where torch cannot be imported."""
+        try:
+            import torch
+
+            return bool(torch.cuda.is_available())
+        except Exception:  # noqa: BLE001 - torch is a dependency, but a broken install is still a reason
+            return False
+
     def setup(self, dtype: str, device: str, seed: int) -> None:
         import torch
 
@@ -197,7 +202,7 @@ class TorchBackend(Backend):
     def _variables(self, x: Tree) -> tuple[Tree, list[Any]]:
         """Fresh differentiable aliases of ``x``'s leaves (so the derivative is w.r.t. this argument only)."""
         leaves = [t.view_as(t) if t.requires_grad else t.detach().requires_grad_(True) for t in tree_leaves(x)]
-        return _rebuild(x, leaves), leaves
+        return tree_unflatten(x, leaves), leaves
 
     def _grad(self, outs: list[Any], inputs: list[Any], cts: list[Any] | None, create: bool,
               retain: bool = False) -> list[Any]:
@@ -217,7 +222,7 @@ class TorchBackend(Backend):
             xs, leaves = self._variables(x)
             with self._nested():
                 out = f(xs, *args)
-            return _rebuild(x, self._grad([out], leaves, None, create))
+            return tree_unflatten(x, self._grad([out], leaves, None, create))
 
         return grad_f
 
@@ -229,7 +234,7 @@ class TorchBackend(Backend):
 
         def pullback(ct):  # may be called more than once: the graph lives as long as this closure
             keep = create or self._keep_graph(ct)
-            return _rebuild(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep, retain=True))
+            return tree_unflatten(x, self._grad(tree_leaves(out), leaves, tree_leaves(ct), keep, retain=True))
 
         return (out if create else tree_map(lambda t: t.detach(), out)), pullback
 
@@ -255,7 +260,7 @@ class TorchBackend(Backend):
             back = self._grad(outs, leaves, dummies, True)
         tangent = self._grad(back, dummies, tree_leaves(t), create)
         out = out if create else tree_map(lambda o: o.detach(), out)
-        return out, _rebuild(out, tangent)
+        return out, tree_unflatten(out, tangent)
 
     def hvp(self, f, x, v):
         """Reverse over reverse: H v = ∇_x ⟨∇_x f, v⟩ (the Hessian of a scalar loss is symmetric)."""
@@ -263,7 +268,7 @@ class TorchBackend(Backend):
         xs, leaves = self._variables(x)
         with self._nested():
             g = self._grad([f(xs)], leaves, None, True)
-        return _rebuild(x, self._grad(g, leaves, tree_leaves(v), create))
+        return tree_unflatten(x, self._grad(g, leaves, tree_leaves(v), create))
 
     def hvp_operator(self, f, x):
         """``v ↦ H v`` with ∇f's graph built once (``create_graph``) and kept for every product (one backward each)."""
@@ -274,7 +279,7 @@ class TorchBackend(Backend):
 
         def matvec(v):
             keep = create or self._keep_graph(v)
-            return _rebuild(x, self._grad(g, leaves, tree_leaves(v), keep, retain=True))
+            return tree_unflatten(x, self._grad(g, leaves, tree_leaves(v), keep, retain=True))
 
         return matvec
 
@@ -311,14 +316,14 @@ class TorchBackend(Backend):
         # Views of the arguments (e.g. ``A.T`` of the task's data) share the arguments' storage: not allocated by fn.
         inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args)
                   if isinstance(t, self.torch.Tensor)}
-        tracker = _live_bytes_mode(self.torch, exclude=inputs)
+        tracker = live_bytes_mode(self.torch, exclude=inputs)
         with tracker:
             self.block(fn(*args))
         return tracker.peak
 
     def count_flops(self, fn, args):
         """FLOPs of ``fn(*args)`` with the formulas of ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
-        convolutions, attention) and those it lacks, added as its ``custom_mapping`` (:func:`_flop_formulas`: mv, dot,
+        convolutions, attention) and those it lacks, added as its ``custom_mapping`` (:func:`flop_formulas`: mv, dot,
         addmv, dense solves). Like FlopCounterMode, elementwise ops and reductions are not counted (O(size)).
 
         The ops are seen by a lean dispatch mode over FlopCounterMode's formula registry rather than by
@@ -326,8 +331,8 @@ class TorchBackend(Backend):
         row-by-row Jacobians (10⁵ small ops) that costs 2–3× more for the same count (the tests compare the two)."""
         from torch.utils.flop_counter import FlopCounterMode
 
-        formulas = FlopCounterMode(display=False, custom_mapping=_flop_formulas(self.torch)).flop_registry
-        counter = _flop_mode(formulas)
+        formulas = FlopCounterMode(display=False, custom_mapping=flop_formulas(self.torch)).flop_registry
+        counter = flop_mode(formulas)
         with counter:
             self.block(fn(*args))
         return int(counter.total)

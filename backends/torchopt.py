@@ -91,7 +91,7 @@ def _solver(method: str, cfg: Any) -> Any:
     return linear_solve.solve_inv()
 
 
-def _torchopt_vjp(method: str):
+def torchopt_vjp(method: str):
     def response_vjp(backend: Any, r: Any, v: Tree, cfg: Any) -> Tree:
         from torchopt.diff.implicit import custom_root
 
@@ -159,7 +159,7 @@ class TorchoptBackend(Peer, TorchBackend):
         self.ops = TorchoptOps(self.torch)
 
     def library_vjp(self, method: str):
-        return None if method == "unroll" else _torchopt_vjp(method)
+        return None if method == "unroll" else torchopt_vjp(method)
 
     def notes(self) -> list[str]:
         if self.dtype != "float64":

@@ -8,13 +8,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.implicit import hessian_matvec, mixed_vjp  # noqa: F401 - the shared implicit-function rule
 from mlo_bench.suite.plugins.registry import register  # noqa: F401
 
 
 # @register("method")   # uncomment in the copy
-class TemplateMethod:
+class TemplateMethod(Method):
     name = "template"
+    # Capabilities, where the method has them (defaults and meaning: mlo_bench.suite.contract.Method): unrolls,
+    # computes_hypergradient, materialises, gradients(cfg, unroll_steps), init / update (method state).
 
     @dataclass
     class Config:

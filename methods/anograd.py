@@ -9,13 +9,14 @@ gradients, so its scale is free of the lower level's learning rate (no knob).
 
 from __future__ import annotations
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.implicit import mixed_vjp
 from mlo_bench.suite.engine.trees import tree_axpy, tree_scale, tree_vdot
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class AnoGrad:
+class AnoGrad(Method):
     name = "anograd"
 
     def response_vjp(self, backend, r, v, cfg):

@@ -16,12 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.trees import tree_axpy, tree_norm, tree_scale, tree_sub
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class Darts:
+class Darts(Method):
     name = "darts"
 
     @dataclass

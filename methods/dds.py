@@ -15,13 +15,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.implicit import mixed_vjp
 from mlo_bench.suite.engine.trees import tree_scale
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class DDS:
+class DDS(Method):
     name = "dds"
 
     @dataclass

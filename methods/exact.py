@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.implicit import mixed_vjp
 from mlo_bench.suite.engine.trees import ravel
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class Exact:
+class Exact(Method):
     name = "exact"
     materialises = True  # forms the d×d Hessian: O(d³) per hypergradient (``budget.max_d_materialised`` applies)
 

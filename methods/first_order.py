@@ -6,12 +6,13 @@ lower level does not depend on λ.
 
 from __future__ import annotations
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.trees import tree_zeros_like
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class FirstOrder:
+class FirstOrder(Method):
     name = "first_order"
 
     def gradients(self, cfg, unroll_steps):

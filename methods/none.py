@@ -7,12 +7,13 @@ this method: the lower levels train as usual, the hypergradient and outer phases
 
 from __future__ import annotations
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.trees import tree_zeros_like
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class NoHypergradient:
+class NoHypergradient(Method):
     name = "none"
     computes_hypergradient = False
 

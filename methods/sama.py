@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_norm, tree_scale, tree_sub
 from mlo_bench.suite.plugins.registry import register
@@ -59,7 +60,7 @@ def precondition(backend: Any, r: Any, v: Tree, g: Tree | None = None) -> Tree:
 
 
 @register("method")
-class Sama:
+class Sama(Method):
     name = "sama"
 
     @dataclass

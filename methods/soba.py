@@ -18,13 +18,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine.implicit import hessian_matvec, mixed_vjp
 from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_sub
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class SOBA:
+class SOBA(Method):
     name = "soba"
 
     @dataclass

@@ -13,11 +13,12 @@ single-edge agreement tests use.
 
 from __future__ import annotations
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class Unroll:
+class Unroll(Method):
     name = "unroll"
     unrolls = True
 

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.trees import tree_add, tree_map
 from mlo_bench.suite.plugins.registry import register
@@ -47,7 +48,7 @@ Tree = Any
 
 
 @register("method")
-class UnrollMixed:
+class UnrollMixed(Method):
     name = "unroll_mixed"
 
     def response_vjp(self, backend, r, v, cfg):

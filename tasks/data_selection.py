@@ -328,7 +328,7 @@ class DataSelection(ExactBudget, Task):
         backward pass per LM parameter per hypergradient: above ``exact_max_params`` it is unsupported, as ``exact``
         is (the byte embedding alone is 256·d parameters; ``backend.chain=reverse`` runs every method)."""
         n, limit = self.n_lower_params(), self.cfg.exact_max_params
-        if getattr(backend, "materialises", False) and n > limit:
+        if backend.materialises and n > limit:
             return (f"backend {backend.name} materialises the {n}-row best-response Jacobian (one backward pass per "
                     f"lower parameter; limit task.exact_max_params={limit}); backend.chain=reverse runs every method")
         return None

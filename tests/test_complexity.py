@@ -60,9 +60,9 @@ def test_torch_flop_formulas_and_no_heavy_op_left_uncounted(torch64):
     from torch.utils._python_dispatch import TorchDispatchMode
     from torch.utils.flop_counter import FlopCounterMode, flop_registry
 
-    from mlo_bench.backends.torch import _flop_formulas
+    from mlo_bench.backends._torch_counting import flop_formulas
 
-    counted = set(flop_registry) | set(_flop_formulas(torch))
+    counted = set(flop_registry) | set(flop_formulas(torch))
     cheap = {"add", "sub", "mul", "div", "neg", "sum", "expand", "ones_like", "zeros_like", "t", "where", "ne",
              "view", "cat", "slice", "slice_backward", "select", "select_backward", "stack", "detach", "permute",
              "diagonal", "fill_", "new_zeros", "split_with_sizes", "_linalg_check_errors", "reciprocal", "sqrt",
@@ -88,7 +88,7 @@ def test_torch_flop_formulas_and_no_heavy_op_left_uncounted(torch64):
                 fn(*args)
             seen |= s.ops
             # the backend's lean counter and FlopCounterMode itself, with the same formulas, agree
-            with FlopCounterMode(display=False, custom_mapping=_flop_formulas(torch)) as reference:
+            with FlopCounterMode(display=False, custom_mapping=flop_formulas(torch)) as reference:
                 fn(*args)
             assert backend.count_flops(fn, args) == reference.get_total_flops() > 0, (name, method)
     uncounted = {op.__name__.split(".")[-1] for op in seen - counted}

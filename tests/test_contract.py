@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from conftest import make_backend
 
-from mlo_bench.suite.contract import Backend, Level, Ops, Task
+from mlo_bench.suite.contract import Backend, Level, Method, Ops, Task
 from mlo_bench.suite.engine.levels import chain
 from mlo_bench.suite.plugins import registry
 from mlo_bench.suite.run.execute import execute
@@ -32,6 +32,46 @@ def test_every_plugin_has_a_name_docs_and_a_validating_config(role):
         cfg_cls = getattr(cls, "Config", registry.NoConfig)
         assert dataclasses.is_dataclass(cfg_cls)
         cfg_cls().validate()  # defaults are valid
+
+
+@pytest.mark.parametrize("role,contract", [("backend", Backend), ("method", Method)])
+def test_every_backend_and_method_has_each_declared_capability_of_its_type(role, contract):
+    """The capabilities the suite reads as plain attributes (``Backend.CAPABILITIES``, ``Method.CAPABILITIES``: each
+    declared on the contract with its default) are there on every registered class, of the declared type."""
+    for name in registry.names(role):
+        cls = registry.get(role, name)
+        assert issubclass(cls, contract), f"{role} {name} does not subclass {contract.__name__}"
+        obj = registry.backend(name) if role == "backend" else cls()
+        for capability, kind in contract.CAPABILITIES.items():
+            value = getattr(obj, capability)
+            assert isinstance(value, kind), f"{role} {name}: {capability} is {value!r}, not {kind}"
+    assert set(contract.CAPABILITIES) <= set(dir(contract)), "each capability has its default on the contract"
+
+
+def test_a_method_class_not_subclassing_the_contract_gets_its_capability_defaults():
+    class Legacy:  # a plugin written before the capabilities were declared on the contract
+        name = "legacy"
+        unrolls = True
+
+        def response_vjp(self, backend, r, v, cfg):
+            return v
+
+    registry.declare_capabilities("method", Legacy)
+    assert Legacy.unrolls is True, "what the class sets is kept"
+    assert (Legacy.computes_hypergradient, Legacy.materialises, Legacy.init, Legacy.update) == (True, False, None, None)
+    assert Legacy().gradients(None, 3) is None
+
+
+def test_cuda_is_asked_of_the_backend_not_recognised_by_module_path():
+    from mlo_bench.suite.run.plan import cuda_problem
+
+    for name in BACKENDS:
+        cls = registry.get("backend", name)
+        on_torch = issubclass(cls, registry.get("backend", "torch"))
+        assert (cls.cuda_visible() is not None) == on_torch, name
+        if cls.cuda_visible() is False:
+            assert cuda_problem(cls) == f"device=cuda: backend {name} sees no CUDA device here; use device=cpu or " \
+                                        "device=auto"
 
 
 @pytest.mark.parametrize("name", BACKENDS)
@@ -112,7 +152,7 @@ def test_every_combination_runs_or_says_why_not(tmp_path, task, backend, method)
         m = record["metrics"]
         assert m["steps_done"] == 2 and np.isfinite(m["outer_loss"])
         phases = ["time_inner_s", "time_total_s", "compile_s"]
-        if getattr(registry.get("method", method), "computes_hypergradient", True):
+        if registry.get("method", method).computes_hypergradient:
             phases += ["time_hypergrad_s", "time_outer_s"]
         else:  # a baseline method: no hypergradient phase, and nothing claims to be one
             assert "time_hypergrad_s" not in m and "hypergrad_rel_error" not in m

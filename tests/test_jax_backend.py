@@ -57,7 +57,7 @@ def hypergrad(backend, task, method, params_np, unroll_steps=1, compiled=False, 
     return backend.tree_to_numpy(fn(params, states, batches))
 
 
-def _at_best_response(task):
+def at_best_response(task):
     top = task.init_params(np.random.default_rng(task.seed))["x0"]
     return task.oracle().best_response(top), top
 
@@ -78,7 +78,7 @@ def test_module_imports_and_reports_unavailable_without_jax():
 @pytest.mark.parametrize("method,knobs,tol", [("exact", {}, 1e-8), ("cg", {"iterations": 60}, 1e-6)])
 def test_oracle_hypergradient_under_jit(jax_backend, levels, method, knobs, tol):
     task = make_task(d=20, levels=levels)
-    params, top = _at_best_response(task)
+    params, top = at_best_response(task)
     hg = hypergrad(jax_backend, task, method, params, compiled=True, **knobs)
     assert rel_error(hg, task.oracle().hypergradient(top)) < tol
 

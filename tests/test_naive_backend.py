@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import make_task, rel_error
-from test_jax_backend import _at_best_response, hypergrad
+from test_jax_backend import at_best_response, hypergrad
 
 import mlo_bench.backends.naive as naive_mod
 from mlo_bench.suite.cli import main
@@ -49,7 +49,7 @@ def _response(backend, task, params_np, k=1, unroll_steps=1):
 @pytest.mark.parametrize("levels", [2, 3])
 def test_exact_matches_the_oracle(naive, levels):
     task = make_task(d=20, levels=levels)
-    params, top = _at_best_response(task)
+    params, top = at_best_response(task)
     hg = hypergrad(naive, task, "exact", params)
     assert rel_error(hg, task.oracle().hypergradient(top)) < 1e-8
 
@@ -202,7 +202,7 @@ def test_reverse_chain_is_plain_autograd_in_reverse_mode_and_agrees_with_torch(t
     reverse.setup("float64", "cpu", 0)
     assert reverse.supports(method) is None and reverse.chain() is None and reverse.override(method) is None
     task = make_task(d=12, levels=3)
-    params, _ = _at_best_response(task)
+    params, _ = at_best_response(task)
     ours = hypergrad(reverse, task, method, params, **knobs)
     ref = hypergrad(torch64, task, method, params, **knobs)
     assert rel_error(ours, ref) < 1e-9

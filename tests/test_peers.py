@@ -248,7 +248,7 @@ def test_torchopt_exact_solves_the_whole_hessian_of_a_multi_leaf_lower_level():
     backend = make_backend("torchopt")
     from torchopt.linear_solve import solve_inv
 
-    from mlo_bench.backends.torchopt import _torchopt_vjp
+    from mlo_bench.backends.torchopt import torchopt_vjp
 
     torch = backend.torch
     r, v, want, a = _coupled(torch)
@@ -258,7 +258,7 @@ def test_torchopt_exact_solves_the_whole_hessian_of_a_multi_leaf_lower_level():
     blocks = torch.cat([torch.linalg.solve(a[:3, :3], rhs[0]), torch.linalg.solve(a[3:, 3:], rhs[1])])
     assert torch.allclose(torch.cat(per_leaf), blocks) and not torch.allclose(blocks, whole, rtol=1e-3), \
         "TorchOpt's solve_inv on several leaves is no longer block-diagonal: revisit the adapter's raveling"
-    got = _torchopt_vjp("exact")(backend, r, v, method_cfg("exact"))
+    got = torchopt_vjp("exact")(backend, r, v, method_cfg("exact"))
     assert _rel(backend.to_numpy(got["lam"]), want) < 1e-12
 
 

@@ -94,6 +94,7 @@ def test_the_hash_rules_and_verify_keys_are_read_from_the_declaration():
     assert NON_NUMERIC_KEYS == tuple(k.name for k in keys.RUN_KEYS if k.hash == keys.UNHASHED)
     assert HASHED_UNLESS_DEFAULT == {k.name: k.default for k in keys.RUN_KEYS if k.hash == keys.UNLESS_DEFAULT}
     assert options.KEYS == tuple(k.name for k in keys.RUN_KEYS if k.verify)
+    assert all(f"{k}=" in options.USAGE for k in options.KEYS), "verify's usage names every key it takes"
     assert keys.TOP_LEVEL_KEYS == tuple(k.name for k in keys.RUN_KEYS)
     assert all(k.hash in keys.HASH_RULES for k in keys.RUN_KEYS)
 

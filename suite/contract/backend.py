@@ -43,6 +43,10 @@ class Backend(ABC):
     - ``versions()`` names the packages whose versions go into a record's provenance.
     - A backend with knobs declares them as a ``Config`` dataclass (``backend.<knob>=`` on the command line, in the
       config hash); the instance is built as ``cls(config)`` and keeps it as ``self.config`` (``cls()``: defaults).
+    - Capabilities (:data:`CAPABILITIES`): declared here with their defaults, so the suite reads them as plain
+      attributes; a backend overrides the ones it has — ``fuses_step``, ``materialises``, ``hvp_operator``,
+      ``compile_cache_stats``, ``known_issue``, ``cuda_visible`` (each documented below). The contract tests check
+      that every registered backend has each, of its declared type.
     """
 
     name: ClassVar[str]
@@ -53,6 +57,15 @@ class Backend(ABC):
     #: (``budget.max_d_materialised`` applies; the complexity report counts it as a materialised path). Read it from
     #: an instance: it may depend on ``self.config``.
     materialises: bool = False
+    #: whether a run compiles each whole outer step into one function when the ``fused`` key is null (its default;
+    #: :mod:`mlo_bench.suite.engine.compiled_step`): jax (a tracing compiler gains from seeing the whole step); an
+    #: eager engine (the default, ``False``) runs the step phase by phase
+    fuses_step: bool = False
+    #: capability → the type of an instance's attribute (``Callable``: a method with the documented signature)
+    CAPABILITIES: ClassVar[dict[str, type]] = {
+        "fuses_step": bool, "materialises": bool, "hvp_operator": Callable, "compile_cache_stats": Callable,
+        "known_issue": Callable, "cuda_visible": Callable,
+    }
 
     def __init__(self, config: Any = None) -> None:
         cfg_cls = getattr(type(self), "Config", None)
@@ -61,6 +74,14 @@ class Backend(ABC):
     @classmethod
     def check_available(cls) -> None:
         """Raise :class:`Unavailable` with the reason when this backend cannot run here."""
+
+    @classmethod
+    def cuda_visible(cls) -> bool | None:
+        """Whether this backend's framework sees a CUDA device here, asked before any work and without creating a CUDA
+        context (the plan refuses ``device=cuda`` in one line when it is ``False``). ``None`` (the default): it cannot
+        tell that cheaply, and ``device=cuda`` is let through where the machine has an NVIDIA device (the backend's own
+        ``setup`` says the rest). Backends on torch answer ``torch.cuda.is_available()``."""
+        return None
 
     @abstractmethod
     def setup(self, dtype: str, device: str, seed: int) -> None: ...
@@ -99,6 +120,13 @@ class Backend(ABC):
 
     @abstractmethod
     def hvp(self, f: Callable[[Tree], Any], x: Tree, v: Tree) -> Tree: ...
+
+    def hvp_operator(self, f: Callable[[Tree], Any], x: Tree) -> Callable[[Tree], Tree] | None:
+        """``u ↦ ∇²f(x) u`` with the gradient's graph (torch) or linearisation (jax) built once and reused by every
+        product, so K products of a solver cost one gradient and K backward passes instead of K of each; ``None`` (the
+        default): every product from scratch through :meth:`hvp` (:func:`mlo_bench.suite.engine.implicit.hessian_matvec`
+        asks once per solve)."""
+        return None
 
     @abstractmethod
     def hessian(self, f: Callable[[Any], Any], x: Any) -> Any: ...
@@ -154,6 +182,16 @@ class Backend(ABC):
         for the reverse-mode chain. Only a backend that measures a different chaining strategy (``naive`` materialises
         best-response Jacobians and multiplies them) sets this."""
         return None
+
+    def known_issue(self, method: str) -> str | None:
+        """A known defect of the released library behind this backend's ``method`` (``mlo-bench verify`` prints it
+        beside the row, which still fails with its measured error), or ``None`` (the default)."""
+        return None
+
+    def compile_cache_stats(self) -> dict[str, int]:
+        """This run's counters of the framework's persistent compilation cache (e.g. hits and misses), merged into the
+        record's metrics after compiling; ``{}`` (the default) for a backend without such a cache."""
+        return {}
 
     def versions(self) -> dict[str, str]:
         return {}

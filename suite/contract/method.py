@@ -12,8 +12,9 @@ So a method is one function, written once against the backend protocol; a backen
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar
 
 Tree = Any
 
@@ -44,33 +45,59 @@ class Response:
     optimizer: Any = None
 
 
-class Method(Protocol):
-    """A hypergradient method.
+class Method:
+    """A hypergradient method: a plugin class subclasses this one (the capabilities below are declared here with their
+    defaults, so the suite reads them as plain attributes; a method overrides the ones it has).
 
     Spec:
     - ``name`` is its registry name; ``Config`` a dataclass of its knobs (with defaults) whose ``validate()`` raises
       ``ValueError("method.<key> ...")`` for a bad value.
     - ``response_vjp(backend, response, v, cfg)`` returns the approximation of (dθ*/dλ)ᵀ v as a pytree shaped like
       ``response.upper``. It is pure: a stateful method's ``response_vjp`` starts from its ``init`` state (cold).
-    - Method state (optional; the optax ``init``/``update`` shape): ``init(backend, lower, cfg) -> state`` makes the
-      state of one edge from the lower level's parameters, and ``update(backend, response, v, cfg) -> (vjp, state)``
-      computes the VJP from ``response.method_state`` and returns the state for the next outer step. The runner keeps
-      ``{level: state}`` in the run's pytree beside the parameters, so it is the same on every backend, and
-      ``mlo-bench verify`` compares it after N steps. Example: ``cg`` / ``neumann`` with ``method.warm_start=true``
-      keep their last solution x ≈ H⁻¹v and start the next solve from it.
-    - ``unrolls = True`` (optional): the method differentiates the lower levels' optimizer steps themselves. The
-      runner then keeps the graph of the inner steps it actually takes (same start, same batches; one trajectory, not
-      a second one recomputed) and pulls the top loss's gradient back through them (``Backend.trajectory_vjp``);
-      ``response_vjp`` is used only where one edge is differentiated from a given state (the oracle check).
-    - ``gradients(cfg, unroll_steps) -> float | None`` (optional): the gradient-like passes one edge of the method
-      costs — a Hessian-vector product, a mixed VJP, a gradient, a pullback through one optimizer step count one each
-      (``cg`` / ``neumann``: K + 1, ``darts``: 2, ``unroll``: K, ``first_order``: 0; ``None``: not a count of
-      gradients, e.g. ``exact``'s Hessian). With the top loss's own gradient it is the method's floor: the report sets
-      a hypergradient's time in units of one lower-level gradient beside it (:mod:`mlo_bench.suite.measure.floor`).
-    - ``computes_hypergradient = False`` (optional): the method trains no upper level (``none``: a baseline run with
-      the task's own knobs); the runner skips the hypergradient and outer phases.
+    - Capabilities (:data:`CAPABILITIES`; the contract tests check each registered method has each, of its type):
+
+      - ``init`` / ``update`` (default ``None``: stateless; the optax shape): ``init(backend, lower, cfg) -> state``
+        makes the state of one edge from the lower level's parameters, and ``update(backend, response, v, cfg) ->
+        (vjp, state)`` computes the VJP from ``response.method_state`` and returns the state for the next outer step.
+        A method with both is stateful: the runner keeps ``{level: state}`` in the run's pytree beside the parameters,
+        so it is the same on every backend, and ``mlo-bench verify`` compares it after N steps. Example: ``cg`` /
+        ``neumann`` with ``method.warm_start=true`` keep their last solution x ≈ H⁻¹v and start the next solve from it.
+      - ``unrolls`` (default ``False``): the method differentiates the lower levels' optimizer steps themselves. The
+        runner then keeps the graph of the inner steps it actually takes (same start, same batches; one trajectory,
+        not a second one recomputed) and pulls the top loss's gradient back through them
+        (``Backend.trajectory_vjp``); ``response_vjp`` is used only where one edge is differentiated from a given
+        state (the oracle check).
+      - ``gradients(cfg, unroll_steps) -> float | None`` (default ``None``: not counted): the gradient-like passes
+        one edge of the method costs — a Hessian-vector product, a mixed VJP, a gradient, a pullback through one
+        optimizer step count one each (``cg`` / ``neumann``: K + 1, ``darts``: 2, ``unroll``: K, ``first_order``: 0;
+        ``None``: not a count of gradients, e.g. ``exact``'s Hessian). With the top loss's own gradient it is the
+        method's floor: the report sets a hypergradient's time in units of one lower-level gradient beside it
+        (:mod:`mlo_bench.suite.measure.floor`).
+      - ``computes_hypergradient`` (default ``True``): ``False`` for a method that trains no upper level (``none``: a
+        baseline run with the task's own knobs); the runner skips the hypergradient and outer phases.
+      - ``materialises`` (default ``False``): the method forms the lower level's d×d Hessian, O(d³) per
+        hypergradient (``exact``; ``budget.max_d_materialised`` applies).
+
+    A third-party method class that does not subclass :class:`Method` is given these defaults for the capabilities it
+    does not set when it is registered (:func:`mlo_bench.suite.plugins.registry.register`).
     """
 
     name: ClassVar[str]
+    init: Callable[..., Tree] | None = None
+    update: Callable[..., tuple[Tree, Tree]] | None = None
+    unrolls: ClassVar[bool] = False
+    computes_hypergradient: ClassVar[bool] = True
+    materialises: ClassVar[bool] = False
+    #: capability → the type of a method's attribute (``Callable``: a method with the documented signature;
+    #: ``init`` / ``update`` may also be ``None``)
+    CAPABILITIES: ClassVar[dict[str, Any]] = {
+        "init": (Callable, type(None)), "update": (Callable, type(None)), "unrolls": bool,
+        "computes_hypergradient": bool, "materialises": bool, "gradients": Callable,
+    }
 
-    def response_vjp(self, backend: Any, response: Response, v: Tree, cfg: Any) -> Tree: ...
+    def gradients(self, cfg: Any, unroll_steps: int) -> float | None:
+        """Gradient-like passes of one edge (see the class docstring); ``None``: not a count of gradients."""
+        return None
+
+    def response_vjp(self, backend: Any, response: Response, v: Tree, cfg: Any) -> Tree:
+        raise NotImplementedError(f"method {type(self).__name__} defines no response_vjp")

@@ -35,8 +35,7 @@ PHASE_SAMPLES = 11
 
 def wanted(plan: Any, backend: Any) -> bool:
     """Whether the ``fused`` key (``None``: the backend's ``fuses_step``) asks for a fused step."""
-    fused = getattr(plan, "fused", None)
-    return bool(getattr(backend, "fuses_step", False)) if fused is None else bool(fused)
+    return bool(backend.fuses_step) if plan.fused is None else bool(plan.fused)
 
 
 def eligible(run: Any) -> bool:

@@ -83,7 +83,7 @@ def _chain_and_vjp(backend: Any, method: Any) -> tuple[Callable, ResponseVJP]:
 
 def is_stateful(backend: Any, method: Any) -> bool:
     """Whether ``method`` keeps state across outer steps on ``backend`` (a backend override is stateless)."""
-    return hasattr(method, "init") and hasattr(method, "update") and backend.override(method.name) is None
+    return method.init is not None and method.update is not None and backend.override(method.name) is None
 
 
 def init_method_state(backend: Any, method: Any, method_cfg: Any, levels: list[Level],

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlo_bench.suite.contract.method import Response
+from mlo_bench.suite.contract.method import Method, Response
 from mlo_bench.suite.engine.trees import tree_map, tree_vdot
 
 Tree = Any
@@ -18,13 +18,14 @@ Tree = Any
 def hessian_matvec(backend: Any, r: Response):
     """``u ↦ H u`` for the lower level's loss at the current state (Hessian-vector products, never H itself).
 
-    A backend may offer ``hvp_operator(f, x)``: the same map with the gradient's graph (torch) or linearisation (jax)
-    built once and reused by every product, so K products of a solver cost one gradient plus K backward passes
-    rather than K gradients and K backward passes (issue #18's floor: cg with K iterations ≈ K + 2 gradients)."""
+    A backend's ``hvp_operator(f, x)`` (``Backend.hvp_operator``; ``None`` by default) is the same map with the
+    gradient's graph (torch) or linearisation (jax) built once and reused by every product, so K products of a solver
+    cost one gradient plus K backward passes rather than K gradients and K backward passes (issue #18's floor: cg with
+    K iterations ≈ K + 2 gradients)."""
     f = lambda th: r.loss(th, r.upper)  # noqa: E731
-    operator = getattr(backend, "hvp_operator", None)
+    operator = backend.hvp_operator(f, r.lower)
     if operator is not None:
-        return operator(f, r.lower)
+        return operator
     return lambda u: backend.hvp(f, r.lower, u)
 
 
@@ -39,7 +40,7 @@ def mixed_vjp(backend: Any, r: Response, x: Tree) -> Tree:
     return tree_map(lambda a: -a, g)
 
 
-class MatrixFreeSolve:
+class MatrixFreeSolve(Method):
     """The shape shared by ``cg`` and ``neumann``: x ≈ H⁻¹v by a matrix-free ``solve`` (the subclass's), then one
     mixed VJP. With ``cfg.warm_start`` the last x of each edge is the method's state and the next solve starts from
     it (:class:`mlo_bench.suite.contract.Method`'s ``init`` / ``update``); without it the state is empty."""

@@ -66,8 +66,8 @@ class Run:
         self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
         self.top, self.lower = self.levels[0].name, self.levels[1:]
         method = plan.method
-        self.trains_upper = getattr(method, "computes_hypergradient", True)
-        self.unrolls = self.trains_upper and getattr(method, "unrolls", False)
+        self.trains_upper = method.computes_hypergradient
+        self.unrolls = self.trains_upper and method.unrolls
         self.lookahead = plan.ordering == "lookahead"
         self.shape = Shape(self.top, self.trains_upper, self.unrolls, self.lookahead)
         self.init = task.init_params(np.random.default_rng(plan.seed))
@@ -177,9 +177,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any]) -> tuple[Run, Fused
     fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
     if fused is not None:
         metrics["compile_s"] += fused.compile(params, states, mstate)
-    cache = getattr(backend, "compile_cache_stats", None)
-    if cache is not None:
-        metrics.update(cache())
+    metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     return run, fused, (params, states, mstate)
 

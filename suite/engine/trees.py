@@ -27,6 +27,12 @@ def tree_leaves(tree: Tree) -> list[Any]:
     return [tree]
 
 
+def tree_unflatten(tree: Tree, leaves: list[Any]) -> Tree:
+    """``tree`` with its leaves replaced by ``leaves``, given in :func:`tree_leaves` order (its inverse)."""
+    it = iter(leaves)
+    return tree_map(lambda _leaf: next(it), tree)
+
+
 def tree_add(a: Tree, b: Tree) -> Tree:
     return tree_map(lambda x, y: x + y, a, b)
 

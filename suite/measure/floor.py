@@ -44,8 +44,8 @@ MIN_REPEATS = 3
 
 def gradient_count(run: Any) -> int | None:
     """Gradient-like passes of one hypergradient: Σ over edges of the method's count, + the top loss's gradient."""
-    per_edge = getattr(run.plan.method, "gradients", None)
-    if per_edge is None or not run.trains_upper or run.backend.chain() is not None:
+    per_edge = run.plan.method.gradients
+    if not run.trains_upper or run.backend.chain() is not None:
         return None
     counts = [per_edge(run.plan.method_cfg, run.steps[lv.name]) for lv in run.lower]
     return None if any(c is None for c in counts) else int(sum(counts)) + 1

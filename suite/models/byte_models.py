@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite.models.nn import Model, Params, _uniform
+from mlo_bench.suite.models.nn import Model, Params, uniform_init
 
 VOCAB = 256
 
@@ -45,9 +45,9 @@ def byte_lm(d: int = 32, layers: int = 2, kernel: int = 3) -> Model:
     def init(rng: np.random.Generator) -> Params:
         out: Params = {"emb": 0.5 * rng.standard_normal((VOCAB, d))}
         for i in range(layers):
-            out[f"c{i}_w"] = _uniform(rng, kernel * d, (kernel * d, d))
+            out[f"c{i}_w"] = uniform_init(rng, kernel * d, (kernel * d, d))
             out[f"c{i}_b"] = np.zeros(d)
-        out["out_w"] = _uniform(rng, d, (d, VOCAB))
+        out["out_w"] = uniform_init(rng, d, (d, VOCAB))
         out["out_b"] = np.zeros(VOCAB)
         return out
 
@@ -72,7 +72,7 @@ def lm_losses(ops: Any, model: Model, theta: dict[str, Any], seqs: Any) -> Any:
 def byte_cnn(e: int = 16, channels: int = 16, kernel: int = 5) -> Model:
     def init(rng: np.random.Generator) -> Params:
         return {"emb": 0.5 * rng.standard_normal((VOCAB, e)),
-                "c_w": _uniform(rng, kernel * e, (kernel * e, channels)), "c_b": np.zeros(channels),
+                "c_w": uniform_init(rng, kernel * e, (kernel * e, channels)), "c_b": np.zeros(channels),
                 "fc_w": np.zeros((channels, 1))}
 
     def apply(ops: Any, params: dict[str, Any], tokens: Any) -> Any:

@@ -37,13 +37,15 @@ class Model:
     apply: Callable[[Any, dict[str, Any], Any], Any]
 
 
-def _uniform(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
+def uniform_init(rng: np.random.Generator, fan_in: int, shape: tuple[int, ...]) -> np.ndarray:
+    """An array of ``shape`` drawn uniformly from ±1/√fan_in (torch's default for linear and conv layers)."""
     bound = 1.0 / np.sqrt(fan_in)
     return rng.uniform(-bound, bound, size=shape)
 
 
 def linear_init(rng: np.random.Generator, fan_in: int, fan_out: int, prefix: str) -> Params:
-    return {f"{prefix}_w": _uniform(rng, fan_in, (fan_in, fan_out)), f"{prefix}_b": _uniform(rng, fan_in, (fan_out,))}
+    return {f"{prefix}_w": uniform_init(rng, fan_in, (fan_in, fan_out)),
+            f"{prefix}_b": uniform_init(rng, fan_in, (fan_out,))}
 
 
 def linear(ops: Any, params: dict[str, Any], prefix: str, x: Any) -> Any:
@@ -87,7 +89,7 @@ def mlp(in_features: int, n_classes: int, hidden: tuple[int, ...] = (32,)) -> Mo
 
 
 def _conv_init_uniform(rng: np.random.Generator, c_out: int, c_in: int, k: int) -> np.ndarray:
-    return _uniform(rng, c_in * k * k, (c_out, c_in, k, k))
+    return uniform_init(rng, c_in * k * k, (c_out, c_in, k, k))
 
 
 def cnn(in_channels: int, size: int, n_classes: int, channels: tuple[int, int] = (8, 16)) -> Model:
@@ -99,8 +101,8 @@ def cnn(in_channels: int, size: int, n_classes: int, channels: tuple[int, int] =
 
     def init(rng: np.random.Generator) -> Params:
         out = {
-            "c1_w": _conv_init_uniform(rng, c1, in_channels, 3), "c1_b": _uniform(rng, in_channels * 9, (c1,)),
-            "c2_w": _conv_init_uniform(rng, c2, c1, 3), "c2_b": _uniform(rng, c1 * 9, (c2,)),
+            "c1_w": _conv_init_uniform(rng, c1, in_channels, 3), "c1_b": uniform_init(rng, in_channels * 9, (c1,)),
+            "c2_w": _conv_init_uniform(rng, c2, c1, 3), "c2_b": uniform_init(rng, c1 * 9, (c2,)),
         }
         out.update(linear_init(rng, flat, n_classes, "fc"))
         return out

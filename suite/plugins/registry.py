@@ -83,12 +83,29 @@ class NoConfig:
         return None
 
 
+def declare_capabilities(role: str, cls: type) -> None:
+    """A backend or method class that does not subclass its contract (:class:`~mlo_bench.suite.contract.Backend`,
+    :class:`~mlo_bench.suite.contract.Method`; e.g. a plugin written before the capabilities were declared there) gets
+    the contract's default for each declared capability it does not set, so that the suite reads every capability as a
+    plain attribute."""
+    from mlo_bench.suite.contract import Backend, Method
+
+    contract = {"backend": Backend, "method": Method}.get(role)
+    if contract is None or issubclass(cls, contract):
+        return
+    for capability in contract.CAPABILITIES:
+        if not hasattr(cls, capability):
+            setattr(cls, capability, contract.__dict__[capability])
+
+
 def register(role: str):
-    """Class decorator: ``@register("task")`` adds the class under its ``name``."""
+    """Class decorator: ``@register("task")`` adds the class under its ``name`` (a backend or method class that does
+    not subclass its contract is first given the contract's capability defaults: :func:`declare_capabilities`)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; expected one of {', '.join(ROLES)}")
 
     def deco(cls: type) -> type:
+        declare_capabilities(role, cls)
         name, here = cls.name, _loading or BUILTIN
         key = (role, name)
         if key in _CLASHES:

@@ -68,7 +68,7 @@ def _chain(plan: Any) -> int:
 
 def materialised(plan: Any) -> bool:
     """Whether the plan's path forms dense d×d matrices: its method or its configured backend ``materialises``."""
-    return bool(getattr(plan.method, "materialises", False) or plan.backend_cls(plan.backend_cfg).materialises)
+    return bool(plan.method.materialises or plan.backend_cls(plan.backend_cfg).materialises)
 
 
 def dense_bytes(plan: Any) -> int | None:
@@ -88,7 +88,7 @@ def over_budget(plan: Any) -> str | None:
         return None
     limit = budget.get("max_d_materialised")
     if limit is not None and d > limit and materialised(plan):
-        what = plan.method.name if getattr(plan.method, "materialises", False) else f"backend {plan.backend_cls.name}"
+        what = plan.method.name if plan.method.materialises else f"backend {plan.backend_cls.name}"
         return (f"over budget: task.d={d} > budget.max_d_materialised={limit} for a materialised path ({what} "
                 "forms d×d matrices: O(d³) time per hypergradient)")
     gib = budget.get("max_dense_gb")

@@ -66,7 +66,7 @@ def refusal(plan: Plan, backend: Any = None) -> str | None:
     here — unlike the check before a job of ``mlo-bench run`` (:mod:`mlo_bench.suite.run.job`), which takes the
     backend's refusal of any method, so the demos record naive × none as unsupported)."""
     adm = admission(plan, backend)
-    return adm.unavailable or (adm.refused if getattr(plan.method, "computes_hypergradient", True) else None)
+    return adm.unavailable or (adm.refused if plan.method.computes_hypergradient else None)
 
 
 def set_up(plan: Plan, backend: Any) -> None:

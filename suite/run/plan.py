@@ -173,23 +173,21 @@ def _check_levels(task_cls: type, task_cfg: Any, config: dict[str, Any]) -> Any:
 
 def cuda_problem(backend_cls: type) -> str | None:
     """Why ``device=cuda`` cannot run on this machine (``None`` when it may): checked before any work, so that a run
-    on a machine without CUDA is one line (exit 2), not a worker's traceback. Backends built on torch (torch, naive)
-    need ``torch.cuda.is_available()``; any other backend at least an NVIDIA device on the machine (its own setup
-    says the rest). Cheap: no CUDA context is created."""
+    on a machine without CUDA is one line (exit 2), not a worker's traceback. A backend that can tell
+    (``Backend.cuda_visible()``: those built on torch) answers for itself; any other needs at least an NVIDIA device on
+    the machine (its own setup says the rest). Cheap: no CUDA context is created."""
     import os
 
+    visible = backend_cls.cuda_visible()
+    if visible is not None:
+        return None if visible else \
+            f"device=cuda: backend {backend_cls.name} sees no CUDA device here; use device=cpu or device=auto"
     try:
         import torch
 
         torch_cuda = bool(torch.cuda.is_available())
     except Exception:  # noqa: BLE001 - torch is a dependency, but a broken install is still a reason
         torch_cuda = False
-    module = getattr(backend_cls, "__module__", "")
-    on_torch = any(c.__module__.endswith("backends.torch") for c in getattr(backend_cls, "__mro__", ()))
-    if on_torch or module.endswith(("backends.torch", "backends.naive")):
-        return None if torch_cuda else \
-            f"device=cuda: backend {backend_cls.name} sees no CUDA device here (torch.cuda.is_available() is False)" \
-            "; use device=cpu or device=auto"
     if torch_cuda or os.path.exists("/dev/nvidiactl") or os.path.exists("/proc/driver/nvidia"):
         return None
     return f"device=cuda: no CUDA device on this machine (backend {backend_cls.name}); use device=cpu or device=auto"
