@@ -13,7 +13,7 @@ from conftest import make_backend, make_task, method_cfg
 from mlo_bench.suite.cli import main as cli_main
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, oracle_state
 from mlo_bench.suite.plugins import registry
-from mlo_bench.suite.report import main as report_main
+from mlo_bench.suite.report.command import main as report_main
 from mlo_bench.suite.report.sections import complexity_fit as complexity
 from mlo_bench.suite.run.records import read_records
 

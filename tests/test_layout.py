@@ -51,7 +51,8 @@ def _type_checking_nodes(tree: ast.AST) -> set[int]:
 
 
 def imports(path: Path, known: set[str]) -> set[str]:
-    """The suite modules ``path`` imports (``from pkg import module`` counts as the module)."""
+    """The suite modules ``path`` imports. ``from pkg import module`` counts as both ``pkg`` and ``pkg.module``:
+    Python runs ``pkg/__init__.py`` before the module, so a package's ``__init__`` must not import back."""
     tree = ast.parse(path.read_text())
     skip = _type_checking_nodes(tree)
     found: set[str] = set()
@@ -66,6 +67,7 @@ def imports(path: Path, known: set[str]) -> set[str]:
         if id(node) in skip:
             continue
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            add(node.module)
             for alias in node.names:
                 add(f"{node.module}.{alias.name}")
         elif isinstance(node, ast.Import):
@@ -80,8 +82,7 @@ def imports(path: Path, known: set[str]) -> set[str]:
 def graph(root: Path = SUITE) -> dict[str, set[str]]:
     mods = modules(root)
     known = set(mods)
-    # a package's own __init__ re-exporting its modules is not a dependency of those modules on the package
-    return {name: {d for d in imports(path, known) if d != name and not name.startswith(d + ".")}
+    return {name: {d for d in imports(path, known) if d != name}
             for name, path in mods.items()}
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import copy
 from pathlib import Path
 
-from mlo_bench.suite.report import main as report_main
+from mlo_bench.suite.report.command import main as report_main
 from mlo_bench.suite.run.compose import compose
 from mlo_bench.suite.run.execute import execute
 from mlo_bench.suite.run.plan import prepare

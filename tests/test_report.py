@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 from mlo_bench.suite.cli import main as cli_main
-from mlo_bench.suite.report import main, specs
+from mlo_bench.suite.report import specs
+from mlo_bench.suite.report.command import main
 from mlo_bench.suite.report import verdicts as V
 from mlo_bench.suite.report.sections import claims
 from mlo_bench.suite.report.stats import loglog_slope, ratio_interval

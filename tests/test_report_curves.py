@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from mlo_bench.suite.report import main, specs
+from mlo_bench.suite.report import specs
+from mlo_bench.suite.report.command import main
 from mlo_bench.suite.report.sections import curves
 from mlo_bench.suite.run.execute import trace_csv
 from mlo_bench.suite.run.records import commit_run, read_records

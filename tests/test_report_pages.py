@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from mlo_bench.suite.plugins import registry
-from mlo_bench.suite.report import main
+from mlo_bench.suite.report.command import main
 from mlo_bench.suite.run.records import commit_run, read_records
 from mlo_bench.tasks._template_paper import TemplateTaskWithPaper
 

@@ -151,7 +151,7 @@ def cmd_verify(args: list[str]) -> int:
 
 
 def cmd_report(args: list[str]) -> int:
-    from mlo_bench.suite.report import main as report_main
+    from mlo_bench.suite.report.command import main as report_main
 
     return report_main(args)
 
