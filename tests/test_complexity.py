@@ -107,8 +107,8 @@ def test_jax_counts_of_the_same_order_and_every_loop_iteration(torch64):
             counts[k] = jax_backend.count_flops(fn, args)
             tfn, targs = _hyper(torch64, 64, 2, "cg", iterations=k)
             ratio = counts[k] / torch64.count_flops(tfn, targs)
-            # XLA keeps no dead forward products (2 mv per forward-over-reverse HVP instead of torch's 5) and counts
-            # elementwise work: same order, not the same number
+            # jax traces no dead forward products (2 mv per forward-over-reverse HVP instead of torch's 5) and XLA
+            # counts elementwise work: same order, not the same number
             assert 0.2 < ratio < 1.5, (k, ratio)
         # loops are counted per iteration (XLA's cost analysis alone counts a while body once): linear in K
         step = counts[6] - counts[3]

@@ -155,6 +155,12 @@ class Backend(ABC):
         backend cannot count it."""
         return None
 
+    def compiled_live_bytes(self, compiled: Callable[..., Any]) -> int | None:
+        """:meth:`live_peak_bytes` read off a function this backend's :meth:`compile` returned, without running or
+        compiling anything again; ``None`` (the default) when the backend cannot, and the harness counts it with
+        :meth:`live_peak_bytes` on the uncompiled function."""
+        return None
+
     def count_flops(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> int | None:
         """Floating-point operations of one call ``fn(*args)``, counted by the framework (not timed); ``None`` when
         the backend cannot count them."""

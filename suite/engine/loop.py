@@ -32,7 +32,7 @@ from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
 from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
 from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
-from mlo_bench.suite.measure.instruments import PhaseTimer
+from mlo_bench.suite.measure.instruments import PhaseTimer, Stages
 from mlo_bench.suite.run.plan import Plan, take_task
 from mlo_bench.suite.run.progress import RunProgress
 
@@ -56,8 +56,9 @@ def _scalars(values: dict[str, Any]) -> dict[str, float]:
 class Run:
     """One run's state while it trains: the task, its levels and every compiled function."""
 
-    def __init__(self, plan: Plan, backend: Any) -> None:
+    def __init__(self, plan: Plan, backend: Any, stages: Stages | None = None) -> None:
         self.plan, self.backend, ops = plan, backend, backend.ops
+        self.stages = stages if stages is not None else Stages()  #: wall seconds per stage (the profile's)
         self.task = task = take_task(plan)
         reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
         if reason:
@@ -91,7 +92,7 @@ class Run:
 
     def compile(self, params, states, mstate, metrics: dict[str, Any]) -> None:
         """Compile every function of the loop on outer step 0's arguments (compile time apart), and count, untimed,
-        the FLOPs of one hypergradient and the peak bytes alive during one outer step."""
+        the FLOPs of one hypergradient (the peak bytes: :meth:`count_bytes`)."""
         b = self.backend
         compile_s, metrics["flops_select"] = self.batches.compile(params)
         rounds0, _ = self.batches.rounds(0, params)
@@ -117,19 +118,33 @@ class Run:
                 p1, _, pull = self.forward(params, states, rounds)
                 return self.backward(pull, p1, top_batch)
 
-            metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
+            with self.stages("count_flops"):
+                metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
         elif self.trains_upper:
             hyper_c, s = b.compile(self.hyper_fn, (params, states, hb0, mstate))
             compile_s += s
             hg0 = hyper_c(params, states, hb0, mstate)[0]
-            metrics["flops_hypergrad"] = b.count_flops(self.hyper_fn, (params, states, hb0, mstate))
+            with self.stages("count_flops"):
+                metrics["flops_hypergrad"] = b.count_flops(self.hyper_fn, (params, states, hb0, mstate))
         if hg0 is not None:
             outer_c, s = b.compile(self.outer_fn, (params[self.top], states[self.top], hg0))
             compile_s += s
         self.compiled = Phases(self.inner, outer_c, hyper_c, forward_c, backward_c)
         self.loss_c, s = b.compile(self.loss_fn, (params, top0))
         metrics["compile_s"] = compile_s + s
-        metrics["peak_live_bytes"] = b.live_peak_bytes(self.one_step, (params, states, rounds0, top0, mstate))
+
+    def count_bytes(self, params, states, mstate, fused: Fused | None) -> int | None:
+        """``peak_live_bytes``: peak bytes alive during one outer step, untimed — read off the fused step the loop
+        runs where the backend can (``Backend.compiled_live_bytes``: jax's memory analysis of that program, which
+        then counts every level's new parameters and optimizer states among its outputs), else counted on the
+        uncompiled step (:meth:`one_step`; on jax one more compile, 45 s of the main job's 553 s cold)."""
+        with self.stages("count_bytes"):
+            live = self.backend.compiled_live_bytes(fused.fn) if fused is not None else None
+            if live is None:
+                rounds0, _ = self.batches.rounds(0, params)
+                live = self.backend.live_peak_bytes(self.one_step, (params, states, rounds0, self.batches.top(0),
+                                                                    mstate))
+            return live
 
     def one_step(self, params, states, rounds, top_batch, mstate):
         """One outer step, uncompiled (what ``peak_live_bytes`` is counted on); returns the top level's new parameters
@@ -163,31 +178,41 @@ class Run:
         return params, states
 
 
-def start(plan: Plan, backend: Any, metrics: dict[str, Any]) -> tuple[Run, Fused | None, tuple]:
+def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | None = None
+          ) -> tuple[Run, Fused | None, tuple]:
     """A run ready to take its first step, on a backend set up: ``(run, fused, (params, states, mstate))`` — the run
     built (the task, its levels, every function), its initial state, everything compiled (``compile_s``, the counted
     FLOPs and peak bytes, the compile cache's counts and ``inner_step_evals`` into ``metrics``) and the step chosen:
-    ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``."""
-    run = Run(plan, backend)
-    ops = backend.ops
-    params = backend.tree_asarray(run.init)
-    states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
-    mstate = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params) if run.trains_upper else {}
-    run.compile(params, states, mstate, metrics)
-    fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
-    if fused is not None:
-        metrics["compile_s"] += fused.compile(params, states, mstate)
+    ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``. ``stages`` (when
+    given) gets the wall seconds of ``build`` and ``compile`` (counting apart: ``count_flops``, ``count_bytes``)."""
+    stages = stages if stages is not None else Stages()
+    with stages("build"):
+        run = Run(plan, backend, stages)
+        ops = backend.ops
+        params = backend.tree_asarray(run.init)
+        states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
+        mstate = (init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
+                  if run.trains_upper else {})
+    with stages("compile"):
+        run.compile(params, states, mstate, metrics)
+        fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
+        if fused is not None:
+            metrics["compile_s"] += fused.compile(params, states, mstate)
+    metrics["peak_live_bytes"] = run.count_bytes(params, states, mstate, fused)
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     return run, fused, (params, states, mstate)
 
 
 def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[str, Any]],
-          capture: dict[str, Any] | None = None) -> None:
+          capture: dict[str, Any] | None = None, stages: Stages | None = None) -> None:
     """The measured work. Fills ``metrics`` and ``trace`` (one dict per logged step) as it goes, so a failure keeps
     what was measured, and ``capture`` (when given) with ``first_hypergrad`` (the hypergradient of outer step 1, as
-    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy."""
-    run, fused, (params, states, mstate) = start(plan, backend, metrics)
+    training used it; ``None`` for ``method=none``), ``params`` and ``method_state`` after the last step, as numpy.
+    ``stages`` (when given) gets each stage's wall seconds: :func:`start`'s, ``train`` (the loop), and after it
+    ``sample_phases``, ``floor``, ``task_metrics``, ``evaluate`` and ``hypergrad_check``."""
+    stages = stages if stages is not None else Stages()
+    run, fused, (params, states, mstate) = start(plan, backend, metrics, stages)
     step = fused.step if fused is not None else run.step
     loss0 = abs(float(backend.to_numpy(run.loss_c(params, run.batches.top(0)))))
 
@@ -237,10 +262,12 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
             metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
+        stages.add("train", time.perf_counter() - start_s)
 
     if fused is not None:  # the phases' times from a separate sampled pass (engine/compiled_step.py), off the clock
         sampled = PhaseTimer(backend.block)
-        fused.sample_phases(params, states, mstate, sampled, plan.steps)
+        with stages("sample_phases"):
+            fused.sample_phases(params, states, mstate, sampled, plan.steps)
         metrics.update({f"time_{p}_s": sampled.median(p) for p in ("inner", "hypergrad", "outer")
                         if p in sampled.samples})
         metrics["phase_timing"] = "sampled"
@@ -250,11 +277,15 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         capture["method_state"] = backend.tree_to_numpy(mstate)
     hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
     # one hypergradient's and one lower-level gradient's time, in interleaved pairs, outside the clock
-    metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
-    metrics.update(run.task.metrics(backend, params))
-    _post_training(run, backend, params, metrics)
+    with stages("floor"):
+        metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
+    with stages("task_metrics"):
+        metrics.update(run.task.metrics(backend, params))
+    with stages("evaluate"):
+        _post_training(run, backend, params, metrics)
     if plan.hypergrad_check and run.trains_upper:
-        metrics.update(hypergrad_check(run, backend, params, states, hb))
+        with stages("hypergrad_check"):
+            metrics.update(hypergrad_check(run, backend, params, states, hb))
 
 
 def _post_training(run: Run, backend: Any, params: dict[str, Any], metrics: dict[str, Any]) -> None:
@@ -284,13 +315,28 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
     oracle = task.oracle()
     if oracle is not None:
         probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
-        check_c = backend.compile(run.check_fn, (probe, probe_states, batches))[0]
-        h = backend.tree_to_numpy(check_c(probe, probe_states, batches))
+        h = backend.tree_to_numpy(_single_edge(run, backend, probe, probe_states, batches))
         return hypergrad_errors(h, oracle.hypergradient(run.init[run.top]))
     if not task.exact_reference():
         return {}
     cfg = registry.make_config("method", "exact", {})
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
     ref = backend.tree_to_numpy(backend.compile(reference, (params, states, last))[0](params, states, last))
-    h = backend.tree_to_numpy(backend.compile(run.check_fn, (params, states, last))[0](params, states, last))
+    h = backend.tree_to_numpy(_single_edge(run, backend, params, states, last))
     return hypergrad_errors(h, ref)
+
+
+def _single_edge(run: Run, backend: Any, params, states, batches) -> Any:
+    """The method's single-edge hypergradient (``run.check_fn``) at this state: for a stateless method that does not
+    unroll it is the function the loop compiled (``run.compiled.hyper`` with the empty state), so it is called, not
+    compiled again (on jax one compile fewer per run; a cold one is 0.3–1.5 s on the demos); otherwise, or where these
+    arguments do not fit that program (another structure), ``check_fn`` compiled here."""
+    from mlo_bench.suite.engine.hypergradient import is_stateful
+
+    hyper = run.compiled.hyper if run.compiled is not None else None
+    if hyper is not None and not is_stateful(backend, run.plan.method):
+        try:
+            return hyper(params, states, batches, {})[0]
+        except (TypeError, ValueError):  # a program compiled for other shapes or structure
+            pass
+    return backend.compile(run.check_fn, (params, states, batches))[0](params, states, batches)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 _STATUS = "/proc/self/status"
@@ -70,3 +71,25 @@ class PhaseTimer:
         if skip_warmup and len(xs) > 1:
             xs = xs[1:]
         return statistics.median(xs) if xs else None
+
+
+class Stages:
+    """Wall seconds per stage of one run (set-up, compile, training, each measurement after it, the record's
+    commit), accumulated by ``with stages("floor"): ...``; ``seconds`` is the ``{stage: s}`` dict a record keeps
+    in ``provenance.stages_s`` and the main job's profile (``benchmarks/profile_main_job.py``) reads. Stages may
+    nest (``count_flops`` inside ``compile``); nothing is synchronised here: a stage that ends in a backend call
+    blocks on its result itself."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def __call__(self, name: str) -> Iterator[None]:
+        tick = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.add(name, time.perf_counter() - tick)
+
+    def add(self, name: str, seconds: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + seconds

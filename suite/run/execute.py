@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import time
 import traceback
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ import numpy as np
 from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
 from mlo_bench.suite.measure import provenance, threads
+from mlo_bench.suite.measure.instruments import Stages
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
 
@@ -133,8 +135,10 @@ def npz_bytes(tree: dict[str, Any]) -> bytes:
 
 
 def commit(plan: Plan, record: dict[str, Any], started: str, backend: Any = None, trace: list[dict] = (),
-           first_hypergrad: dict[str, Any] | None = None) -> dict:
-    """Fill provenance, drop non-finite numbers, and write the record atomically; returns it with ``_path``."""
+           first_hypergrad: dict[str, Any] | None = None, stages: Stages | None = None) -> dict:
+    """Fill provenance (with ``stages_s``, the run's wall seconds per stage, when ``stages`` is given), drop
+    non-finite numbers, and write the record atomically; returns it with ``_path``."""
+    tick = time.perf_counter()
     metrics = record["metrics"]
     metrics.setdefault("outer_loss", None)
     for key, value in list(metrics.items()):
@@ -142,6 +146,9 @@ def commit(plan: Plan, record: dict[str, Any], started: str, backend: Any = None
             metrics[key] = None  # JSON has no NaN; the status says what happened
     record["provenance"] = provenance.collect(backend.versions() if backend and hasattr(backend, "ops") else {})
     record["provenance"].update({"start": started, "end": provenance.now(), "device": getattr(backend, "device", None)})
+    if stages is not None:
+        stages.add("commit", time.perf_counter() - tick)  # all of it but the write itself
+        record["provenance"]["stages_s"] = {k: round(v, 4) for k, v in stages.seconds.items()}
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     run_id = f"{stamp}-{record['task']}-{record['backend']}-{record['method']}-s{plan.seed}-{record['config_hash'][:8]}"
     files: dict[str, str | bytes] = {"trace.csv": trace_csv(trace)}
@@ -157,7 +164,9 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     ``capture``, when given, is filled as :func:`train` describes."""
     started = provenance.now()
     provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
-    provenance.set_threads(threads.apply(plan.threads))  # before the backend is set up
+    stages = Stages()
+    with stages("setup"):  # threads first: it imports the frameworks it pins, before the backend is set up
+        provenance.set_threads(threads.apply(plan.threads))
     backend_cls = plan.backend_cls
     record = new_record(plan)
     metrics: dict[str, Any] = record["metrics"]
@@ -165,10 +174,11 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     capture = {} if capture is None else capture
     backend = None
     try:
-        backend = backend_cls(plan.backend_cfg)
-        set_up(plan, backend)
+        with stages("setup"):
+            backend = backend_cls(plan.backend_cfg)
+            set_up(plan, backend)
         try:
-            train(plan, backend, metrics, trace, capture)
+            train(plan, backend, metrics, trace, capture, stages)
         finally:
             backend.teardown()
     except (Unsupported, Unavailable) as exc:
@@ -182,4 +192,4 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
         else:
             record["status"], record["reason"] = "error", f"{type(exc).__name__}: {exc}"
             record["traceback"] = traceback.format_exc()
-    return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"))
+    return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"), stages)
