@@ -16,8 +16,8 @@ import pytest
 
 from mlo_bench.suite.cli import main as cli_main
 from mlo_bench.suite.report import specs
-from mlo_bench.suite.report.command import main
 from mlo_bench.suite.report import verdicts as V
+from mlo_bench.suite.report.command import main
 from mlo_bench.suite.report.sections import claims
 from mlo_bench.suite.report.stats import loglog_slope, ratio_interval
 from mlo_bench.suite.report.tidy import ID_COLUMNS, tidy
