@@ -120,8 +120,14 @@ def test_runs_timed_under_load_are_flagged(tmp_path):
 CHECK = """<script>window.addEventListener("load", () => {
   const imgs = Array.from(document.images);
   const ok = imgs.filter(i => i.complete && i.naturalWidth > 0).length;
+  const box = el => { if (!el) return "none"; const r = el.getBoundingClientRect();
+    return `${Math.round(r.left)},${Math.round(r.top)},${Math.round(r.right)},${Math.round(r.bottom)}`; };
+  const fig = document.querySelector(".cards .card img");
+  const line = document.querySelector(".cards .card li");
   const out = document.createElement("div"); out.id = "imgcheck";
-  out.textContent = `images ${ok}/${imgs.length} tables ${document.querySelectorAll("table").length}`;
+  out.textContent = `images ${ok}/${imgs.length} tables ${document.querySelectorAll("table").length} ` +
+    `view ${window.innerWidth}x${window.innerHeight} figure ${box(fig)} sentence ${box(line)} ` +
+    `open ${document.querySelectorAll("details[open]").length} folds ${document.querySelectorAll("details").length}`;
   document.body.appendChild(out);
 });</script>"""
 
@@ -130,9 +136,24 @@ def _chromium() -> str | None:
     return next((p for p in (shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome")) if p), None)
 
 
+def _timed_records() -> list[dict]:
+    """Two eager combinations and one compiled one of equal quality: the compiled one steps 3× faster but compiles
+    for 2 s, so at 300 steps the eager torch × darts is done first and jax × darts overtakes from 1,000 steps."""
+    out = []
+    for backend, method, step, compile_s, acc in (("torch", "darts", 3e-3, 0.0, 0.700), ("torch", "cg", 4e-3, 0.0,
+                                                   0.702), ("jax", "darts", 1e-3, 2.0, 0.701)):
+        for seed in range(2):
+            out.append(_record("mwn", backend, method, seed, {
+                "test_accuracy": acc + 0.001 * seed, "per_class_accuracy": [0.9, 0.5, 0.1], "noisy_labels": 3,
+                "peak_live_bytes": 1e5 * (1 + seed + (method == "cg")), "hypergrad_rel_error": 0.1,
+                "time_step_s": step, "compile_s": compile_s, "steps_done": 300, "time_total_s": 300 * step},
+                imbalance_factor=100.0, reweight=True, dataset="digits"))
+    return out
+
+
 @pytest.mark.skipif(_chromium() is None, reason="headless Chromium not installed (apt-get install chromium)")
-def test_report_html_renders_in_headless_chromium_with_its_figures(tmp_path):
-    results = _commit(tmp_path / "r", _mwn_records(np.random.default_rng(0)))
+def test_report_html_first_screen_is_the_figure_and_the_sentences_in_headless_chromium(tmp_path):
+    results = _commit(tmp_path / "r", _timed_records())
     out = tmp_path / "out"
     assert main([str(results), "--out", str(out)]) == 0
     html = (out / "report.html").read_text()
@@ -140,22 +161,35 @@ def test_report_html_renders_in_headless_chromium_with_its_figures(tmp_path):
     assert n_images >= 2
     page = tmp_path / "page.html"
     page.write_text(html.replace("</body>", CHECK + "</body>"))
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars"]
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--hide-scrollbars",
+             "--window-size=1400,900"]
     dom = subprocess.run([_chromium(), *flags, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120)
-    found = re.search(r'id="imgcheck">images (\d+)/(\d+) tables (\d+)<', dom.stdout)
+    found = re.search(r'id="imgcheck">images (\d+)/(\d+) tables (\d+) view (\d+)x(\d+) figure (\S+) sentence '
+                      r'(\S+) open (\d+) folds (\d+)<', dom.stdout)
     assert found, dom.stderr[-2000:]
-    ok, total, tables = map(int, found.groups())
+    ok, total, tables, width, height = map(int, found.groups()[:5])
     assert ok == total == n_images, "every embedded figure decodes in the browser"
     assert tables >= 3 and "Which one should I use?" in dom.stdout
+    assert width == 1400 and 700 <= height <= 900, (width, height)
+    fig_box, line_box = (tuple(map(int, b.split(","))) for b in found.groups()[5:7])
+    for name, (left, top, right, bottom) in (("figure", fig_box), ("sentence", line_box)):
+        assert 0 <= left < right <= width and 0 <= top < bottom <= height, f"the {name} is off the first screen"
+    assert fig_box[3] <= line_box[1], "the sentence is under its figure"
+    assert int(found.group(8)) == 0 < int(found.group(9)), "the dumps are folded, none open"
+    first = re.search(r'<div class="card">.*?</div>', dom.stdout, re.S).group(0)
+    assert "<img " in first and "overview-mwn" not in first  # embedded, not linked
+    sentence = re.sub(r"<[^>]+>", "", re.search(r"<li>(.*?)</li>", first, re.S).group(1))
+    assert "torch × darts" in sentence and "to a result" in sentence and "900 ms" in sentence, sentence
+    assert "jax × darts" in sentence and "1,000 steps" in sentence, "the compiled engine's crossover, computed"
     shot = tmp_path / "shot.png"
-    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", "--window-size=1280,1600",
-                    (out / "report.html").as_uri()], capture_output=True, timeout=120)
+    subprocess.run([_chromium(), *flags, f"--screenshot={shot}", (out / "report.html").as_uri()],
+                   capture_output=True, timeout=120)
     from PIL import Image
 
     with Image.open(shot) as img:
         pixels = np.asarray(img.convert("L"))
-    assert pixels.shape == (1600, 1280) and pixels.std() > 5, "the page rendered content, not a blank screen"
+    assert pixels.shape == (900, 1400) and pixels.std() > 5, "the page rendered content, not a blank screen"
 
 
 def test_pareto_front_and_the_computed_sentence():
@@ -168,5 +202,5 @@ def test_pareto_front_and_the_computed_sentence():
     mark_pareto(rows, {"quality": "higher", "time": "lower", "memory": "lower"})
     assert [r.pareto for r in rows] == [True, True, False, True]
     line = sentence("t", "setting A", rows, "test_accuracy", "higher")
-    assert "**jax × darts** is fastest" in line and "within 1% of the best `test_accuracy`" in line
+    assert "**jax × darts** is the fastest per outer step" in line and "within 1% of the best `test_accuracy`" in line
     assert "torch × cg" in line, "the best one is named beside the pick"

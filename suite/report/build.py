@@ -1,7 +1,7 @@
 """Assemble the report: read the records, write the tidy tables, make the :class:`~.sections.Context`, call each
-part of :data:`PARTS` in order (the report is their sections, in that order: the contract is
-:mod:`mlo_bench.suite.report.sections`), remove figures of an earlier report that no part redrew, and render the
-document as Markdown and as one self-contained HTML file."""
+part of :data:`PARTS` in order (the report is their sections, in that order, those of :data:`FOLDED` folded: the
+contract is :mod:`mlo_bench.suite.report.sections`), remove figures of an earlier report that no part redrew, and
+render the document as Markdown and as one self-contained HTML file."""
 
 from __future__ import annotations
 
@@ -34,6 +34,7 @@ from mlo_bench.suite.report.sections import (
     engines,
     failures,
     floor,
+    overview,
     papers,
     summary,
     tables,
@@ -44,8 +45,13 @@ from mlo_bench.suite.report.tidy import tidy, wide
 from mlo_bench.suite.run.records import iter_record_paths, read_records, write_atomic, write_text_atomic
 
 #: the report, part by part, in order
-PARTS: tuple[Part, ...] = (summary.part, choice.part, tasks.part, bench.part, complexity.part, engines.part,
-                           floor.part, papers.part, curves.part, claims.part, timing.part, failures.part, about.part)
+PARTS: tuple[Part, ...] = (overview.part, summary.part, choice.part, tasks.part, bench.part, complexity.part,
+                           engines.part, floor.part, papers.part, curves.part, claims.part, timing.part, failures.part,
+                           about.part)
+#: the parts whose sections are folded (:attr:`~.render.doc.Section.folded`: heading and first paragraph in view, the
+#: rest behind ``<details>``): the report leads with the answer (``overview``) and the summary, and keeps the dumps
+#: — every setting's full table, the long lists — one click away
+FOLDED: tuple[Part, ...] = tuple(p for p in PARTS if p not in (overview.part, summary.part))
 
 
 class InputError(ValueError):
@@ -121,6 +127,8 @@ def build(paths: list[Path], out: Path, bench_files: list[Path], draw: bool = Tr
     facts = Facts(choices=[], claims=Counter(), complexity=None, bench=0, loaded=0)  # where no part gives one
     for part in PARTS:
         got = part(ctx)
+        for sec in got.sections:
+            sec.folded = sec.folded or part in FOLDED
         doc.sections.extend(got.sections)
         written.extend(got.figures)
         facts.update(got.facts)

@@ -7,7 +7,7 @@ import base64
 import html
 import re
 
-from mlo_bench.suite.report.render.doc import Bullets, Document, Figure, Para, Section, Table
+from mlo_bench.suite.report.render.doc import Bullets, Cards, Details, Document, Figure, Para, Section, Table
 
 CSS = """
 :root { --fg:#1d2330; --muted:#667085; --line:#d9dee7; --head:#f3f5f9; --accent:#2f5fb3;
@@ -38,6 +38,14 @@ figure { margin: 12px 0 20px; }
 figure img { max-width: 100%; height: auto; border: 1px solid var(--line); border-radius: 4px; }
 figcaption { color: var(--muted); font-size: 12.5px; }
 ul { margin: 6px 0; padding-left: 22px; }
+details { margin: 6px 0 10px; }
+details > summary { cursor: pointer; color: var(--accent); }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(430px, 1fr)); gap: 8px 16px; }
+.card { min-width: 0; }
+.card figure { margin: 4px 0 2px; }
+.card figure img { width: 100%; max-width: 520px; }
+.card figcaption { display: none; }
+.card p, .card li { font-size: 13px; line-height: 1.4; margin: 2px 0; }
 """
 
 
@@ -76,19 +84,29 @@ def figure(f: Figure) -> str:
             f"<figcaption>{inline(f.caption)}</figcaption></figure>")
 
 
+def block(b) -> str:
+    if isinstance(b, Para):
+        return f"<p>{inline(b.text)}</p>"
+    if isinstance(b, Bullets):
+        return "<ul>" + "".join(f"<li>{inline(i)}</li>" for i in b.items) + "</ul>"
+    if isinstance(b, Table):
+        return table(b)
+    if isinstance(b, Figure):
+        return figure(b)
+    if isinstance(b, Details):
+        inner = "\n".join(block(x) for x in b.blocks)
+        return f"<details><summary>{inline(b.summary)}</summary>\n{inner}\n</details>"
+    if isinstance(b, Cards):
+        cards = "".join('<div class="card">' + "\n".join(block(x) for x in c) + "</div>" for c in b.cards)
+        return f'<div class="cards">{cards}</div>'
+    return ""
+
+
 def _section(section: Section) -> str:
     tag = f"h{min(max(section.level, 2), 4)}"
     parts = [f'<{tag} id="{section.anchor}">{inline(section.title)}</{tag}>']
-    for block in section.blocks:
-        if isinstance(block, Para):
-            parts.append(f"<p>{inline(block.text)}</p>")
-        elif isinstance(block, Bullets):
-            parts.append("<ul>" + "".join(f"<li>{inline(i)}</li>" for i in block.items) + "</ul>")
-        elif isinstance(block, Table):
-            parts.append(table(block))
-        elif isinstance(block, Figure):
-            parts.append(figure(block))
-    return "\n".join(parts)
+    parts += [block(b) for b in section.shown()]
+    return "\n".join(p for p in parts if p)
 
 
 def render(doc: Document) -> str:

@@ -1,11 +1,12 @@
-"""The Markdown writer (GitHub-flavoured tables; figures linked by relative path)."""
+"""The Markdown writer (GitHub-flavoured tables; figures linked by relative path; folds as ``<details>``, which GitHub
+renders, with blank lines around their Markdown)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
 
-from mlo_bench.suite.report.render.doc import Bullets, Document, Figure, Para, Section, Table
+from mlo_bench.suite.report.render.doc import Bullets, Cards, Details, Document, Figure, Para, Section, Table
 
 
 def _escape_cell(text: str) -> str:
@@ -37,16 +38,25 @@ def render(doc: Document, out_dir: Path) -> str:
     return "\n\n".join(p for p in parts if p) + "\n"
 
 
+def block(b, out_dir: Path) -> str:
+    if isinstance(b, Para):
+        return b.text
+    if isinstance(b, Bullets):
+        return "\n".join(f"- {item}" for item in b.items)
+    if isinstance(b, Table):
+        return table(b)
+    if isinstance(b, Figure):
+        rel = Path(os.path.relpath(b.path, out_dir)).as_posix()
+        return f"![{b.caption}]({rel})\n\n*{b.caption}*"
+    if isinstance(b, Details):
+        inner = "\n\n".join(x for x in (block(x, out_dir) for x in b.blocks) if x)
+        return f"<details><summary>{b.summary}</summary>\n\n{inner}\n\n</details>"
+    if isinstance(b, Cards):
+        return "\n\n".join(x for c in b.cards for x in (block(y, out_dir) for y in c) if x)
+    return ""
+
+
 def _section(section: Section, out_dir: Path) -> str:
     parts = [f'<a id="{section.anchor}"></a>\n\n{"#" * section.level} {section.title}']
-    for block in section.blocks:
-        if isinstance(block, Para):
-            parts.append(block.text)
-        elif isinstance(block, Bullets):
-            parts.append("\n".join(f"- {item}" for item in block.items))
-        elif isinstance(block, Table):
-            parts.append(table(block))
-        elif isinstance(block, Figure):
-            rel = Path(os.path.relpath(block.path, out_dir)).as_posix()
-            parts.append(f"![{block.caption}]({rel})\n\n*{block.caption}*")
+    parts += [block(b, out_dir) for b in section.shown()]
     return "\n\n".join(p for p in parts if p)

@@ -10,12 +10,13 @@ report) and its figures into ``ctx.figures``, and draws none when that is ``None
 :mod:`mlo_bench.suite.report.build` makes the context and assembles the report from its ordered list of parts
 (``build.PARTS``): the report is their sections, in that order.
 
-Parts, in report order: ``summary``, ``choice`` ("which one should I use"), ``tasks`` (each task's settings and
-size scaling), ``bench`` (pytest-benchmark), ``complexity`` (the O(d²)/O(d³) size sweep), ``engines`` (peer engines
-side by side), ``floor``, ``papers`` (declared paper tables), ``curves`` (trace metrics), ``claims``, ``timing``,
-``failures`` (runs that did not end ok) and ``about`` (how to read the report). The other modules here are their
-helpers: ``tables`` (settings, comparison tables, coverage), ``complexity_fit`` and ``complexity_gap`` (the fit and
-the wall-time/FLOP gap) and ``paper_figures`` (a paper table's figure).
+Parts, in report order: ``overview`` (the answer first: per task its quality-versus-cost figure and the choice
+sentences), ``summary``, ``choice`` ("which one should I use": every combination's numbers), ``tasks`` (each task's
+settings and size scaling), ``bench`` (pytest-benchmark), ``complexity`` (the O(d²)/O(d³) size sweep),
+``engines`` (peer engines side by side), ``floor``, ``papers`` (declared paper tables), ``curves`` (trace
+metrics), ``claims``, ``timing``, ``failures`` (runs that did not end ok) and ``about`` (how to read the report). The
+other modules here are their helpers: ``tables`` (settings, comparison tables, coverage), ``complexity_fit`` and
+``complexity_gap`` (the fit and the wall-time/FLOP gap) and ``paper_figures`` (a paper table's figure).
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from mlo_bench.suite.report.render.doc import Figure, Section
+from mlo_bench.suite.report.render.doc import Cards, Details, Figure, Section
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,5 +91,18 @@ Part = Callable[[Context], Rendered]
 def rendered(*sections: Section | None, facts: Facts | None = None) -> Rendered:
     """The usual result: ``sections`` (``None`` left out) and, as the figures written, the ones they show."""
     kept = [s for s in sections if s is not None]
-    shown = [b.path for s in kept for b in s.blocks if isinstance(b, Figure)]
+    shown = [f.path for s in kept for f in figures_in(s.blocks)]
     return Rendered(kept, shown, facts or Facts())
+
+
+def figures_in(blocks: list) -> list[Figure]:
+    """Every figure among ``blocks``, folded (:class:`Details`) or in :class:`Cards` included, in order."""
+    out = []
+    for b in blocks:
+        if isinstance(b, Figure):
+            out.append(b)
+        elif isinstance(b, Details):
+            out += figures_in(b.blocks)
+        elif isinstance(b, Cards):
+            out += [f for card in b.cards for f in figures_in(card)]
+    return out

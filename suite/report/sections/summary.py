@@ -1,15 +1,15 @@
-"""The report's summary: how many runs and how they ended (per task × backend), the corrupt record files skipped,
-the "which one should I use" sentences (the ``choice`` part's, computed again from the same settings), how many runs
-were timed under load, the partial sweeps (settings with gaps, each linked), why figures were skipped, and the
-provenance: the machines, code and software the records came from."""
+"""The report's summary: how many runs and how they ended (per task × backend, folded), the corrupt record files
+skipped, how many runs were timed under load, the partial sweeps (settings with gaps, each linked; folded), why
+figures were skipped, and the provenance: the machines, code and software the records came from (folded). The
+"which one should I use" sentences lead the report, in the ``overview`` part before this one."""
 
 from __future__ import annotations
 
 from collections import Counter
 from typing import Any
 
-from mlo_bench.suite.report.render.doc import Bullets, Para, Section
-from mlo_bench.suite.report.sections import Context, Rendered, choice, tables, tasks, timing
+from mlo_bench.suite.report.render.doc import Bullets, Details, Para, Section
+from mlo_bench.suite.report.sections import Context, Rendered, tables, tasks, timing
 
 
 def provenance(records: list[dict[str, Any]]) -> list[str]:
@@ -43,20 +43,16 @@ def part(ctx: Context) -> Rendered:
                     "[Runs that did not end ok](#runs-that-did-not-end-ok)" if not_ok else "")
                  + (f"; **{len(ctx.corrupt)} corrupt record file(s) skipped** (listed below)"
                     if ctx.corrupt else "") + "."))
-    sec.add(tables.counts_table(w))
+    sec.add(Details("runs per task × backend, by status", [tables.counts_table(w)]))
     sec.add(*tables.corrupt_block(ctx.corrupt))
-    _, sentences = choice.section(ctx.settings)
-    if sentences:
-        sec.add(Para("**Which one should I use** (details in [the next section](#choice)):"),
-                Bullets([x[0].upper() + x[1:] + "." for x in sentences]))
     sec.add(Para(timing.summary_line(w)))
     partial = tasks.partial_lines(ctx.settings)
     if partial:
-        sec.add(Para("**Partial sweeps** (combinations with fewer seeds than others, absent or failed):"),
-                Bullets(partial))
+        sec.add(Details(f"partial sweeps: {len(partial)} setting(s) with combinations with fewer seeds than others, "
+                        "absent or failed", [Bullets(partial)]))
     else:
         sec.add(Para("Every combination of every setting ran the same seeds and ended ok."))
     if ctx.why_no_figures:
         sec.add(Para(f"Figures skipped: {ctx.why_no_figures}."))
-    sec.add(Para("Provenance:"), Bullets(provenance(ctx.records)))
+    sec.add(Details("provenance: machines, code, software", [Bullets(provenance(ctx.records))]))
     return Rendered([sec])
