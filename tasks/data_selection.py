@@ -165,6 +165,12 @@ class DSConfig:
             raise ValueError("task.finetune_steps, task.exact_max_params and task.specific_bytes must be >= 0")
         for key in ("lower", "upper", "finetune"):
             getattr(self, key).validate(f"task.{key}")
+        # the data's pre-check: the files' content, or the domain among this Python's packages (cached: read once)
+        if self.data == "files":
+            for key in ("generic", "specific"):
+                text.corpus_documents(getattr(self, key), f"task.{key}", self.seq_len + 1)
+        else:
+            text.check_domain(self.domain, text.stdlib_corpus())
 
 
 def _split(n: int, fraction: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -216,8 +222,7 @@ class DataSelection(ExactBudget, Task):
     # ---- data ---------------------------------------------------------------------------------------------------
     def _load_stdlib(self, cfg: DSConfig, seed: int, length: int) -> None:
         corpus = text.stdlib_corpus()
-        if cfg.domain not in corpus:
-            raise ValueError(f"task.domain must be one of {', '.join(sorted(corpus))} (got {cfg.domain!r})")
+        text.check_domain(cfg.domain, corpus)
         gen, gen_test, is_spec, used = [], [], [], {}
         spec = spec_test = None
         for domain in sorted(corpus):
@@ -261,12 +266,7 @@ class DataSelection(ExactBudget, Task):
     def _load_files(self, cfg: DSConfig, seed: int, length: int) -> None:
         splits = {}
         for key, path, tag in (("task.generic", cfg.generic, 1), ("task.specific", cfg.specific, 2)):
-            docs = text.load_documents(path, key)
-            text.check_length(docs, length, key, path)
-            docs = [d for d in docs if len(d) >= length]
-            if len(docs) < 2:
-                raise ValueError(f"{key}: {path} has {len(docs)} document of >= {length} bytes; the train/test "
-                                 "split needs 2")
+            docs = text.corpus_documents(path, key, length)
             test, train = _split(len(docs), cfg.test_fraction, np.random.default_rng([seed, 0xF1, tag]))
             splits[key] = (text.sequences([docs[i] for i in train], length),
                            text.sequences([docs[i] for i in test], length))

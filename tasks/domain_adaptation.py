@@ -78,7 +78,7 @@ from mlo_bench.suite.contract import (
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
 from mlo_bench.suite.plugins.registry import register
-from mlo_bench.tasks.data import domains, images, officehome
+from mlo_bench.tasks.data import checks, domains, images, officehome
 
 PROGRAMS = ("baseline", "reweight", "lbi")
 DATASETS = ("digits", "images", "features")
@@ -123,13 +123,10 @@ class DAConfig:
         if self.dataset != "digits":
             if not self.data_root:
                 raise ValueError(f"task.data_root must be given for task.dataset={self.dataset}")
-            try:
-                if self.dataset == "images":
-                    officehome.image_classes(self.data_root)
-                else:
-                    officehome.load_features(self.data_root, domains.DOMAINS[0])
-            except ValueError as exc:
-                raise ValueError(f"task.data_root: {exc}") from None
+            if self.dataset == "images":  # every image decoded here, once: the task reuses the arrays
+                checks.precheck("task.data_root", officehome.decode_images, self.data_root, self.image_size)
+            else:
+                checks.precheck("task.data_root", officehome.load_features, self.data_root, domains.DOMAINS[0])
         for key in ("lower", "finetune", "upper"):
             getattr(self, key).validate(f"task.{key}")
 

@@ -55,6 +55,7 @@ ResNet-32 on long-tailed CIFAR-10, needs ``task.data_root`` and a GPU).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -75,7 +76,7 @@ from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
 from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict, weighted_mean
 from mlo_bench.suite.plugins.registry import register
-from mlo_bench.tasks.data import images
+from mlo_bench.tasks.data import checks, images, longtail
 from mlo_bench.tasks.data.longtail import long_tailed_split, uniform_noise
 
 DATASETS = ("digits", "cifar10")
@@ -129,10 +130,17 @@ class MWNConfig:
         if self.dataset == "cifar10":
             if not self.data_root:
                 raise ValueError(f"task.data_root must be given for task.dataset=cifar10; {images.CIFAR_LAYOUT}")
-            try:
-                images.check_cifar10(self.data_root)
-            except ValueError as exc:
-                raise ValueError(f"task.data_root: {exc}") from None
+            data = checks.precheck("task.data_root", images.load_cifar10, self.data_root)  # read once, cached
+            root = Path(self.data_root).expanduser()
+            checks.precheck("task.data_root", longtail.check_sizes, data[1], 10, self.meta_per_class, 0,
+                            f"{root}/data_batch_1..5")
+            checks.precheck("task.data_root", checks.enough_per_class, data[3], 10, 1, str(root / images.CIFAR_TEST),
+                            "the balanced test accuracy averages over every class")
+        else:
+            digits = checks.precheck("task.dataset", images.load_digits)  # None without scikit-learn: the run says so
+            if digits is not None:
+                longtail.check_sizes(digits[1], 10, self.meta_per_class, self.test_per_class,
+                                     "task.meta_per_class, task.test_per_class: digits")
         self.lower.validate("task.lower")
         self.upper.validate("task.upper")
 

@@ -171,7 +171,7 @@ def test_paper_preset_plans_on_a_cifar_directory_and_refuses_a_bad_one(tmp_path)
     from mlo_bench.suite.run.compose import compose
     from mlo_bench.suite.run.plan import ConfigError, prepare
 
-    root = write_cifar(tmp_path / "cifar-10-batches-py")
+    root = write_cifar(tmp_path / "cifar-10-batches-py", per_batch=40)  # 20 per class: 10 meta + 10 training
     plan = prepare(compose(["task=mwn", "+preset=paper", f"task.data_root={root}"]))
     cfg = plan.task_cfg
     assert (cfg.dataset, cfg.model, cfg.augment, plan.steps) == ("cifar10", "resnet32", True, 10000)

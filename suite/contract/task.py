@@ -79,7 +79,10 @@ class Task(ABC):
 
     Spec:
     - ``name``: registry name; ``Config``: a dataclass of the task's knobs with defaults (Hydra's ``task`` group),
-      with ``validate()`` raising ``ValueError("task.<key> ...")`` on a bad value.
+      with ``validate()`` raising ``ValueError("task.<key> ...")`` on a bad value. ``validate()`` is the task's
+      pre-check, run by the plan before any work: it reads the task's data files' *content* too (parse, shapes,
+      sizes, finiteness, examples per class) and knobs whose valid values depend on the data, so a bad file is one
+      line naming the key and the file (exit 2, no record); loaders cache what it read for the constructor.
     - ``__init__(cfg, seed)`` builds the data deterministically from ``seed`` (numpy only).
     - ``levels()``: the levels, top first; their ``parent`` fields form one chain (see :class:`Level`).
     - ``init_params(rng)``: ``{level: {name: np.ndarray}}`` — identical across backends for one seed.

@@ -1,5 +1,7 @@
 """Data for tasks: embedded defaults that load offline and real-format loaders (see DESIGN.md, "Data, offline").
 
+- :mod:`mlo_bench.tasks.data.checks` — the loaders' pre-check helpers (a loader run in ``Config.validate()``, one-line
+  errors naming the key and file, file stamps for caching, enough examples per class, finite arrays).
 - :mod:`mlo_bench.tasks.data.images` — scikit-learn's bundled 8×8 digits, and CIFAR-10 from its python pickle batches.
 - :mod:`mlo_bench.tasks.data.longtail` — long-tailed class sizes and splits (Shu et al. 2019), uniform label noise.
 - :mod:`mlo_bench.tasks.data.text` — the standard library's source files as a domain-labelled text corpus, and

@@ -27,7 +27,14 @@ CIFAR_STD = np.array([63.0, 62.1, 66.7]) / 255.0
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """``(x, y)``: x (1797, 1, 8, 8) float64 in [0, 1], y (1797,) int64."""
+    """``(x, y)``: x (1797, 1, 8, 8) float64 in [0, 1], y (1797,) int64 (new arrays; read once per process, so a
+    task's pre-check and its constructor share one read)."""
+    x, y = _digits()
+    return x.copy(), y.copy()
+
+
+@functools.lru_cache(maxsize=1)
+def _digits() -> tuple[np.ndarray, np.ndarray]:
     try:
         from sklearn.datasets import load_digits as sk_load_digits
     except ImportError as exc:  # the `data` extra

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mlo_bench.tasks.data import checks
+
 
 def class_sizes(n_max: int, n_classes: int, imbalance_factor: float) -> tuple[list[int], list[int]]:
     """``(sizes, clamped)``: per-class training sizes and the classes whose size was raised to 1."""
@@ -35,6 +37,13 @@ class LongTail:
     n_max: int
 
 
+def check_sizes(labels: np.ndarray, n_classes: int, meta_per_class: int, test_per_class: int, where: str = "") -> None:
+    """The split's requirement, as a task's pre-check asks it: every class holds ``test_per_class`` + ``meta_per_class``
+    + 1 examples (one line naming ``where``, the file, otherwise)."""
+    checks.enough_per_class(labels, n_classes, test_per_class + meta_per_class + 1, where,
+                            f"{test_per_class} test + {meta_per_class} meta + 1 training")
+
+
 def long_tailed_split(
     labels: np.ndarray,
     n_classes: int,
@@ -46,15 +55,10 @@ def long_tailed_split(
 ) -> LongTail:
     """Split ``labels``' indices into a balanced test set, a balanced meta set and a long-tailed training set."""
     labels = np.asarray(labels)
+    check_sizes(labels, n_classes, meta_per_class, test_per_class)
     tests, metas, pools = [], [], []
     for c in range(n_classes):
         idx = rng.permutation(np.flatnonzero(labels == c))
-        need = test_per_class + meta_per_class + 1
-        if len(idx) < need:
-            raise ValueError(
-                f"class {c} has {len(idx)} examples; {test_per_class} test + {meta_per_class} meta + 1 training "
-                "are needed"
-            )
         tests.append(idx[:test_per_class])
         metas.append(idx[test_per_class : test_per_class + meta_per_class])
         pools.append(idx[test_per_class + meta_per_class :])

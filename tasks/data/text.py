@@ -14,7 +14,8 @@ run records its provenance (the task's ``corpus`` metric).
 
 :func:`stdlib_corpus` → ``{domain: [(relative path, bytes), …]}`` (files in sorted order; cached per process);
 :func:`provenance` — the Python version, root, file count and bytes per domain; :func:`load_documents` — the real
-path, with one-line errors naming the file and line; :func:`sequences` — non-overlapping windows of ``length``
+path, with one-line errors naming the file and line (:func:`corpus_documents`: those long enough, as the pre-check
+and the task read them); :func:`sequences` — non-overlapping windows of ``length``
 bytes of every document (the remainder dropped), as ``int64`` (byte values 0–255).
 """
 
@@ -27,6 +28,8 @@ import sysconfig
 from pathlib import Path
 
 import numpy as np
+
+from mlo_bench.tasks.data import checks
 
 MIN_FILES = 4
 MIN_BYTES = 20_000
@@ -55,6 +58,13 @@ def stdlib_corpus(root: str | None = None) -> dict[str, list[tuple[str, bytes]]]
             if len(files) >= MIN_FILES and sum(len(b) for _, b in files) >= MIN_BYTES}
 
 
+def check_domain(domain: str, corpus: dict[str, list[tuple[str, bytes]]]) -> None:
+    """One line naming ``task.domain`` and the valid values — the domains of *this* Python's standard library."""
+    if domain not in corpus:
+        raise ValueError(f"task.domain must be one of {', '.join(sorted(corpus))} (the packages of this Python's "
+                         f"standard library, {stdlib_root()}; got {domain!r})")
+
+
 def provenance(corpus: dict[str, list[tuple[str, bytes]]]) -> dict[str, object]:
     return {"python": platform.python_version(), "root": str(stdlib_root()),
             "files": sum(len(f) for f in corpus.values()),
@@ -63,12 +73,26 @@ def provenance(corpus: dict[str, list[tuple[str, bytes]]]) -> dict[str, object]:
 
 def load_documents(path: str, key: str) -> list[bytes]:
     """The documents of a JSONL (``*.jsonl``: one ``{"text": …}`` object per line) or plain-text file (one document
-    per non-blank line), as UTF-8 bytes. Errors are one line naming ``key``, the file and the line."""
+    per non-blank line), as UTF-8 bytes. Errors are one line naming ``key``, the file and the line: no such file, a
+    directory, an empty file, a line that is not JSON (truncated, random bytes), a line without a ``"text"`` string.
+    Read once per process while the file is unchanged (:func:`checks.stamp`): the pre-check and the task share it."""
     p = Path(path).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{key}: {p} is a directory; expected a JSONL or plain-text corpus file")
     if not p.is_file():
         raise ValueError(f"{key}: no such file {p}")
+    return list(_read_documents(str(p), key, checks.stamp([p])))
+
+
+@functools.lru_cache(maxsize=2)
+def _read_documents(path: str, key: str, stamp: tuple) -> tuple[bytes, ...]:
+    p = Path(path)
     docs: list[bytes] = []
-    with p.open("r", encoding="utf-8", errors="replace") as fh:
+    try:
+        fh = p.open("r", encoding="utf-8", errors="replace")
+    except OSError as exc:
+        raise ValueError(f"{key}: {p}: unreadable ({exc.strerror or type(exc).__name__})") from None
+    with fh:
         for n, line in enumerate(fh, 1):
             if not line.strip():
                 continue
@@ -84,7 +108,20 @@ def load_documents(path: str, key: str) -> list[bytes]:
                 docs.append(line.rstrip("\n").encode("utf-8"))
     if not docs:
         raise ValueError(f"{key}: {p} holds no document (empty corpus)")
-    return docs
+    return tuple(docs)
+
+
+def corpus_documents(path: str, key: str, length: int) -> list[bytes]:
+    """The documents of ``path`` (:func:`load_documents`) of at least ``length`` bytes, at least 2 of them (a
+    train/test split needs two); one-line errors otherwise. What ``data_selection``'s pre-check and its constructor
+    both call for ``task.data=files``."""
+    docs = load_documents(path, key)
+    check_length(docs, length, key, path)
+    kept = [d for d in docs if len(d) >= length]
+    if len(kept) < 2:
+        raise ValueError(f"{key}: {path} has {len(kept)} document(s) of >= {length} bytes (task.seq_len + 1); the "
+                         "train/test split needs 2")
+    return kept
 
 
 def sequences(docs: list[bytes], length: int) -> np.ndarray:
