@@ -178,4 +178,8 @@ def wide(frame: pd.DataFrame) -> pd.DataFrame:
     base = runs(frame).set_index("run_id")
     measured = frame.dropna(subset=["metric"])
     values = measured.pivot_table(index="run_id", columns="metric", values="value", aggfunc="first", dropna=False)
-    return base.join(values, how="left").reset_index()
+    # one concat, then a copy: a frame built column by column is "highly fragmented" (a pandas PerformanceWarning
+    # on every report, and on each column the report adds later)
+    out = pd.concat([base.copy(), values.reindex(base.index).copy()], axis=1).copy()
+    out.index.name = "run_id"
+    return out.reset_index()

