@@ -195,7 +195,9 @@ def test_verify_lists_the_peers_and_catches_bettys_cg(capsys):
     out = capsys.readouterr().out
     table = out.split("against the task's oracle")[0].splitlines()
     rows = {tuple(line.split()[:2]): line for line in table if line.split()[:1] and line.split()[0] in PEERS}
-    assert code == 1 and "betty cg fails as expected: " in out and "old residual" in out
+    # the known bug is shown and left out of the exit status (--strict counts it: tests/test_cli_errors.py)
+    assert code == 0 and "betty cg fails as expected: " in out and "old residual" in out
+    assert "1 known library bug(s) (betty cg) not counted" in out
     assert "FAIL (known library bug" in rows["betty", "cg"]
     for (peer, method), line in rows.items():
         if (peer, method) != ("betty", "cg"):

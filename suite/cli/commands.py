@@ -41,8 +41,9 @@ commands:
                             (CSV, Parquet, Markdown, self-contained HTML, PNG)
 
 `mlo-bench run --help` lists every config key and option. Exit codes: 0 ok, 1 a run did not end ok
-(its record is still written), 2 bad input (nothing was run), 3 not run: another process is running the same config
-(its lock in <results_dir>/locks/).
+(its record is still written; a sweep: a run ended diverged, oom, timeout or error), 2 bad input (nothing was run),
+3 not run: another process is running the same config (its lock in <results_dir>/locks/), 130 interrupted (SIGINT or
+SIGTERM: the run stopped at a step boundary and is recorded `interrupted`; the same command again resumes a sweep).
 """
 
 
@@ -54,6 +55,19 @@ def _fail(command: str, message: str) -> int:
 def cmd_run(args: list[str]) -> int:
     if any(a in ("-h", "--help") for a in args):
         return _run_help()
+    from mlo_bench.suite.run import interrupt
+
+    with interrupt.handling():  # SIGINT / SIGTERM: the run stops at a step boundary and is recorded (exit 130)
+        try:
+            return _run(args)
+        except interrupt.Interrupted:
+            print("mlo-bench run: interrupted before the run began; nothing was run", file=sys.stderr)
+            return interrupt.EXIT_CODE
+
+
+def _run(args: list[str]) -> int:
+    from mlo_bench.suite.run import interrupt
+
     registry.discover()
     args = normalize_overrides(args)
     failed = registry.load_plugins(plugin_args(args))
@@ -65,13 +79,22 @@ def cmd_run(args: list[str]) -> int:
     hydra_flags = [a for a in args if a.startswith("-")]
     if hydra_flags:
         # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
+        from mlo_bench.suite.cli.callbacks import LAST, stopped
         from mlo_bench.suite.cli.hydra_app import app
 
         sys.argv = ["mlo-bench run", *args]
+        LAST.clear()
         try:
-            return app() or 0
+            code = app() or 0
         except ValueError as exc:  # Hydra's own argument errors (e.g. -m together with --cfg)
             return _fail("run", first_line(exc))
+        except SystemExit as exc:  # a job stopped by a signal (130), bad input found by a job or the sweep (2)
+            if exc.code == interrupt.EXIT_CODE:
+                line = stopped()
+                if line:
+                    print(line, file=sys.stderr)
+            return exc.code if isinstance(exc.code, int) else 1
+        return LAST.get("exit_code", code)  # a sweep's: 1 when a run failed (cli/callbacks.py)
     from mlo_bench.suite.run.job import run_job
     from mlo_bench.suite.run.plan import ConfigError, prepare
     from mlo_bench.suite.run.records import BUSY
@@ -83,7 +106,7 @@ def cmd_run(args: list[str]) -> int:
     except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
         return _fail("run", first_line(exc))
     record = run_job(plan)
-    return {"ok": 0, BUSY: 3}.get(record["status"], 1)
+    return {"ok": 0, BUSY: 3, "interrupted": interrupt.EXIT_CODE}.get(record["status"], 1)
 
 
 def _run_help() -> int:
@@ -172,7 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         close = difflib.get_close_matches(command, COMMANDS, n=1)
         hint = f"; did you mean {close[0]!r}?" if close else ""
         return _fail("", f"unknown command {command!r}{hint} commands: {', '.join(COMMANDS)}")
-    return COMMANDS[command](rest)
+    try:
+        return COMMANDS[command](rest)
+    except KeyboardInterrupt:  # Ctrl-C outside a run's step boundaries (a second one, or verify, list, report)
+        print(f"mlo-bench {command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -9,7 +9,10 @@ outer step — is Σ steps, and 2·Σ steps for a method that unrolls in ``looka
 Each phase is timed on its own, synchronised before the clock is read; figures are medians over outer steps after the
 first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
 N steps (curves in ``trace.csv``), outside the training clock (``time_total_s``). After the loop: the task's metrics,
-its post-training phase (``time_eval_s``), and the hypergradient check (:func:`hypergrad_check`).
+its post-training phase (``time_eval_s``), and the hypergradient check (:func:`hypergrad_check`). A stop asked by a
+signal (:mod:`mlo_bench.suite.run.interrupt`) is honoured at the next outer step's boundary, and once more after the
+last step, before the evaluation: :class:`~mlo_bench.suite.run.interrupt.Interrupted`, the metrics so far kept (the
+outer loss at the boundary, ``steps_done``, the phases' medians).
 
 A run is set up once, by :func:`start` (the task and its levels, the initial state, every function compiled, the step
 chosen: fused or phase by phase), shared by :func:`train` and the step benchmark
@@ -33,6 +36,7 @@ from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, r
 from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer, Stages
+from mlo_bench.suite.run import interrupt
 from mlo_bench.suite.run.plan import Plan, take_task
 from mlo_bench.suite.run.progress import RunProgress
 
@@ -221,12 +225,18 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     progress = RunProgress(f"{run.task.name}/{backend.name}/{plan.method.name}", plan.steps, plan.progress)
     rows: dict[int, dict[str, Any]] = {}
     eval_s = 0.0
-    hb = None
+    hb = last_top = None
     backend.block(params)
     backend.reset_peak_memory()
     start_s = time.perf_counter()
     try:
         for t in range(plan.steps):
+            if interrupt.requested():  # a step boundary: stop here, keeping the loss reached (run/interrupt.py)
+                if t and t not in rows:
+                    rows[t] = {"outer_loss": float(backend.to_numpy(run.loss_c(params, last_top))),
+                               "elapsed_s": time.perf_counter() - start_s - eval_s}
+                    metrics["outer_loss"] = rows[t]["outer_loss"]
+                interrupt.check(t)
             tick = time.perf_counter()
             params, states, mstate, rounds, top_batch, hb = step(t, params, states, mstate, timer, capture)
             timer.samples.setdefault("step", []).append(time.perf_counter() - tick)
@@ -264,6 +274,7 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         progress.close()
         stages.add("train", time.perf_counter() - start_s)
 
+    interrupt.check(plan.steps)  # every step done, the evaluation not yet
     if fused is not None:  # the phases' times from a separate sampled pass (engine/compiled_step.py), off the clock
         sampled = PhaseTimer(backend.block)
         with stages("sample_phases"):

@@ -65,9 +65,90 @@ def preset_problem(args: list[str], value: str) -> str | None:
     return None
 
 
+def duplicate_problem(args: list[str]) -> str | None:
+    """One line when a key is given twice among ``args`` (``seed=0 seed=1``: Hydra would silently take the last;
+    ``+``, ``++`` and ``~`` spell the same key), else ``None``."""
+    seen: dict[str, str] = {}
+    for arg in normalize_overrides(args):
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key = arg.split("=", 1)[0].lstrip("+~")
+        if key in seen:
+            return (f"{key} is given twice ({seen[key]} and {arg}); give it once (to sweep several values: "
+                    f"-m {key}=A,B)")
+        seen[key] = arg
+    return None
+
+
+def hydra_group_problem(group: str, value: str) -> str | None:
+    """One line when ``hydra/<group>=value`` names no option of that Hydra config group (e.g. a launcher whose
+    plugin is not installed), else ``None``."""
+    from hydra import initialize_config_module
+    from hydra.core.global_hydra import GlobalHydra
+
+    with initialize_config_module(config_module="mlo_bench.suite.conf", version_base=None):
+        known = GlobalHydra.instance().config_loader().get_group_options(group)
+    if not known:
+        return f"unknown Hydra config group {group!r} ({group}={value})"
+    for name in value.split(","):
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            extra = " (joblib and submitit come with the launchers extra)" if group == "hydra/launcher" else ""
+            return f"unknown {group} {name!r}{hint} valid options: {', '.join(known)}{extra}"
+    return None
+
+
+def _chosen(args: list[str], role: str) -> list[str]:
+    """The names given to ``role=`` on the command line, or its default's."""
+    pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith("-")]
+    given = [n for k, v in pairs if k.lstrip("+") == role for n in v.split(",") if n]
+    return given or [str(compose([])[role].name)]
+
+
+def variant_problem(args: list[str], value: str) -> str | None:
+    """One line when a variant named by ``variant=`` is not one of the chosen task's (on the chosen backend): it
+    lists that task's variants only, and says which task a variant of another task belongs to. Tasks chosen by an
+    experiment are left to Hydra (checked against every task's variants)."""
+    from mlo_bench.suite.plugins import variants
+
+    tasks = {n: registry.get("task", n) for n in registry.names("task")}
+    chosen = [n for n in value.split(",") if n and n != variants.NONE]
+    pairs = [a.split("=", 1) for a in args if "=" in a and not a.startswith("-")]
+    if any(k.lstrip("+") == "experiment" for k, _ in pairs):
+        known = variants.names(tasks)
+        for name in chosen:
+            if name not in known:
+                return f"unknown variant {name!r} valid variants: {', '.join(known) or 'none'}"
+        return None
+    for task in [t for t in _chosen(args, "task") if t in tasks]:
+        own = [v.name for v in variants.declared(tasks[task])]
+        for backend in [b for b in _chosen(args, "backend") if b in registry.names("backend")]:
+            here = [v.name for v in variants.declared(tasks[task]) if v.backends is None or backend in v.backends]
+            listed = f"{task}'s variants" + (f" on {backend}" if here != own else "")
+            listed += f": {', '.join(here) or 'none'}"
+            for name in chosen:
+                if name in own:
+                    problem = variants.problem(tasks, task, name, backend)
+                    if problem:
+                        return f"{problem}; {listed}"
+                    continue
+                others = [t for t, cls in tasks.items() if name in {v.name for v in variants.declared(cls)}]
+                if others:
+                    return f"variant {name!r} is not one of {task}'s (it is {' and '.join(others)}'s); {listed}"
+                close = difflib.get_close_matches(name, here or own, n=1)
+                hint = f" did you mean {close[0]!r}?" if close else ""
+                return f"unknown variant {name!r} for task {task};{hint} {listed}"
+    return None
+
+
 def check_overrides(args: list[str]) -> str | None:
-    """One-line message for the first unknown key or plugin name among ``args``; ``None`` when all are known."""
+    """One-line message for the first unknown key or plugin name among ``args``, or a key given twice; ``None`` when
+    all are known."""
     args = normalize_overrides(args)
+    problem = duplicate_problem(args)
+    if problem:
+        return problem
     for arg in args:
         if arg.startswith("-") or "=" not in arg:
             continue
@@ -76,6 +157,10 @@ def check_overrides(args: list[str]) -> str | None:
         key = key.lstrip("+~")
         root = key.split(".", 1)[0].split("/", 1)[0]
         if root == "hydra":
+            if key.startswith("hydra/"):
+                problem = hydra_group_problem(key, value)
+                if problem:
+                    return problem
             continue
         if key == "preset":
             problem = preset_problem(args, value)
@@ -83,14 +168,9 @@ def check_overrides(args: list[str]) -> str | None:
                 return problem
             continue
         if key == "variant":
-            from mlo_bench.suite.plugins import variants
-
-            known = variants.names({n: registry.get("task", n) for n in registry.names("task")})
-            for name in value.split(","):
-                if name != variants.NONE and name not in known:
-                    close = difflib.get_close_matches(name, known, n=1)
-                    hint = f"; did you mean {close[0]!r}?" if close else ""
-                    return f"unknown variant {name!r}{hint} valid variants: {', '.join(known) or 'none'}"
+            problem = variant_problem(args, value)
+            if problem:
+                return problem
             continue
         if key in option_groups():
             known = group_options(key)

@@ -4,7 +4,8 @@ The measured work is :func:`mlo_bench.suite.engine.loop.train` (phases, timing a
 the step benchmark (:mod:`mlo_bench.suite.measure.stepbench`) and ``mlo-bench verify`` set a run up the same way:
 :func:`admission` (asked once per plan, kept on it), :func:`set_up` (the backend admitted and set up) and
 :func:`mlo_bench.suite.engine.loop.start` (the task, taken from the plan, and everything compiled). A failure is a
-result: it is recorded with its status and the run's record is still written, atomically. ``execute`` can
+result: it is recorded with its status and the run's record is still written, atomically — a stop asked by SIGINT or
+SIGTERM too (status ``interrupted``, :mod:`mlo_bench.suite.run.interrupt`). ``execute`` can
 also hand back, through a ``capture`` dict, the first hypergradient, every level's parameters and the method's state
 after the last outer step, as numpy (``mlo-bench verify`` compares them across backends); the first hypergradient is
 also saved beside the record (``first_hypergrad.npz``, one array per ``<level>/<name>``) for comparisons outside the
@@ -29,6 +30,8 @@ from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
 from mlo_bench.suite.measure import provenance, threads
 from mlo_bench.suite.measure.instruments import Stages
+from mlo_bench.suite.run import interrupt
+from mlo_bench.suite.run.interrupt import Interrupted
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
 
@@ -174,6 +177,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     capture = {} if capture is None else capture
     backend = None
     try:
+        interrupt.check(0)  # asked to stop before the run began
         with stages("setup"):
             backend = backend_cls(plan.backend_cfg)
             set_up(plan, backend)
@@ -183,6 +187,11 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
             backend.teardown()
     except (Unsupported, Unavailable) as exc:
         record["status"], record["reason"] = "unsupported", str(exc)
+    except Interrupted as exc:  # at a step boundary: the record keeps the steps done and the metrics so far
+        record["status"], record["reason"] = "interrupted", str(exc)
+    except KeyboardInterrupt as exc:  # a second signal, mid-step (run/interrupt.py)
+        record["status"] = "interrupted"
+        record["reason"] = f"interrupted mid-step after {metrics.get('steps_done', 0)} outer steps ({exc or 'SIGINT'})"
     except Diverged as exc:
         record["status"], record["reason"] = "diverged", str(exc)
         metrics["diverged_step"] = exc.step

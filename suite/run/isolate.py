@@ -17,6 +17,11 @@ The worker prepares the plan again from its config, and builds its own task; the
 validated. When the parent has admitted the plan (:func:`mlo_bench.suite.run.execute.admission`: its backend is
 installed and takes the method) it says so, and the worker does not ask again.
 
+SIGINT / SIGTERM (:mod:`mlo_bench.suite.run.interrupt`): the worker runs in a process group of its own, so a terminal's
+Ctrl-C reaches the parent only, which forwards each signal to the worker (SIGTERM) and waits for it: the worker stops at
+its next step boundary and records itself ``interrupted``; one stopped before it could (still importing) is recorded
+``interrupted`` by the parent. A worker whose parent died stops at its next step boundary as if signalled.
+
 Each worker gets a temporary directory ``mlo-bench-worker-<parent pid>-*``; a parent killed by SIGKILL cannot remove
 it, so every run first removes those whose parent process is gone (:func:`clean_stale_tmp`).
 """
@@ -107,6 +112,14 @@ def _run_dirs(results_dir: str) -> set[str]:
 def _worker(config_path: str, result_path: str, admitted: bool = False) -> None:
     """Worker side: run the config in ``config_path``; write the record (or the failure) to ``result_path``.
     ``admitted``: the parent found the backend installed and taking the method."""
+    from mlo_bench.suite.run import interrupt
+
+    with interrupt.handling():
+        interrupt.watch_parent(os.getppid())
+        _work(config_path, result_path, admitted)
+
+
+def _work(config_path: str, result_path: str, admitted: bool) -> None:
     from mlo_bench.suite.run.records import write_json_atomic
 
     try:
@@ -124,6 +137,8 @@ def _worker(config_path: str, result_path: str, admitted: bool = False) -> None:
             pass
         Path(result_path + ".started").touch()  # the time limit counts from here, not from interpreter start-up
         write_json_atomic(Path(result_path), {"record": execute(plan)})
+    except KeyboardInterrupt:  # a second signal before the run began: the parent records it
+        write_json_atomic(Path(result_path), {"interrupted": True})
     except BaseException:  # noqa: BLE001 - the parent records it
         import traceback
 
@@ -148,6 +163,7 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
     A subprocess rather than ``multiprocessing``: launchers such as joblib/loky change the process start method, and a
     plain interpreter is the most isolated worker anyway.
     """
+    from mlo_bench.suite.run import interrupt
     from mlo_bench.suite.run.execute import commit, new_record
     from mlo_bench.suite.run.records import config_hash
 
@@ -167,37 +183,50 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
         config_path.write_text(json.dumps(plan.config))
         # the thread settings travel in the environment, read before the worker imports torch, BLAS or XLA
         env = {**os.environ, **threads.env_for(plan.threads)}
-        worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.run.isolate", str(config_path),
-                                   str(result_path), *(["admitted"] if admitted else [])],
-                                  env=env)
-        try:
-            while True:
-                code = worker.poll()
-                if code is not None:
-                    result = json.loads(result_path.read_text()) if result_path.exists() else {}
-                    if "record" in result:
-                        return result["record"]
-                    if "error" in result:
-                        error = result["error"]
-                        status, reason = "error", "worker failed: " + error.strip().splitlines()[-1]
-                    elif code == -signal.SIGKILL:
-                        status, reason = "oom", "worker killed by SIGKILL (the kernel's OOM killer, most likely)"
-                    else:
-                        status, reason = "error", f"worker exited with code {code} before writing its record"
-                    break
-                if deadline is None and time_s and Path(str(result_path) + ".started").exists():
-                    deadline = time.monotonic() + time_s
-                if deadline is not None and time.monotonic() > deadline:
-                    status, reason = "timeout", f"exceeded limits.time_s={time_s}"
-                    break
-                if cap is not None and _rss_bytes(worker.pid) > cap:
-                    status, reason = "oom", f"worker resident memory exceeded limits.memory_gb={memory_gb}"
-                    break
-                time.sleep(POLL_S)
-        finally:
-            if worker.poll() is None:
-                os.kill(worker.pid, signal.SIGKILL)
-                worker.wait()
+        # a second signal is forwarded too, never raised here: the worker records itself
+        with interrupt.forwarding():
+            worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.run.isolate", str(config_path),
+                                       str(result_path), *(["admitted"] if admitted else [])],
+                                      env=env, process_group=0)  # Ctrl-C reaches the parent, which forwards it
+            forwarded = interrupt.count()
+            try:
+                while True:
+                    code = worker.poll()
+                    if code is not None:
+                        result = json.loads(result_path.read_text()) if result_path.exists() else {}
+                        if "record" in result:
+                            return result["record"]
+                        if interrupt.count() > forwarded or "interrupted" in result or code == -signal.SIGTERM:
+                            status = "interrupted"
+                            reason = f"interrupted by {interrupt.requested() or 'SIGTERM'} before the run began"
+                        elif "error" in result:
+                            error = result["error"]
+                            status, reason = "error", "worker failed: " + error.strip().splitlines()[-1]
+                        elif code == -signal.SIGKILL:
+                            status, reason = "oom", "worker killed by SIGKILL (the kernel's OOM killer, most likely)"
+                        else:
+                            status, reason = "error", f"worker exited with code {code} before writing its record"
+                        break
+                    if interrupt.count() > forwarded:  # the worker stops at its next step boundary and records itself
+                        forwarded = interrupt.count()
+                        # the signal itself once the worker has started (its handler is in place: the record names
+                        # it); SIGTERM while it may still be importing (it then dies quietly, recorded here)
+                        started_ = Path(str(result_path) + ".started").exists()
+                        sig = signal.Signals.__members__.get(interrupt.requested() or "", signal.SIGTERM)
+                        os.kill(worker.pid, sig if started_ else signal.SIGTERM)
+                    if deadline is None and time_s and Path(str(result_path) + ".started").exists():
+                        deadline = time.monotonic() + time_s
+                    if deadline is not None and time.monotonic() > deadline:
+                        status, reason = "timeout", f"exceeded limits.time_s={time_s}"
+                        break
+                    if cap is not None and _rss_bytes(worker.pid) > cap:
+                        status, reason = "oom", f"worker resident memory exceeded limits.memory_gb={memory_gb}"
+                        break
+                    time.sleep(POLL_S)
+            finally:
+                if worker.poll() is None:
+                    os.kill(worker.pid, signal.SIGKILL)
+                    worker.wait()
         # the worker is gone: if it finished after all (between the last poll and the kill), its record wins
         result = json.loads(result_path.read_text()) if result_path.exists() else {}
         if "record" in result:

@@ -5,13 +5,19 @@ lock (``<results_dir>/locks/<hash>.lock``, :func:`mlo_bench.suite.run.records.co
 a finished record again once it holds it. The one that finds the lock taken prints one line naming the holder and
 returns a ``busy`` result (no record is written; ``mlo-bench run`` exits 3; a sweep counts it and goes on). A
 deliberate repeat of a config is ``repeat=N``, which enters the hash.
+
+A job asked to stop (SIGINT / SIGTERM, :mod:`mlo_bench.suite.run.interrupt`) before it starts is not run and raises
+:class:`~mlo_bench.suite.run.interrupt.Interrupted` (nothing is written); a run stopped while it trains is recorded
+``interrupted`` and reported in one line (``mlo-bench run`` then exits 130 and a sweep stops; the same command again
+runs it anew: an ``interrupted`` record is not a finished one).
 """
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
-from mlo_bench.suite.run import ledger
+from mlo_bench.suite.run import interrupt, ledger
 from mlo_bench.suite.run.budgets import over_budget
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import BUSY, Busy, config_hash, config_lock, find_completed
@@ -21,6 +27,7 @@ from mlo_bench.suite.run.summary import print_summary
 def run_job(plan: Plan) -> dict[str, Any]:
     """Run ``plan`` unless ``resume`` finds a finished record with the same config hash, or another process holds the
     config's lock (then a ``busy`` result, not written); returns the record."""
+    interrupt.check(0)
     try:
         with config_lock(plan.results_dir, config_hash(plan.config)):
             return _run_locked(plan)
@@ -59,10 +66,23 @@ def _run_locked(plan: Plan) -> dict[str, Any]:
             from mlo_bench.suite.run.execute import execute
 
             record = execute(plan)
-        print_summary(record)
+        if record["status"] == "interrupted":
+            print(interrupted_line(record), file=sys.stderr, flush=True)
+        else:
+            print_summary(record)
         skipped = False
     ledger.append(record, skipped)
     return record
+
+
+def interrupted_line(record: dict[str, Any]) -> str:
+    """The one line an interrupted run prints: what stopped, after how many steps, where its record is."""
+    m = record.get("metrics") or {}
+    loss = m.get("outer_loss")
+    return (f"interrupted: {record['task']} × {record['backend']} × {record['method']} (seed {record['seed']}): "
+            f"{record.get('reason')} (of {record.get('config', {}).get('steps')})"
+            + (f", outer_loss {loss:.6g}" if isinstance(loss, int | float) else "")
+            + f"; recorded at {record.get('_path')}; the same command again runs it anew")
 
 
 def _cannot_run(plan: Plan) -> str | None:

@@ -127,6 +127,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         _check(value is None or config["isolate"], f"limits.{key} needs isolate=true (the parent enforces it)")
     problem = budget.validate(config.get("budget"))
     _check(problem is None, problem or "")
+    problem = results_dir_problem(str(config["results_dir"]))
+    _check(problem is None, problem or "")
     _check(config["device"] in DEVICES, f"device must be one of {', '.join(DEVICES)} (got {config['device']!r})")
     task = _check_levels(classes["task"], plugin_cfgs["task"], config)
     if config["device"] == "cuda":
@@ -144,6 +146,25 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
         fused=config["fused"], task=task,
     )
+
+
+def results_dir_problem(results_dir: str) -> str | None:
+    """Why records cannot be written under ``results_dir`` (one line), or ``None``: it, or the nearest of its parents
+    that exists, must be a writable directory."""
+    import os
+    from pathlib import Path
+
+    path = Path(results_dir)
+    for here in (path, *path.absolute().parents):
+        if not here.exists():
+            continue
+        if not here.is_dir():
+            what = "is a file" if here == path else f"is under {here}, which is a file"
+            return f"results_dir={results_dir} {what}, not a directory; give a directory (made if missing)"
+        if not os.access(here, os.W_OK | os.X_OK):
+            return f"results_dir={results_dir}: {here} is not writable here"
+        return None
+    return None
 
 
 def take_task(plan: Plan) -> Any:

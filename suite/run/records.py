@@ -22,7 +22,7 @@ from typing import Any
 from mlo_bench.suite.conf import keys
 
 SCHEMA_VERSION = 1
-STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error")
+STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped", "error", "interrupted")
 #: the hash rules, read from the run keys' declaration (:mod:`mlo_bench.suite.conf.keys`): the keys left out of the
 #: config hash (they change no number a run produces) …
 NON_NUMERIC_KEYS = keys.names(keys.UNHASHED)
@@ -173,14 +173,15 @@ def read_records(paths: Iterable[Path]) -> list[dict[str, Any]]:
     return records
 
 
-#: statuses after which re-running the same config would only repeat the same outcome
+#: statuses after which re-running the same config would only repeat the same outcome (``error`` and ``interrupted``
+#: are run again)
 FINAL_STATUSES = ("ok", "diverged", "oom", "timeout", "unsupported", "skipped")
 
 
 def find_completed(results_dir: str | Path, hash_: str, ignore: tuple[str, ...] = ()) -> dict[str, Any] | None:
-    """A complete record in ``results_dir`` with config hash ``hash_`` and a final status (``error`` is retried),
-    other than the statuses in ``ignore`` (``skipped`` once the budget admits the run); a run that was recorded
-    ``skipped`` and later run is found as run."""
+    """A complete record in ``results_dir`` with config hash ``hash_`` and a final status (``error`` and
+    ``interrupted`` are run again), other than the statuses in ``ignore`` (``skipped`` once the budget admits the
+    run); a run that was recorded ``skipped`` and later run is found as run."""
     runs = Path(results_dir) / "runs"
     if not runs.is_dir():
         return None
