@@ -8,7 +8,8 @@ The command is read from the README (its first ``bash`` block with ``mlo-bench r
 is timed as it runs in one shell (so ``. .venv/bin/activate`` carries). Without ``--install`` the pieces that install
 (everything before the first ``mlo-bench``) are skipped and this environment's ``mlo-bench`` runs them, in an empty
 directory. Cold means what a newcomer meets: an empty results directory and an empty jax compilation cache
-(``MLO_BENCH_JAX_CACHE`` pointed at a new directory; ``--warm`` keeps this machine's).
+(``MLO_BENCH_JAX_CACHE`` pointed at a new directory; ``--warm`` keeps this machine's), and with ``--install`` an
+empty pip cache (``PIP_CACHE_DIR`` pointed at a new directory).
 
 Then, per sweep, from its records: the runs' wall time (``provenance.start`` → ``end``) split into the stages each
 run timed (``provenance.stages_s``: set-up, build, compile, the FLOP and byte counting, training, and each measurement
@@ -32,7 +33,7 @@ from datetime import datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-#: each run's stages, in the order they happen; ``compile`` is shown without the counting nested in it
+#: each run's stages, in the order they happen; ``compile`` is shown without ``count_flops``, nested in it
 STAGES = ("setup", "build", "compile", "count_flops", "count_bytes", "train", "sample_phases", "floor",
           "task_metrics", "evaluate", "hypergrad_check", "commit")
 AFTER_TRAINING = ("count_flops", "count_bytes", "sample_phases", "floor", "task_metrics", "hypergrad_check", "commit")
@@ -101,7 +102,7 @@ def summarise(runs: list[dict], start: float | None = None, end: float | None = 
     out["after_last"] = end - runs[-1]["end"] if end is not None else None
     for stage in STAGES:
         out[stage] = sum(r["stages"].get(stage, 0.0) for r in runs)
-    out["compile"] -= out["count_flops"] + out["count_bytes"]  # shown apart
+    out["compile"] -= out["count_flops"]  # nested in it, shown apart
     out["other_in_runs"] = out["in_runs"] - sum(out[s] for s in STAGES)
     out["after_training"] = sum(out[s] for s in AFTER_TRAINING)
     loads = [r["loadavg"] for r in runs if r["loadavg"] is not None]
@@ -109,8 +110,8 @@ def summarise(runs: list[dict], start: float | None = None, end: float | None = 
     return out
 
 
-def stepbench(env: dict[str, str]) -> str:
-    cmd = [sys.executable, "-m", "mlo_bench.suite.measure.stepbench", "--backends", "torch,naive", "--methods",
+def stepbench(env: dict[str, str], python: str = sys.executable) -> str:
+    cmd = [python, "-m", "mlo_bench.suite.measure.stepbench", "--backends", "torch,naive", "--methods",
            "darts", "--steps", "20", "--rounds", "5"]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     return proc.stdout.strip() if proc.returncode == 0 else f"(stepbench failed: {proc.stderr.strip()[-200:]})"
@@ -156,6 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     env = dict(os.environ)
     rows: list[dict] = []
+    work = Path.cwd()
     if args.records is not None:
         rows.append({"piece": str(args.records), **summarise(read_records(args.records))})
     else:
@@ -163,6 +165,7 @@ def main(argv: list[str] | None = None) -> int:
         work.mkdir(parents=True, exist_ok=True)
         if args.install:
             subprocess.run(["git", "clone", "-q", str(ROOT), str(work / "mlo-bench")], check=True)
+            env["PIP_CACHE_DIR"] = str(work / ".pip-cache")  # cold: no wheel this machine built or unpacked before
             work = work / "mlo-bench"
             env.pop("VIRTUAL_ENV", None)
         if not args.warm:
@@ -181,7 +184,9 @@ def main(argv: list[str] | None = None) -> int:
     print(table(rows))
     print(f"\nload average now {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f} (1 / 5 / 15 min); "
           f"{os.cpu_count()} CPUs")
-    bench = "" if args.no_stepbench else stepbench(env)
+    venv_python = work / ".venv" / "bin" / "python" if args.records is None else None
+    python = str(venv_python) if venv_python is not None and venv_python.exists() else sys.executable
+    bench = "" if args.no_stepbench else stepbench(env, python)
     if bench:
         print("\nstep benchmark (ms per outer step, this machine):\n" + bench)
     if args.json:

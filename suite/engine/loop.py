@@ -188,7 +188,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
     built (the task, its levels, every function), its initial state, everything compiled (``compile_s``, the counted
     FLOPs and peak bytes, the compile cache's counts and ``inner_step_evals`` into ``metrics``) and the step chosen:
     ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``. ``stages`` (when
-    given) gets the wall seconds of ``build`` and ``compile`` (counting apart: ``count_flops``, ``count_bytes``)."""
+    given) gets the wall seconds of ``build``, ``compile`` (``count_flops`` nested in it) and ``count_bytes``."""
     stages = stages if stages is not None else Stages()
     with stages("build"):
         run = Run(plan, backend, stages)
@@ -338,16 +338,19 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
 
 
 def _single_edge(run: Run, backend: Any, params, states, batches) -> Any:
-    """The method's single-edge hypergradient (``run.check_fn``) at this state: for a stateless method that does not
-    unroll it is the function the loop compiled (``run.compiled.hyper`` with the empty state), so it is called, not
-    compiled again (on jax one compile fewer per run; a cold one is 0.3–1.5 s on the demos); otherwise, or where these
-    arguments do not fit that program (another structure), ``check_fn`` compiled here."""
-    from mlo_bench.suite.engine.hypergradient import is_stateful
+    """The method's single-edge hypergradient, cold (``run.check_fn``) at this state. Where the method does not
+    unroll, that is the function the loop compiled (``run.compiled.hyper``) called with a cold method state (the
+    method's ``init`` at these parameters; ``{}`` for a stateless method), so it is called, not compiled again: on jax
+    one compile fewer per run (0.3–1.5 s cold on the demos). Where these arguments do not fit that program (another
+    structure), ``check_fn`` is compiled here."""
+    from mlo_bench.suite.engine.hypergradient import init_method_state
 
     hyper = run.compiled.hyper if run.compiled is not None else None
-    if hyper is not None and not is_stateful(backend, run.plan.method):
+    if hyper is not None:
+        plan = run.plan
+        cold = init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
         try:
-            return hyper(params, states, batches, {})[0]
+            return hyper(params, states, batches, cold)[0]
         except (TypeError, ValueError):  # a program compiled for other shapes or structure
             pass
     return backend.compile(run.check_fn, (params, states, batches))[0](params, states, batches)
