@@ -181,8 +181,8 @@ def test_verdict_rule(changes, verdict):
 
 
 def test_budget_skips_then_runs_when_raised(tmp_path, capsys):
-    base = ["run", "task.d=8", "backend=naive", "method=exact", "steps=2", "progress=false", "isolate=false",
-            f"results_dir={tmp_path}"]
+    common = ["run", "steps=2", "progress=false", "isolate=false", f"results_dir={tmp_path}"]
+    base = [*common, "task.d=8", "backend=naive", "method=exact"]
     assert cli_main([*base, "budget.max_d_materialised=4"]) == 1
     (rec,) = read_records([tmp_path])
     assert rec["status"] == "skipped" and "budget.max_d_materialised=4" in rec["reason"]
@@ -190,10 +190,12 @@ def test_budget_skips_then_runs_when_raised(tmp_path, capsys):
     assert cli_main([*base, "budget.max_d_materialised=8"]) == 0, "a larger budget runs it (skipped is not final)"
     assert cli_main([*base, "budget.max_d_materialised=4"]) == 0, "the ok record is reused, not skipped again"
     assert sorted(r["status"] for r in read_records([tmp_path])) == ["ok", "skipped"]
-    assert cli_main([*base, "method=cg", "backend=torch", "budget.max_d_materialised=4"]) == 0, "matrix-free: no limit"
-    assert cli_main([*base, "method=unroll", "backend.chain=reverse", "budget.max_d_materialised=4"]) == 0, \
+    assert cli_main([*common, "task.d=8", "method=cg", "backend=torch", "budget.max_d_materialised=4"]) == 0, \
+        "matrix-free: no limit"
+    assert cli_main([*common, "task.d=8", "backend=naive", "method=unroll", "backend.chain=reverse",
+                     "budget.max_d_materialised=4"]) == 0, \
         "naive in reverse mode materialises nothing: no limit"
-    assert cli_main([*base, "task.d=6", "budget.max_dense_gb=1e-7"]) == 1  # (2 + 3)·6²·8 B > 107 B
+    assert cli_main([*common, "task.d=6", "backend=naive", "method=exact", "budget.max_dense_gb=1e-7"]) == 1  # (2 + 3)·6²·8 B > 107 B
     assert any("budget.max_dense_gb" in (r["reason"] or "") for r in read_records([tmp_path]))
     capsys.readouterr()
     assert cli_main([*base, "budget.max_d_materialised=0"]) == 2

@@ -13,6 +13,8 @@ from mlo_bench.suite.cli import main
 from mlo_bench.suite.plugins import registry
 
 SMALL = ["task=quadratic", "task.d=12", "--steps", "3", "backend=torch,jax,naive"]  # the peers: test_peers.py
+#: SMALL without its backends (a key may be given once: the one-line error of duplicates)
+ONE_BACKEND = SMALL[:-1]
 
 
 def verify(capsys, *args):
@@ -74,7 +76,7 @@ def test_a_wrong_backend_is_caught(capsys, monkeypatch):
     """Scale naive's exact Jacobian by 1.0001: float64 verify must flag it, and only it."""
     real = naive_mod.exact_jacobian
     monkeypatch.setitem(naive_mod.JACOBIANS, "exact", lambda b, r, cfg: 1.0001 * real(b, r, cfg))
-    code, out, _ = verify(capsys, *SMALL, "dtype=float64", "method=exact", "backend=naive")
+    code, out, _ = verify(capsys, *ONE_BACKEND, "dtype=float64", "method=exact", "backend=naive")
     assert code == 1
     assert _rows(out)[("naive", "exact")] == "FAIL"
 
