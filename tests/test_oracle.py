@@ -67,7 +67,7 @@ def test_unroll_matches_derivative_of_k_sgd_steps(torch64, k):
     task = make_task(d=20, ridge=0.2)
     hg, top = hypergrad_at_best_response(torch64, task, "unroll", unroll_steps=k)
     a_mat, b_mat, s, ridge = _blocks(task)
-    eta = task.cfg.inner.lr
+    eta = task.step_sizes()[0]
     step = np.eye(len(a_mat)) - eta * a_mat
     jac = sum(np.linalg.matrix_power(step, j) for j in range(k)) @ (eta * s * b_mat)
     theta = task.oracle().best_response(top)["x1"]["w"]
