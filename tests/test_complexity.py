@@ -195,7 +195,8 @@ def test_budget_skips_then_runs_when_raised(tmp_path, capsys):
     assert cli_main([*common, "task.d=8", "backend=naive", "method=unroll", "backend.chain=reverse",
                      "budget.max_d_materialised=4"]) == 0, \
         "naive in reverse mode materialises nothing: no limit"
-    assert cli_main([*common, "task.d=6", "backend=naive", "method=exact", "budget.max_dense_gb=1e-7"]) == 1  # (2 + 3)·6²·8 B > 107 B
+    # (2 + 3)·6²·8 B > 107 B
+    assert cli_main([*common, "task.d=6", "backend=naive", "method=exact", "budget.max_dense_gb=1e-7"]) == 1
     assert any("budget.max_dense_gb" in (r["reason"] or "") for r in read_records([tmp_path]))
     capsys.readouterr()
     assert cli_main([*base, "budget.max_d_materialised=0"]) == 2

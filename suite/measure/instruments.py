@@ -77,8 +77,8 @@ class Stages:
     """Wall seconds per stage of one run (set-up, compile, training, each measurement after it, the record's
     commit), accumulated by ``with stages("floor"): ...``; ``seconds`` is the ``{stage: s}`` dict a record keeps
     in ``provenance.stages_s`` and the main job's profile (``benchmarks/profile_main_job.py``) reads. Stages may
-    nest (``count_flops`` inside ``compile``; ``count_bytes`` comes after it); nothing is synchronised here: a stage that ends in a backend call
-    blocks on its result itself."""
+    nest (``count_flops`` inside ``compile``; ``count_bytes`` comes after it); nothing is synchronised here: a
+    stage that ends in a backend call blocks on its result itself."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
