@@ -142,8 +142,9 @@ def table(rows: list[dict]) -> str:
 
 
 def label(command: str) -> str:
+    """A row's name: the experiment a sweep runs, else the command itself (shortened)."""
     m = re.search(r"\+experiment=(\S+)", command)
-    return m.group(1) if m else command.split()[0] if command.startswith(("pip", "python3", ".")) else command
+    return m.group(1) if m else (command if len(command) <= 40 else command[:39] + "…")
 
 
 def main(argv: list[str] | None = None) -> int:

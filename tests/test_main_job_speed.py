@@ -149,3 +149,9 @@ def _flat(tree) -> np.ndarray:
     if isinstance(tree, dict):
         return np.concatenate([_flat(tree[k]) for k in sorted(tree)])
     return np.ravel(np.asarray(tree))
+
+
+def test_the_profile_names_each_piece_of_the_command():
+    assert profile.label("mlo-bench run -m +experiment=mwn_demo") == "mwn_demo"
+    assert profile.label("pip install torch==2.13.0") == "pip install torch==2.13.0"
+    assert len(profile.label("pip install -e " + "x" * 80)) == 40
