@@ -4,7 +4,7 @@
     python benchmarks/profile_main_job.py --install       # the whole command verbatim in a fresh clone (install too)
     python benchmarks/profile_main_job.py --records DIR   # only the table, from a results directory already written
 
-The command is read from the README (its first ``bash`` block with ``mlo-bench run``) and split at ``&&``; each piece
+The command is read from the README (its first ``bash`` block with ``mlo-bench demo`` or ``run``) and split at ``&&``; each piece
 is timed as it runs in one shell (so ``. .venv/bin/activate`` carries). Without ``--install`` the pieces that install
 (everything before the first ``mlo-bench``) are skipped and this environment's ``mlo-bench`` runs them, in an empty
 directory. Cold means what a newcomer meets: an empty results directory and an empty jax compilation cache
@@ -13,8 +13,9 @@ empty pip cache (``PIP_CACHE_DIR`` pointed at a new directory).
 
 Then, per sweep, from its records: the runs' wall time (``provenance.start`` → ``end``) split into the stages each
 run timed (``provenance.stages_s``: set-up, build, compile, the FLOP and byte counting, training, and each measurement
-after training), the sweep's start-up (process start → its first run's start), the time between runs and after the
-last one. The table ends with the machine's load and a step-benchmark figure (torch and naive × darts, ms per outer
+after training), the sweep's start-up (from the moment it could begin — the process start, or in ``mlo-bench demo``
+the previous sweep's end — to its first run's start), the time between runs and after the last one; a ``demo``
+piece's report gets its own row. The table ends with the machine's load and a step-benchmark figure (torch and naive × darts, ms per outer
 step) so a reader can scale the figures to their machine. ``--json FILE`` writes the same as data.
 """
 
@@ -40,12 +41,12 @@ AFTER_TRAINING = ("count_flops", "count_bytes", "sample_phases", "floor", "task_
 
 
 def readme_command(readme: Path = ROOT / "README.md") -> str:
-    """The README's main-job command: the first line of a bash block that runs ``mlo-bench run``."""
+    """The README's main-job command: the first line of a bash block that runs ``mlo-bench demo`` or ``run``."""
     for block in re.findall(r"```bash\n(.*?)```", readme.read_text(), re.S):
         for line in block.splitlines():
-            if "mlo-bench run" in line:
+            if "mlo-bench demo" in line or "mlo-bench run" in line:
                 return line.strip()
-    raise SystemExit("profile: error: README.md has no bash block with 'mlo-bench run'")
+    raise SystemExit("profile: error: README.md has no bash block with 'mlo-bench demo' or 'mlo-bench run'")
 
 
 def pieces(command: str, install: bool) -> list[str]:
@@ -88,6 +89,37 @@ def read_records(results: Path) -> list[dict]:
                      "compile_s": (rec.get("metrics") or {}).get("compile_s") or 0.0,
                      "loadavg": prov.get("loadavg_max")})
     return sorted(rows, key=lambda r: r["start"])
+
+
+def read_sweeps(results: Path) -> list[dict]:
+    """Each sweep's name (its ``+experiment=``), start (``sweep.json``: the multirun began) and end (``summary.json``)."""
+    out = []
+    for path in sorted(results.glob("multirun/*/sweep.json")):
+        meta = json.loads(path.read_text())
+        summary = path.with_name("summary.json")
+        done = json.loads(summary.read_text()) if summary.exists() else {}
+        end = done.get("end", meta["start"] + done["elapsed_s"] if "elapsed_s" in done else None)
+        out.append({"name": label(" ".join(meta.get("argv") or [])), "start": meta["start"], "end": end})
+    return sorted(out, key=lambda s: s["start"])
+
+
+def split(piece: dict, sweeps: list[dict], records: list[dict]) -> list[dict]:
+    """The rows of one piece of the command: one per sweep it ran (a ``mlo-bench demo`` runs several, then the
+    report: a row of its own), else one for the piece. A sweep's start-up runs from the moment it could begin (the
+    piece's process start for its first sweep, the previous sweep's end for the others) to its first run's start."""
+    inside = [s for s in sweeps if s["end"] is not None and piece["start"] <= s["start"] <= piece["end"]]
+    base = {"rc": piece["rc"]}
+    if not inside:
+        return [{"piece": label(piece["command"]), "wall": piece["end"] - piece["start"], **base}]
+    rows, begin = [], piece["start"]
+    for sweep in inside:
+        runs = [r for r in records if sweep["start"] <= r["start"] <= sweep["end"]]
+        rows.append({"piece": sweep["name"], "wall": sweep["end"] - begin, **base,
+                     **summarise(runs, begin, sweep["end"])})
+        begin = sweep["end"]
+    if piece["end"] - begin > 1.0:  # what the piece did after its sweeps: the report (mlo-bench demo)
+        rows.append({"piece": "report", "wall": piece["end"] - begin, **base})
+    return rows
 
 
 def summarise(runs: list[dict], start: float | None = None, end: float | None = None) -> dict:
@@ -143,6 +175,8 @@ def table(rows: list[dict]) -> str:
 
 def label(command: str) -> str:
     """A row's name: the experiment a sweep runs, else the command itself (shortened)."""
+    if command.startswith("mlo-bench report"):
+        return "report"
     m = re.search(r"\+experiment=(\S+)", command)
     return m.group(1) if m else (command if len(command) <= 40 else command[:39] + "…")
 
@@ -173,13 +207,9 @@ def main(argv: list[str] | None = None) -> int:
             env["MLO_BENCH_JAX_CACHE"] = str(work / ".jax-cache")
         t0 = time.time()
         timed = run_timed(pieces(readme_command(), args.install), work, env)
-        records = read_records(work / "results")
+        records, sweeps = read_records(work / "results"), read_sweeps(work / "results")
         for piece in timed:
-            runs = [r for r in records if piece["start"] <= r["start"] <= piece["end"]]
-            row = {"piece": label(piece["command"]), "wall": piece["end"] - piece["start"], "rc": piece["rc"]}
-            if "mlo-bench run" in piece["command"]:
-                row.update(summarise(runs, piece["start"], piece["end"]))
-            rows.append(row)
+            rows += split(piece, sweeps, records)
         print(f"ran in {work} ({time.time() - t0:.0f} s)")
     load = os.getloadavg()
     print(table(rows))

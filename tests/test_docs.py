@@ -76,7 +76,7 @@ def test_the_readme_keeps_its_two_commands():
     blocks = re.findall(r"```bash\n(.*?)\n```", section, re.S)
     assert len(blocks) == 2, "the main job and the tests"
     assert blocks[0].startswith("python3 -m venv .venv") and "pip install torch==2.13.0" in blocks[0]
-    assert blocks[0].rstrip().endswith("mlo-bench report")
+    assert blocks[0].rstrip().endswith("mlo-bench demo")
     assert blocks[1] == 'python3 -m pip install "tox>=4" && python3 -m tox'
     assert "torch==2.13.0" in section.split(blocks[1], 1)[1], "the note on the CPU wheel"
 

@@ -59,9 +59,9 @@ def test_the_profile_splits_a_sweep_into_startup_runs_and_gaps():
 
 def test_the_profile_reads_the_readme_command_and_skips_the_install():
     command = profile.readme_command()
-    assert command.startswith("python3 -m venv") and "mlo-bench report" in command
+    assert command.startswith("python3 -m venv") and command.endswith("mlo-bench demo")
     parts = profile.pieces(command, install=False)
-    assert parts[0].startswith("mlo-bench run") and parts[-1].startswith("mlo-bench report")
+    assert parts == ["mlo-bench demo"]
     assert len(profile.pieces(command, install=True)) > len(parts)
 
 

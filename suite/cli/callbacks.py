@@ -71,7 +71,8 @@ def _finish(sweep: Path, head: str, extra: dict[str, Any] | None = None) -> dict
     missing = meta["total"] - len(rows)
     by_status = dict(Counter(r["status"] for r in rows))
     summary = {"total": meta["total"], "reported": len(rows), "missing": missing, "by_status": by_status,
-               "elapsed_s": time.time() - meta["start"], **(extra or {})}
+               "start": meta["start"], "end": time.time(), **(extra or {})}
+    summary["elapsed_s"] = summary["end"] - meta["start"]
     summary["exit_code"] = summary.get("exit_code", sweep_exit_code(by_status, missing))
     write_json_atomic(sweep / "summary.json", summary)
     LAST.clear()

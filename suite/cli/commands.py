@@ -1,4 +1,4 @@
-"""The ``mlo-bench`` command: ``list``, ``run``, ``verify``, ``report``.
+"""The ``mlo-bench`` command: ``list``, ``run``, ``demo``, ``verify``, ``report``.
 
 ``run`` is a Hydra application (``key=value`` overrides, ``-m`` for sweeps); names and values are checked before any
 work starts, and a bad one is a single line on stderr with exit code 2.
@@ -32,6 +32,8 @@ commands:
                               mlo-bench run task=quadratic task.levels=3 method=exact dtype=float64
   run -m [KEY=V1,V2 ...]    a sweep (Hydra multirun), e.g. mlo-bench run -m method=cg,exact seed=0,1,2
                               named experiments: mlo-bench run -m +experiment=demo
+  demo [KEY=VALUE ...]      the main job: every demo sweep (suite/conf/main_job.yaml) in one process, then the
+                            report in <results_dir>/report, e.g. mlo-bench demo results_dir=/tmp/demo
   verify [KEY=VALUE ...] [--tol F] [--reference B] [--steps N]
                             cross-backend agreement table (first hypergradient, parameters after N steps)
                             of every installed backend x method against torch, e.g.
@@ -80,12 +82,14 @@ def _run(args: list[str]) -> int:
     if hydra_flags:
         # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
         from mlo_bench.suite.cli.callbacks import LAST, stopped
+        from mlo_bench.suite.cli import compose_once
         from mlo_bench.suite.cli.hydra_app import app
 
         sys.argv = ["mlo-bench run", *args]
         LAST.clear()
         try:
-            code = app() or 0
+            with compose_once.composed_once():
+                code = app() or 0
         except ValueError as exc:  # Hydra's own argument errors (e.g. -m together with --cfg)
             return _fail("run", first_line(exc))
         except SystemExit as exc:  # a job stopped by a signal (130), bad input found by a job or the sweep (2)
@@ -167,6 +171,12 @@ def cmd_list(args: list[str]) -> int:
     return 0
 
 
+def cmd_demo(args: list[str]) -> int:
+    from mlo_bench.suite.cli.demo import main as demo_main
+
+    return demo_main(args, cmd_run)
+
+
 def cmd_verify(args: list[str]) -> int:
     from mlo_bench.suite.certify.verify import main as verify_main
 
@@ -179,7 +189,7 @@ def cmd_report(args: list[str]) -> int:
     return report_main(args)
 
 
-COMMANDS = {"list": cmd_list, "run": cmd_run, "verify": cmd_verify, "report": cmd_report}
+COMMANDS = {"list": cmd_list, "run": cmd_run, "demo": cmd_demo, "verify": cmd_verify, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:
