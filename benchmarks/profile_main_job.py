@@ -4,19 +4,20 @@
     python benchmarks/profile_main_job.py --install       # the whole command verbatim in a fresh clone (install too)
     python benchmarks/profile_main_job.py --records DIR   # only the table, from a results directory already written
 
-The command is read from the README (its first ``bash`` block with ``mlo-bench demo`` or ``run``) and split at ``&&``; each piece
-is timed as it runs in one shell (so ``. .venv/bin/activate`` carries). Without ``--install`` the pieces that install
-(everything before the first ``mlo-bench``) are skipped and this environment's ``mlo-bench`` runs them, in an empty
-directory. Cold means what a newcomer meets: an empty results directory and an empty jax compilation cache
-(``MLO_BENCH_JAX_CACHE`` pointed at a new directory; ``--warm`` keeps this machine's), and with ``--install`` an
-empty pip cache (``PIP_CACHE_DIR`` pointed at a new directory).
+The command is read from the README (its first ``bash`` block with ``mlo-bench demo`` or ``run``) and split at
+``&&``; each piece is timed as it runs in one shell (so ``. .venv/bin/activate`` carries). Without ``--install`` the
+pieces that install (everything before the first ``mlo-bench``) are skipped and this environment's ``mlo-bench`` runs
+them, in an empty directory. Cold means what a newcomer meets: an empty results directory and an empty jax
+compilation cache (``MLO_BENCH_JAX_CACHE`` pointed at a new directory; ``--warm`` keeps this machine's), and with
+``--install`` an empty pip cache (``PIP_CACHE_DIR`` pointed at a new directory).
 
 Then, per sweep, from its records: the runs' wall time (``provenance.start`` → ``end``) split into the stages each
-run timed (``provenance.stages_s``: set-up, build, compile, the FLOP and byte counting, training, and each measurement
-after training), the sweep's start-up (from the moment it could begin — the process start, or in ``mlo-bench demo``
-the previous sweep's end — to its first run's start), the time between runs and after the last one; a ``demo``
-piece's report gets its own row. The table ends with the machine's load and a step-benchmark figure (torch and naive × darts, ms per outer
-step) so a reader can scale the figures to their machine. ``--json FILE`` writes the same as data.
+run timed (``provenance.stages_s``: set-up, build, compile, the FLOP and byte counting, training, and each
+measurement after training), the sweep's start-up (from the moment it could begin — the process start, or in
+``mlo-bench demo`` the previous sweep's end — to its first run's start), the time between runs and after the last
+one; a ``demo`` piece's report gets its own row. The table ends with the machine's load and a step-benchmark figure
+(torch and naive × darts, ms per outer step) so a reader can scale the figures to their machine. ``--json FILE``
+writes the same as data.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def read_records(results: Path) -> list[dict]:
 
 
 def read_sweeps(results: Path) -> list[dict]:
-    """Each sweep's name (its ``+experiment=``), start (``sweep.json``: the multirun began) and end (``summary.json``)."""
+    """Each sweep's name (its ``+experiment=``), start (``sweep.json``: the multirun began), end (``summary.json``)."""
     out = []
     for path in sorted(results.glob("multirun/*/sweep.json")):
         meta = json.loads(path.read_text())

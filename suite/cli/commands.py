@@ -81,8 +81,8 @@ def _run(args: list[str]) -> int:
     hydra_flags = [a for a in args if a.startswith("-")]
     if hydra_flags:
         # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
-        from mlo_bench.suite.cli.callbacks import LAST, stopped
         from mlo_bench.suite.cli import compose_once
+        from mlo_bench.suite.cli.callbacks import LAST, stopped
         from mlo_bench.suite.cli.hydra_app import app
 
         sys.argv = ["mlo-bench run", *args]

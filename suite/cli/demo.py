@@ -23,9 +23,10 @@ USAGE = """usage: mlo-bench demo [KEY=VALUE ...]
 
 The main job: every demo sweep listed in suite/conf/main_job.yaml, in one process, then the report
 (<results_dir>/report). The sweeps: {names}.
- KEY=VALUE overrides go to every sweep, e.g. results_dir=/tmp/demo threads=1.
+KEY=VALUE overrides go to every sweep, e.g. results_dir=/tmp/demo threads=1.
 Each sweep alone: mlo-bench run -m +experiment=NAME. Exit: 0 ok, 1 a run failed (the rest still ran and the report
-is written), 2 bad input (nothing was run), 3 a config busy in another process, 130 interrupted (run it again to resume)."""
+is written), 2 bad input (nothing was run), 3 a config busy in another process, 130 interrupted (run it again to
+resume)."""
 
 MAIN_JOB = Path(__file__).resolve().parent.parent / "conf" / "main_job.yaml"
 
