@@ -42,8 +42,10 @@ conditioning; a number given on the command line is used as it is):
 
 Measured (method=exact, float64, d = 100, seeds 0–4): the outer gap falls below 1% of its first step's value after
 L = 2: < 100 steps; L = 3: 536–868; L = 4: 828–1,510; L = 5: 615–814 steps (the top problem's conditioning, not the
-lag, sets the pace: the ridge-dominated directions of x_0 contract by ≈ 1 − η_0 ρ per step). So the default 100
-steps suffice for two levels; run L = 3 or 5 with ``steps=1000`` and L = 4 with ``steps=2000``.
+lag, sets the pace: the ridge-dominated directions of x_0 contract by ≈ 1 − η_0 ρ per step). So a run without
+``steps=`` takes (``default_steps``) 100 outer steps at L = 2, 1,000 at L = 3 and 5, 2,000 at L = 4 — the measured
+worst seed rounded up — and 2,000 beyond L = 5 (not measured there); these are for the default step sizes and
+conditioning, which ``task.inner.lr`` / ``task.outer.lr`` / ``task.condition`` change.
 
 Everything is generated from the seed in numpy float64; the oracle works in float64.
 """
@@ -248,6 +250,14 @@ class Quadratic(Task):
     name = "quadratic"
     Config = QuadraticConfig
     paper = PAPER
+
+    #: outer steps by depth L within which the default step sizes bring the outer gap below 1% of its first step's
+    DEFAULT_STEPS_BY_LEVELS = {2: 100, 3: 1000, 4: 2000, 5: 1000}
+
+    @classmethod
+    def default_steps(cls, cfg: QuadraticConfig) -> int:
+        """Steps for the outer gap to fall below 1% of its start at this depth (the module docstring); 2,000 past 5."""
+        return cls.DEFAULT_STEPS_BY_LEVELS.get(int(cfg.levels), 2000)
 
     def __init__(self, cfg: QuadraticConfig, seed: int) -> None:
         super().__init__(cfg, seed)

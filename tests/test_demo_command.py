@@ -31,10 +31,11 @@ def test_demo_runs_its_sweeps_in_one_process_then_the_report(tmp_path, monkeypat
     assert tasks == ["domain_adaptation", "quadratic"]
     assert (results / "report" / "report.md").exists() and (results / "report" / "report.html").exists()
     sweeps = sorted(results.glob("multirun/*/summary.json"))
-    assert len(sweeps) == 2
+    assert len(sweeps) == 2, "a ledger per sweep, even two starting within one second"
     for path in sweeps:
         summary = json.loads(path.read_text())
         assert summary["end"] >= summary["start"] and summary["exit_code"] == 0
+        assert summary["reported"] == summary["total"]
     # again: every run resumes from its record, nothing is trained twice
     before = len(list(results.glob("runs/*/record.json")))
     assert main(["demo", f"results_dir={results}", *SMALL, "method=exact"]) == 0

@@ -18,7 +18,7 @@ from mlo_bench.suite.engine import loop
 from mlo_bench.suite.run.compose import compose
 from mlo_bench.suite.run.execute import execute
 from mlo_bench.suite.run.plan import prepare
-from mlo_bench.tasks.quadratic import QuadraticConfig, coupling, lag_margin, outer_lr
+from mlo_bench.tasks.quadratic import Quadratic, QuadraticConfig, coupling, lag_margin, outer_lr
 
 
 def _run(tmp_path, *overrides):
@@ -32,17 +32,36 @@ def _trace(record, column):
     return np.array([float(r[column]) for r in rows if r.get(column)])
 
 
-@pytest.mark.parametrize(("levels", "steps"), [(2, 300), (3, 1000), (4, 1000), (5, 1000)])
-def test_the_outer_gap_shrinks_steadily_to_below_one_percent(tmp_path, levels, steps):
-    """At the defaults (derived steps), every 100-step window of the outer gap grows by at most 10%, and the last
-    step's gap is below 1% of the first step's."""
-    record = _run(tmp_path, "task.d=16", f"task.levels={levels}", f"steps={steps}", "eval_every=1")
+@pytest.mark.parametrize("levels", [2, 3, 4, 5])
+def test_the_outer_gap_shrinks_steadily_to_below_one_percent(tmp_path, levels):
+    """At the defaults (derived step sizes, and the steps the task takes at this depth when none are given), every
+    100-step window of the outer gap grows by at most 10%, and the last step's gap is below 1% of the first step's."""
+    record = _run(tmp_path, "task.d=16", f"task.levels={levels}", "eval_every=1")
     assert record["status"] == "ok", record.get("reason")
+    steps = Quadratic.DEFAULT_STEPS_BY_LEVELS[levels]
+    assert record["config"]["steps"] == steps, "the record holds the steps taken"
     gap = _trace(record, "outer_gap")
     assert len(gap) == steps and np.all(gap > -1e-9)
-    growth = gap[100:] / gap[:-100]
+    window = min(100, steps // 2)  # 100-step windows (50 in a 100-step run)
+    growth = gap[window:] / gap[:-window]
     assert growth.max() <= 1.1, (int(growth.argmax()) + 1, float(growth.max()))
     assert gap[-1] < 0.01 * gap[0], (gap[0], gap[-1])
+
+
+def test_steps_given_win_and_a_default_run_keeps_its_hash():
+    """``steps`` null takes the task's default_steps; the plan's config holds the number, so the hash is the one of
+    the same run with ``steps=`` given (records written before the key's default became null are found by resume);
+    a task that declares none takes 100."""
+    from mlo_bench.suite.run.records import config_hash
+
+    deep = prepare(compose(["task.levels=4", "results_dir=/tmp/unused"]))
+    assert deep.steps == 2000 and deep.config["steps"] == 2000
+    assert prepare(compose(["task.levels=4", "steps=7", "results_dir=/tmp/unused"])).steps == 7
+    default = prepare(compose(["results_dir=/tmp/unused"]))
+    given = prepare(compose(["steps=100", "results_dir=/tmp/unused"]))
+    assert default.steps == 100 and config_hash(default.config) == config_hash(given.config)
+    mwn = prepare(compose(["task=mwn", "+preset=demo", "results_dir=/tmp/unused"]))
+    assert mwn.steps == 300, "a preset's steps still win over the task's default"
 
 
 def test_the_old_defaults_did_not_converge_at_three_levels(tmp_path):

@@ -44,6 +44,19 @@ def results_dir(overrides: list[str]) -> Path:
     return Path(given[-1]) if given else Path("results")
 
 
+def sweep_dir(results: Path, name: str) -> Path:
+    """A new ``<results>/multirun/<time>-<name>`` for one sweep's ledger: Hydra's default is named by the second the
+    sweep starts, and two sweeps of one process can start within one second (a resumed sweep takes less), which
+    would then share one ledger and its counts."""
+    import time
+
+    base = results / "multirun" / f"{time.strftime('%Y%m%dT%H%M%S')}-{name}"
+    path, n = base, 1
+    while path.exists():
+        path, n = base.with_name(f"{base.name}-{n}"), n + 1
+    return path
+
+
 def main(args: list[str], run) -> int:
     """Run the main job with ``overrides``; ``run`` is ``mlo-bench run``'s entry (``cmd_run``)."""
     if any(a in ("-h", "--help") for a in args):
@@ -57,7 +70,7 @@ def main(args: list[str], run) -> int:
     codes = []
     for name in experiments():
         print(f"[demo] sweep +experiment={name}", flush=True)
-        code = run(["-m", f"+experiment={name}", *args])
+        code = run(["-m", f"+experiment={name}", *args, f"hydra.sweep.dir={sweep_dir(results_dir(args), name)}"])
         if code in (2, 130):
             return code
         codes.append(code)

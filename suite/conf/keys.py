@@ -88,7 +88,7 @@ RUN_KEYS = (
     RunKey("backend", "torch", verify=True, doc="the backend (backend=NAME; backend.KNOB=V)"),
     RunKey("method", "cg", verify=True, doc="the hypergradient method (method=NAME; method.KNOB=V)"),
     RunKey("seed", 0, verify=True, doc="drives data, splits, initialisation and batch order"),
-    RunKey("steps", 100, verify=True, doc="outer steps"),
+    RunKey("steps", None, verify=True, doc="outer steps (null: the task's default_steps, else 100)"),
     RunKey("inner_steps", 1, verify=True, doc="inner steps per outer step; the unroll depth of method=unroll"),
     RunKey("dtype", "float32", verify=True, doc="float32 | float64"),
     RunKey("device", "auto", verify=True, doc="cpu | cuda | auto (cuda when available)"),

@@ -74,6 +74,10 @@ class Oracle(ABC):
         """The exact total derivative of the top level's loss w.r.t. its parameters."""
 
 
+#: the outer steps of a run whose ``steps`` is null and whose task declares no ``default_steps``
+DEFAULT_STEPS = 100
+
+
 class Task(ABC):
     """A multilevel program.
 
@@ -113,6 +117,10 @@ class Task(ABC):
       ``method=none`` (the upper level is not trained; no hypergradient is computed), never a fake method.
     - ``paper``: a :class:`~mlo_bench.suite.contract.paper.Paper` — the task's metric specs, variants (``+variant=``),
       paper tables, size knob and claims, read by the report (``None``: standard metrics only).
+    - ``default_steps(cfg)`` (a classmethod, asked before the task is built): the outer steps a run takes when the
+      run key ``steps`` is null (its default) — enough for the task's defaults to converge at this ``cfg`` (e.g. a
+      deeper chain needs more); :data:`DEFAULT_STEPS` unless the task says otherwise. The record's config holds the
+      number, so a run's hash is the same whether the steps were given or taken from here.
     """
 
     name: ClassVar[str]
@@ -123,6 +131,10 @@ class Task(ABC):
     def __init__(self, cfg: Any, seed: int) -> None:
         self.cfg = cfg
         self.seed = seed
+
+    @classmethod
+    def default_steps(cls, cfg: Any) -> int:
+        return DEFAULT_STEPS
 
     @abstractmethod
     def levels(self) -> list[Level]: ...

@@ -98,6 +98,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
             raise ConfigError(exc.args[0]) from None
         except (ValueError, TypeError) as exc:
             raise ConfigError(str(exc).splitlines()[0]) from None
+    if config.get("steps") is None:  # null: the task's own default (Task.default_steps), recorded as a number
+        config["steps"] = _default_steps(classes["task"], plugin_cfgs["task"])
     for key in ("seed", "steps", "inner_steps", "log_every", "eval_every", "repeat"):
         _check(isinstance(config.get(key), int), f"{key} must be an integer (got {config.get(key)!r})")
     _check(config["seed"] >= 0, f"seed must be >= 0 (got {config['seed']})")
@@ -146,6 +148,13 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
         fused=config["fused"], task=task,
     )
+
+
+def _default_steps(task_cls: Any, task_cfg: Any) -> Any:
+    from mlo_bench.suite.contract.task import DEFAULT_STEPS
+
+    declared = getattr(task_cls, "default_steps", None)  # a duck-typed plugin task may not subclass Task
+    return DEFAULT_STEPS if declared is None else declared(task_cfg)
 
 
 def results_dir_problem(results_dir: str) -> str | None:
