@@ -234,7 +234,8 @@ def test_presets_apply_the_chosen_tasks_values_and_overrides_win():
     assert cfg.steps == demo["steps"] and cfg.task.lower.milestones == demo["task"]["lower"]["milestones"]
     cfg = compose(["task=mwn", "preset=demo", "steps=7", "task.hidden=3"])
     assert cfg.steps == 7 and cfg.task.hidden == 3
-    assert compose(["task=mwn"]).steps == 100, "no preset: the defaults"
+    assert compose(["task=mwn"]).steps is None, "no preset: the task's default, resolved when the run is planned"
+    assert prepare(compose(["task=mwn", "results_dir=/tmp/unused"])).steps == MetaWeightNet.default_steps(None) == 100
     assert set(registry.presets("mwn")) >= {"demo", "full", "paper"}
     paper = compose(["task=mwn", "+preset=paper"]).task
     assert (paper.model, paper.lower.lr, paper.lower.momentum, paper.weight_decay, list(paper.lower.milestones),

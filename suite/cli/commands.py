@@ -81,14 +81,14 @@ def _run(args: list[str]) -> int:
     hydra_flags = [a for a in args if a.startswith("-")]
     if hydra_flags:
         # Sweeps and Hydra's own flags (--cfg, -m, --multirun …) go through the Hydra application.
-        from mlo_bench.suite.cli import compose_once
         from mlo_bench.suite.cli.callbacks import LAST, stopped
+        from mlo_bench.suite.cli.compose_once import composed_once
         from mlo_bench.suite.cli.hydra_app import app
 
         sys.argv = ["mlo-bench run", *args]
         LAST.clear()
         try:
-            with compose_once.composed_once():
+            with composed_once():
                 code = app() or 0
         except ValueError as exc:  # Hydra's own argument errors (e.g. -m together with --cfg)
             return _fail("run", first_line(exc))
