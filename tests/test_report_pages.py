@@ -127,7 +127,8 @@ CHECK = """<script>window.addEventListener("load", () => {
   const out = document.createElement("div"); out.id = "imgcheck";
   out.textContent = `images ${ok}/${imgs.length} tables ${document.querySelectorAll("table").length} ` +
     `view ${window.innerWidth}x${window.innerHeight} figure ${box(fig)} sentence ${box(line)} ` +
-    `open ${document.querySelectorAll("details[open]").length} folds ${document.querySelectorAll("details").length}`;
+    `open ${document.querySelectorAll("details[open]").length} folds ${document.querySelectorAll("details").length} ` +
+    `wide ${document.documentElement.scrollWidth}`;
   document.body.appendChild(out);
 });</script>"""
 
@@ -166,7 +167,7 @@ def test_report_html_first_screen_is_the_figure_and_the_sentences_in_headless_ch
     dom = subprocess.run([_chromium(), *flags, "--virtual-time-budget=10000", "--dump-dom", page.as_uri()],
                          capture_output=True, text=True, timeout=120)
     found = re.search(r'id="imgcheck">images (\d+)/(\d+) tables (\d+) view (\d+)x(\d+) figure (\S+) sentence '
-                      r'(\S+) open (\d+) folds (\d+)<', dom.stdout)
+                      r'(\S+) open (\d+) folds (\d+) wide (\d+)<', dom.stdout)
     assert found, dom.stderr[-2000:]
     ok, total, tables, width, height = map(int, found.groups()[:5])
     assert ok == total == n_images, "every embedded figure decodes in the browser"
@@ -177,6 +178,9 @@ def test_report_html_first_screen_is_the_figure_and_the_sentences_in_headless_ch
         assert 0 <= left < right <= width and 0 <= top < bottom <= height, f"the {name} is off the first screen"
     assert fig_box[3] <= line_box[1], "the sentence is under its figure"
     assert int(found.group(8)) == 0 < int(found.group(9)), "the dumps are folded, none open"
+    assert int(found.group(10)) <= width, "nothing scrolls sideways (the contents line wraps between its links)"
+    nav = re.search(r'<nav class="toc">(.*?)</nav>', html, re.S).group(1)
+    assert nav.count("<a ") >= 3 and nav.count("</a> <a ") == nav.count("<a ") - 1, "a break between every link"
     first = re.search(r'<div class="card">.*?</div>', dom.stdout, re.S).group(0)
     assert "<img " in first and "overview-mwn" not in first  # embedded, not linked
     sentence = re.sub(r"<[^>]+>", "", re.search(r"<li>(.*?)</li>", first, re.S).group(1))

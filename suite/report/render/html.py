@@ -21,7 +21,8 @@ h3 { font-size: 16px; margin: 24px 0 6px; }
 p.subtitle { color: var(--muted); margin-top: 0; }
 nav.toc { background: var(--head); border: 1px solid var(--line); border-radius: 6px; padding: 8px 16px;
           margin: 12px 0; }
-nav.toc a { margin-right: 18px; color: var(--accent); text-decoration: none; white-space: nowrap; }
+nav.toc a { margin-right: 18px; color: var(--accent); text-decoration: none; white-space: nowrap;
+            display: inline-block; }
 code { font: 12.5px/1.4 ui-monospace, SFMono-Regular, Menlo, Consolas, monospace; background: #f1f3f7;
        padding: 1px 4px; border-radius: 3px; }
 .table-wrap { overflow-x: auto; margin: 8px 0 4px; }
@@ -110,7 +111,8 @@ def _section(section: Section) -> str:
 
 
 def render(doc: Document) -> str:
-    toc = "".join(f'<a href="#{s.anchor}">{inline(s.title)}</a>' for s in doc.sections if s.level == 2)
+    # the links are joined by a space: with ``white-space: nowrap`` on each, that space is where the list wraps
+    toc = " ".join(f'<a href="#{s.anchor}">{inline(s.title)}</a>' for s in doc.sections if s.level == 2)
     body = "\n".join(_section(s) for s in doc.sections)
     subtitle = f'<p class="subtitle">{inline(doc.subtitle)}</p>' if doc.subtitle else ""
     nav = f'<nav class="toc">{toc}</nav>' if toc else ""
