@@ -5,8 +5,9 @@ It is the same as running ``mlo-bench run -m +experiment=NAME`` for each and the
 runs, records and report), minus what separate processes repeat: Python, Hydra, torch, jax and scikit-learn are
 imported once, not six times, and jax's backend and torch's kernels are set up once (each sweep's process start was
 5.5–8.8 s of the main job's 631 s cold, and the report's ≈ 4 s; in one process the sweeps' start-ups were 1.6–5.6 s,
-Hydra composing and checking each sweep's jobs, and the cold job 469 s with install, 2026-12-03). Overrides (``KEY=VALUE``) go to every sweep: the
-run keys make sense there (``results_dir=``, ``threads=``, ``hypergrad_check=``); the report reads
+Hydra composing and checking each sweep's jobs, and the cold job 469 s with install, 2026-12-03). Overrides
+(``KEY=VALUE``) go to every sweep: the run keys make sense there (``results_dir=``, ``threads=``,
+``hypergrad_check=``); the report reads
 ``<results_dir>`` and writes ``<results_dir>/report``.
 
 Exit status: 2 bad input (one line, before any work: the first sweep checks every override); 130 interrupted (it
