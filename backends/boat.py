@@ -1,0 +1,143 @@
+"""``boat``: BOAT (boat-torch 1.1.1, "a compositional operation toolbox for gradient-based bi-level optimization") —
+each edge's hypergradient through BOAT's own hyper-gradient operations (``boat_torch.na_ol``), built by its factory
+``makes_functional_na_operation`` and called as its ``Problem.run_iter`` calls them.
+
+Install: ``pip install --no-deps boat-torch==1.1.1`` (it pins numpy <= 1.26 and pulls torchvision; at import it needs
+only torch, numpy, higher and matplotlib, which the ``peers`` extra brings, and runs with numpy 2).
+
+BOAT runs on higher (its lower loop, the ``NGD`` gradient-mapping op, steps ``higher.innerloop_ctx``'s differentiable
+optimizer), so this engine is the ``higher`` engine (plain autograd, reverse mode, the lower levels' steps through
+higher's optimizers) with BOAT's operations routing the hypergradient. Per edge (lower level θ, upper λ), at the state
+the runner reached: θ and λ as the parameters of two modules (BOAT's ``ll_model`` / ``ul_model``, ``ll_var`` /
+``ul_var``), BOAT's lower objective the task's lower loss f(θ, λ), its upper objective ⟨v, θ⟩ (the cotangent the suite
+pushes down the chain: BOAT then returns the edge's response VJP, its direct term ∂/∂λ being zero), and the auxiliary
+model ``higher.innerloop_ctx`` makes of the lower module with no step taken (the suite's loop drives training, as for
+every engine). The operation writes λ's ``.grad``, which is the edge's VJP:
+
+- ``cg`` ← BOAT ``CG`` (Rajeswaran/Pedregosa's implicit gradient by conjugate gradient on the fixed-point map
+  θ − η∇_θ f): ``CG.k`` = K iterations, ``CG.tolerance`` = 0 so exactly K run (BOAT's ``cg_step`` returns the iterate
+  *before* the one that met a positive tolerance, another reason to keep it at 0); η = 1 (it cancels: the system is
+  ηH x = v, applied through −η ∂²f/∂λ∂θ).
+- ``neumann`` ← BOAT ``NS`` (Lorraine et al.'s Neumann series on the same map): η Σ_{j=0..K} (I − ηH)^j with
+  ``CG.k`` = K and η the lower optimizer's learning rate, which BOAT reads as its step: handed ``method.alpha``, so
+  it is the suite's ``neumann`` at the same knobs (Betty's form).
+- ``darts`` ← BOAT ``FD`` (DARTS's finite difference): radius ``FD.r`` = ``method.alpha`` (ε = r/‖v‖), scaled by
+  the lower optimizer's learning rate, handed ``method.xi`` — the suite's ``darts`` (Liu et al.'s ξ).
+- ``unroll`` ← BOAT ``RAD`` (reverse-mode through the lower loop): BOAT's NGD steps are higher's differentiable
+  optimizer, as this engine's; in a run the runner takes those steps and pulls back through them with autograd
+  (what RAD's ``torch.autograd.grad`` of the upper loss does); on one edge (the oracle check) the K steps are taken
+  with higher and BOAT's ``RAD.compute_gradients`` differentiates ⟨v, θ_K⟩ through them.
+
+Not the suite's methods (``unsupported`` with the reason, :data:`FEATURES`): BOAT's other hyper-gradient operations
+(IAD, PTT, RGT, FOA, IGA) and its first-order solvers (VSO, VFO, MESO, PGDO), which run their own lower loop and
+step the upper optimizer themselves; and ``exact`` (BOAT has no dense solve).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from mlo_bench.backends._peers import rebuild
+from mlo_bench.backends.higher import HigherBackend
+from mlo_bench.suite.engine.trees import tree_leaves
+from mlo_bench.suite.plugins.registry import register
+
+Tree = Any
+INSTALL = "pip install -e \".[peers]\" && pip install --no-deps boat-torch==1.1.1"
+#: suite method -> (BOAT's na_op, what its config's lower optimizer lr is: the method's knob or 1.0)
+OPS = {"cg": ("CG", None), "neumann": ("NS", "alpha"), "darts": ("FD", "xi"), "unroll": ("RAD", None)}
+NOT_THE_SUITES = "not a method of the suite's; it would be a method of its own (a new name), not added here"
+SOLVER = ("a whole first-order solver: its optimize() runs its own lower loop and steps the upper optimizer itself, "
+          "not a hypergradient of the suite's loop")
+FEATURES = {
+    "exact": "boat-torch 1.1.1 has no dense (materialised Hessian) solve",
+    "iad": "BOAT's IAD differentiates w.r.t. the lower level's initialisation (θ₀ as the upper variable, MAML-style): "
+           "the suite's levels keep θ and λ apart",
+    "ptt": f"BOAT's PTT (pessimistic trajectory truncation, Liu et al. 2021) backpropagates from the inner step of "
+           f"largest upper loss: {NOT_THE_SUITES}",
+    "rgt": f"BOAT's RGT (truncated back-propagation, Shaban et al. 2019): {NOT_THE_SUITES}",
+    "foa": "BOAT's FOA (first-order approximation) is defined with IAD (Reptile-style), see iad",
+    "iga": f"BOAT's IGA (implicit gradient approximation, Liu et al. 2024): {NOT_THE_SUITES}",
+    "vso": f"BOAT's VSO (BOME, Liu et al. 2022) is {SOLVER}",
+    "vfo": f"BOAT's VFO (value-function interior point, Liu et al. 2021) is {SOLVER}",
+    "meso": f"BOAT's MESO (Moreau-envelope single loop, Liu et al. 2024) is {SOLVER}",
+    "pgdo": f"BOAT's PGDO (penalty-based gradient descent, Shen & Chen 2023) is {SOLVER}",
+}
+
+
+def solver_config(method: str, cfg: Any, ll_var: list, torch: Any) -> dict[str, Any]:
+    """BOAT's ``solver_config`` for one operation: the keys its na_ol operations read, at the method's knobs."""
+    op, lr_knob = OPS[method]
+    lr = float(getattr(cfg, lr_knob)) if lr_knob else 1.0
+    return {"gm_op": ["NGD"], "na_op": [op], "fo_op": None,
+            "lower_level_opt": torch.optim.SGD(ll_var, lr=lr),
+            "CG": {"k": int(getattr(cfg, "iterations", 1)), "tolerance": 0.0},
+            "FD": {"r": float(getattr(cfg, "alpha", 0.01))},
+            "GDA": {"alpha_init": 0.0, "alpha_decay": 1.0}, "RGT": {"truncate_iter": 0}}
+
+
+def _objectives(r: Any, v: Tree) -> tuple[Any, Any]:
+    """BOAT's ``(ll_objective, ul_objective)``: ``(feed_dict, ul_model, ll_model, params=None) -> loss``."""
+    cotangent = [t.detach() for t in tree_leaves(v)]
+
+    def lower_of(ll_model: Any, params: Any) -> list:
+        return list(params) if params is not None else list(ll_model.parameters())
+
+    def ll_objective(feed: Any, ul_model: Any, ll_model: Any, params: Any = None) -> Any:
+        return r.loss(rebuild(r.lower, lower_of(ll_model, params)), rebuild(r.upper, list(ul_model.parameters())))
+
+    def ul_objective(feed: Any, ul_model: Any, ll_model: Any, params: Any = None) -> Any:
+        return sum((c * p).sum() for c, p in zip(cotangent, lower_of(ll_model, params), strict=True))
+
+    return ll_objective, ul_objective
+
+
+def _unrolled(r: Any, lower: Any, upper: Any) -> list:
+    """θ_K after the edge's K steps from the lower module's θ (higher's differentiable optimizer: this engine's ops),
+    a function of the upper module's λ."""
+    theta, state = rebuild(r.lower, list(lower.parameters())), r.state
+    lam = rebuild(r.upper, list(upper.parameters()))
+    for _ in range(r.unroll_steps):
+        theta, state = r.step(theta, state, lam)
+    return tree_leaves(theta)
+
+
+def _boat_vjp(method: str):
+    def response_vjp(backend: Any, r: Any, v: Tree, cfg: Any) -> Tree:
+        import higher
+        from boat_torch.na_ol import makes_functional_na_operation
+
+        torch = backend.torch
+        lower = torch.nn.ParameterList([torch.nn.Parameter(t.detach().clone()) for t in tree_leaves(r.lower)])
+        upper = torch.nn.ParameterList([torch.nn.Parameter(t.detach().clone()) for t in tree_leaves(r.upper)])
+        ll_var, ul_var = list(lower.parameters()), list(upper.parameters())
+        config = solver_config(method, cfg, ll_var, torch)
+        ll_objective, ul_objective = _objectives(r, v)
+        op = makes_functional_na_operation(
+            custom_order=config["na_op"], ul_objective=ul_objective, ll_objective=ll_objective, ll_model=lower,
+            ul_model=upper, ll_var=ll_var, ul_var=ul_var, solver_config=config)
+        with torch.enable_grad(), higher.innerloop_ctx(lower, config["lower_level_opt"], copy_initial_weights=False,
+                                                       track_higher_grads=method == "unroll") as (aux, _):
+            extra = {"lower_model_params": _unrolled(r, lower, upper)} if method == "unroll" else {}
+            op.compute_gradients(ll_feed_dict={}, ul_feed_dict={}, auxiliary_model=aux, max_loss_iter=0, **extra)
+        return rebuild(r.upper, [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in ul_var])
+
+    return response_vjp
+
+
+@register("backend")
+class BoatBackend(HigherBackend):
+    """BOAT (boat-torch 1.1.1): CG, NS, FD and RAD through boat_torch.na_ol on higher's differentiable optimizers."""
+
+    name = "boat"
+    library, dist, install = "boat_torch", "boat-torch", INSTALL
+    methods = {method: f"boat_torch.na_ol.{op}" + (" (steps: higher's differentiable optimizers)"
+                                                    if method == "unroll" else "")
+               for method, (op, _) in OPS.items()}
+    features = FEATURES
+
+    def library_vjp(self, method: str):
+        return _boat_vjp(method)
+
+    def path(self) -> str:
+        return "boat_torch.na_ol operations on higher's innerloop_ctx (the suite's loop drives training)"
