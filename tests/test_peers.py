@@ -1,6 +1,6 @@
-"""The peer engines (betty, torchopt, higher, jaxopt, boat, optimistix): each runs its library's own code, agrees with the torch backend
-where the library is right, and fails where the released library is wrong (Betty 0.2.1's cg). Skips a peer whose
-library is not installed (``pip install -e ".[peers]"``; betty: see backends/betty.py)."""
+"""The peer engines (betty, torchopt, higher, jaxopt, boat, optimistix): each runs its library's own code, agrees with
+the torch backend where the library is right, and fails where the released library is wrong (Betty 0.2.1's cg). Skips
+a peer whose library is not installed (``pip install -e ".[peers]"``; betty, boat: see backends/betty.py, boat.py)."""
 
 from __future__ import annotations
 
@@ -78,8 +78,9 @@ def test_every_other_method_is_unsupported_with_a_reason(peer):
 
 
 #: where a library's own Adam differs from torch.optim's (measured on this test, float64): higher adds ε to √v before
-#: the bias correction; it reaches the inner steps the peer takes, hence its hypergradient (boat's steps are higher's). (TorchOpt's float32 bias
-#: correction is worked around in its adapter: see test_torchopt_adam_bias_correction_is_float32_and_worked_around.)
+#: the bias correction; it reaches the inner steps the peer takes, hence its hypergradient (boat's steps are higher's).
+#: (TorchOpt's float32 bias correction is worked around in its adapter: see
+#: test_torchopt_adam_bias_correction_is_float32_and_worked_around.)
 ADAM_TOL = {"higher": 1e-5, "boat": 1e-5}
 
 
