@@ -28,6 +28,17 @@ every engine). The operation writes λ's ``.grad``, which is the edge's VJP:
   (what RAD's ``torch.autograd.grad`` of the upper loss does); on one edge (the oracle check) the K steps are taken
   with higher and BOAT's ``RAD.compute_gradients`` differentiates ⟨v, θ_K⟩ through them.
 
+Why the operations and not BOAT's ``Problem``: its ``run_iter`` always takes its own lower steps (``check_status``
+asserts ``RGT.truncate_iter`` (0) < ``lower_iters``, so at least one), steps the upper optimizer unless
+``return_grad``, and writes its loss history to a JSON file every iteration (``save_losses``); the operations are what
+it calls for the hypergradient, with the arguments it passes.
+
+One BOAT property the adapter works around (measured at set-up, :func:`nan_becomes_zero`, recorded as
+``provenance.peer_notes``): ``grad_unused_zero``, which every operation uses for the upper loss's gradients (the
+cotangent v in CG / NS / FD, the whole hypergradient in RAD), returns zeros for a gradient with a NaN in it — a diverged
+run would go on with a zero hypergradient. When v (or RAD's θ_K) is not finite the adapter hands back NaN, so the
+runner records ``diverged`` as on every engine.
+
 Not the suite's methods (``unsupported`` with the reason, :data:`FEATURES`): BOAT's other hyper-gradient operations
 (IAD, PTT, RGT, FOA, IGA) and its first-order solvers (VSO, VFO, MESO, PGDO), which run their own lower loop and
 step the upper optimizer themselves; and ``exact`` (BOAT has no dense solve).
@@ -102,6 +113,19 @@ def _unrolled(r: Any, lower: Any, upper: Any) -> list:
     return tree_leaves(theta)
 
 
+def nan_becomes_zero(torch: Any) -> bool:
+    """Whether BOAT's ``grad_unused_zero`` returns zeros for a gradient that is NaN (boat-torch 1.1.1: it does)."""
+    from boat_torch.utils.op_utils import grad_unused_zero
+
+    x = torch.ones(2, dtype=torch.float64, requires_grad=True)
+    (g,) = grad_unused_zero((x * float("nan")).sum(), [x])
+    return bool((g == 0).all())
+
+
+def _finite(torch: Any, leaves: list) -> bool:
+    return all(bool(torch.isfinite(t).all()) for t in leaves)
+
+
 def _boat_vjp(method: str):
     def response_vjp(backend: Any, r: Any, v: Tree, cfg: Any) -> Tree:
         import higher
@@ -119,6 +143,8 @@ def _boat_vjp(method: str):
         with torch.enable_grad(), higher.innerloop_ctx(lower, config["lower_level_opt"], copy_initial_weights=False,
                                                        track_higher_grads=method == "unroll") as (aux, _):
             extra = {"lower_model_params": _unrolled(r, lower, upper)} if method == "unroll" else {}
+            if not _finite(torch, tree_leaves(v) + extra.get("lower_model_params", [])):  # BOAT would zero it
+                return rebuild(r.upper, [torch.full_like(p, float("nan")) for p in ul_var])
             op.compute_gradients(ll_feed_dict={}, ul_feed_dict={}, auxiliary_model=aux, max_loss_iter=0, **extra)
         return rebuild(r.upper, [torch.zeros_like(p) if p.grad is None else p.grad.detach() for p in ul_var])
 
@@ -138,6 +164,12 @@ class BoatBackend(HigherBackend):
 
     def library_vjp(self, method: str):
         return _boat_vjp(method)
+
+    def notes(self) -> list[str]:
+        if not nan_becomes_zero(self.torch):
+            return []
+        return ["BOAT's grad_unused_zero returns zeros for a NaN gradient (the upper loss's, in CG / NS / FD / RAD): "
+                "the adapter hands back NaN for a non-finite cotangent, so divergence is still recorded"]
 
     def path(self) -> str:
         return "boat_torch.na_ol operations on higher's innerloop_ctx (the suite's loop drives training)"

@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from conftest import make_backend, method_cfg
-from test_peers import _hypergrad, _rel, _task
+from test_peers import _hypergrad, _rel, _state, _task
 
 from mlo_bench.suite.plugins import registry
 
@@ -94,3 +94,21 @@ def test_optimistix_solves_the_whole_hessian_of_a_multi_leaf_lower_level(method,
     assert _rel(backend.to_numpy(got), expected) < 1e-10
     if method == "cg" and k == 2:
         assert _rel(backend.to_numpy(got), want) > 1e-4  # two iterations are not the solution: K is honoured
+
+
+@pytest.mark.parametrize("method", ["cg", "unroll"])
+def test_boat_zeroes_a_nan_gradient_and_the_adapter_keeps_it_nan(method):
+    """BOAT's ``grad_unused_zero`` turns a NaN gradient into zeros (measured on the library, recorded in provenance);
+    with a non-finite cotangent the adapter's VJP is NaN, so the runner records ``diverged`` as on every engine."""
+    backend = make_backend("boat")
+    from mlo_bench.backends.boat import _boat_vjp, nan_becomes_zero
+    from mlo_bench.suite.engine.hypergradient import response
+
+    assert nan_becomes_zero(backend.torch) and "NaN" in backend.versions()["peer_notes"]
+    task = _task()
+    params, states, batches = _state(backend, task)
+    levels = task.levels()
+    r = response(backend, levels[1], params, states, batches[levels[1].name], 2)
+    v = {"w": backend.asarray(np.full(8, np.nan))}
+    got = _boat_vjp(method)(backend, r, v, method_cfg(method))
+    assert np.isnan(np.concatenate([np.ravel(backend.to_numpy(x)) for x in got.values()])).all()
