@@ -112,3 +112,21 @@ def test_boat_zeroes_a_nan_gradient_and_the_adapter_keeps_it_nan(method):
     v = {"w": backend.asarray(np.full(8, np.nan))}
     got = _boat_vjp(method)(backend, r, v, method_cfg(method))
     assert np.isnan(np.concatenate([np.ravel(backend.to_numpy(x)) for x in got.values()])).all()
+
+
+def test_lineax_cg_calls_small_curvature_a_breakdown_in_float32():
+    """The property the optimistix docstring states: lineax's CG returns NaN (and reports a non-finite solve) when
+    |pᵀAp| ≤ 200·ε·n·‖r‖² — here at its second step on diag(1, 1e-6) in float32 — where the suite's cg goes on."""
+    backend = make_backend("optimistix", "float32")
+    import lineax as lx
+
+    from mlo_bench.suite.engine.linear_solvers import cg
+
+    jnp = backend.jax.numpy
+    a, b = jnp.diag(jnp.array([1.0, 1e-6], dtype=jnp.float32)), jnp.ones(2, jnp.float32)
+    op = lx.MatrixLinearOperator(a, lx.positive_semidefinite_tag)
+    one = lx.linear_solve(op, b, lx.CG(rtol=0.0, atol=0.0, max_steps=1), throw=False)
+    two = lx.linear_solve(op, b, lx.CG(rtol=0.0, atol=0.0, max_steps=2), throw=False)
+    assert np.isfinite(backend.to_numpy(one.value)).all() and np.isnan(backend.to_numpy(two.value)).all()
+    ours = backend.to_numpy(cg(backend.ops, lambda x: a @ x, b, 2))
+    assert np.isfinite(ours).all() and ours[1] > 1e5  # it reached the small eigenvalue's direction
