@@ -28,6 +28,12 @@ every engine). The operation writes λ's ``.grad``, which is the edge's VJP:
   (what RAD's ``torch.autograd.grad`` of the upper loss does); on one edge (the oracle check) the K steps are taken
   with higher and BOAT's ``RAD.compute_gradients`` differentiates ⟨v, θ_K⟩ through them.
 
+Certified: ``mlo-bench verify task=quadratic dtype=float64 backend=boat`` (5 outer steps against torch): cg 4.8e-16,
+neumann 1.6e-16, darts 2.4e-13, unroll 0 (first hypergradient; parameters after 5 steps ≤ 7.9e-14), and each method's
+error against the oracle equal to torch's (cg 8.9e-4 at K = 10); on the MWN demo's settings (``task=mwn
+task.upper.lr=3e-3 dtype=float64``) cg 2.1e-14, neumann 8.6e-15, darts 2.7e-14, unroll 0 — all within 1e-6 (2-core
+CPU at load 9–11; 37 s and 113 s with the optimistix rows).
+
 Why the operations and not BOAT's ``Problem``: its ``run_iter`` always takes its own lower steps (``check_status``
 asserts ``RGT.truncate_iter`` (0) < ``lower_iters``, so at least one), steps the upper optimizer unless
 ``return_grad``, and writes its loss history to a JSON file every iteration (``save_losses``); the operations are what
