@@ -46,8 +46,9 @@ run would go on with a zero hypergradient. When v (or RAD's θ_K) is not finite 
 runner records ``diverged`` as on every engine.
 
 Not the suite's methods (``unsupported`` with the reason, :data:`FEATURES`): BOAT's other hyper-gradient operations
-(IAD, PTT, RGT, FOA, IGA) and its first-order solvers (VSO, VFO, MESO, PGDO), which run their own lower loop and
-step the upper optimizer themselves; and ``exact`` (BOAT has no dense solve).
+(IAD, PTT, RGT, FOA, IGA), its gradient-mapping ops that change the lower steps (GDA, DI, DM; NGD, the plain lower
+loop, is the suite's own), its first-order solvers (VSO, VFO, MESO, PGDO), which run their own lower loop and step the
+upper optimizer themselves; and ``exact`` (BOAT has no dense solve).
 """
 
 from __future__ import annotations
@@ -79,6 +80,11 @@ FEATURES = {
     "vfo": f"BOAT's VFO (value-function interior point, Liu et al. 2021) is {SOLVER}",
     "meso": f"BOAT's MESO (Moreau-envelope single loop, Liu et al. 2024) is {SOLVER}",
     "pgdo": f"BOAT's PGDO (penalty-based gradient descent, Shen & Chen 2023) is {SOLVER}",
+    # gradient-mapping ops other than NGD (the plain lower loop, which is the suite's): they change the lower steps
+    "gda": "BOAT's GDA (gradient descent aggregation, Liu et al. 2020) mixes the upper loss into the lower steps: "
+           "the suite's lower level takes its own loss's steps",
+    "di": "BOAT's DI (dynamic initialisation) learns the lower level's starting point, see iad",
+    "dm": f"BOAT's DM (dual multipliers, Liu et al. 2023) adds a multiplier loop to the lower steps: {NOT_THE_SUITES}",
 }
 
 

@@ -49,6 +49,7 @@ def test_boat_refuses_its_other_operations_with_the_reason():
     backend = registry.get("backend", "boat")()
     assert "own lower loop" in backend.supports("vso") and "BOME" in backend.supports("vso")
     assert "initialisation" in backend.supports("iad") and "dense" in backend.supports("exact")
+    assert "lower steps" in backend.supports("gda")
 
 
 def _coupled_jax(jnp):
