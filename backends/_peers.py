@@ -1,4 +1,5 @@
-"""What the peer engines share: the libraries people choose between (betty, torchopt, higher, jaxopt) as backends.
+"""What the peer engines share: the libraries people choose between (betty, torchopt, higher, jaxopt, boat,
+optimistix) as backends.
 
 A peer engine runs the suite's own task definitions (same losses, data, initial parameters and batch order) on the
 torch or jax backend it subclasses, and routes the hypergradient through its library's own API: each method it
@@ -24,7 +25,8 @@ from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.trees import tree_unflatten
 
 Tree = Any
-#: the optional extra that installs torchopt, higher and jaxopt (betty needs its own step: see backends/betty.py)
+#: the optional extra that installs torchopt, higher, jaxopt and optimistix (betty and boat need their own step: see
+#: backends/betty.py, backends/boat.py)
 EXTRA = 'pip install -e ".[peers]"'
 #: knobs of the suite's methods that the libraries do not have, at the value that matches what the library runs:
 #: cg / neumann started from the last solution (method state), cg stopped at negative curvature

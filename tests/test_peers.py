@@ -1,6 +1,6 @@
-"""The peer engines (betty, torchopt, higher, jaxopt): each runs its library's own code, agrees with the torch backend
-where the library is right, and fails where the released library is wrong (Betty 0.2.1's cg). Skips a peer whose
-library is not installed (``pip install -e ".[peers]"``; betty: see backends/betty.py)."""
+"""The peer engines (betty, torchopt, higher, jaxopt, boat, optimistix): each runs its library's own code, agrees with
+the torch backend where the library is right, and fails where the released library is wrong (Betty 0.2.1's cg). Skips
+a peer whose library is not installed (``pip install -e ".[peers]"``; betty, boat: see backends/betty.py, boat.py)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from mlo_bench.suite.engine.trees import tree_leaves
 from mlo_bench.suite.plugins import registry
 
 PEERS = {"betty": ("darts", "neumann", "sama"), "torchopt": ("cg", "neumann", "exact", "unroll"),
-         "higher": ("unroll",), "jaxopt": ("cg", "exact")}
+         "higher": ("unroll",), "jaxopt": ("cg", "exact"), "boat": ("cg", "neumann", "darts", "unroll"),
+         "optimistix": ("cg", "exact")}
 
 
 def _flat(backend, tree) -> np.ndarray:
@@ -77,9 +78,10 @@ def test_every_other_method_is_unsupported_with_a_reason(peer):
 
 
 #: where a library's own Adam differs from torch.optim's (measured on this test, float64): higher adds ε to √v before
-#: the bias correction; it reaches the inner steps the peer takes, hence its hypergradient. (TorchOpt's float32 bias
-#: correction is worked around in its adapter: see test_torchopt_adam_bias_correction_is_float32_and_worked_around.)
-ADAM_TOL = {"higher": 1e-5}
+#: the bias correction; it reaches the inner steps the peer takes, hence its hypergradient (boat's steps are higher's).
+#: (TorchOpt's float32 bias correction is worked around in its adapter: see
+#: test_torchopt_adam_bias_correction_is_float32_and_worked_around.)
+ADAM_TOL = {"higher": 1e-5, "boat": 1e-5}
 
 
 @pytest.mark.parametrize("peer,method", [(p, m) for p, ms in PEERS.items() for m in ms])
@@ -124,6 +126,12 @@ def _owner(path: str):
     ("torchopt", "torchopt", "apply_updates", "unroll"),
     ("higher", "higher.optim.DifferentiableSGD", "_update", "unroll"),
     ("jaxopt", "jaxopt.implicit_diff", "custom_root", "cg"),
+    ("boat", "boat_torch.na_ol.CG", "compute_gradients", "cg"),
+    ("boat", "boat_torch.na_ol.NS", "compute_gradients", "neumann"),
+    ("boat", "boat_torch.na_ol.FD", "compute_gradients", "darts"),
+    ("boat", "boat_torch.na_ol.RAD", "compute_gradients", "unroll"),
+    ("optimistix", "optimistix", "minimise", "cg"),
+    ("optimistix", "lineax.LU", "compute", "exact"),
 ])
 def test_the_library_code_is_what_runs(monkeypatch, peer, owner, attr, method):
     """A spy on the library's entry point sees the peer's hypergradient go through it."""
@@ -191,7 +199,7 @@ def test_verify_lists_the_peers_and_catches_bettys_cg(capsys):
     for peer in PEERS:
         make_backend(peer)
     code = main(["verify", "task=quadratic", "task.d=6", "dtype=float64", "--steps", "2",
-                 "backend=betty,torchopt,higher,jaxopt"])
+                 f"backend={','.join(PEERS)}"])
     out = capsys.readouterr().out
     table = out.split("against the task's oracle")[0].splitlines()
     rows = {tuple(line.split()[:2]): line for line in table if line.split()[:1] and line.split()[0] in PEERS}
