@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mlo_bench.suite.contract import Level, Oracle, Task
+from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.plugins.registry import register
 
@@ -163,11 +163,23 @@ class _Oracle(Oracle):
         return {"x": self.pb.grad(np.asarray(top["x"], dtype=np.float64))}
 
 
+PAPER = Paper(
+    metrics=(
+        MetricSpec("suboptimality", "lower", doc="h(x) − h*, the value function's gap (exact inner solve)"),
+        MetricSpec("hypergrad_sq_norm", "lower", doc="‖∇h(x)‖², benchmark_bilevel's convergence criterion"),
+        MetricSpec("inner_distance", "lower", doc="‖y − y*(x)‖² of the run's lower level"),
+    ),
+    curves=("suboptimality", "hypergrad_sq_norm"),
+    convergence={"suboptimality": 1e-3},
+)
+
+
 @register("task")
 class BilevelQuadratic(Task):
     """benchmark_bilevel's stochastic quadratic: per-sample rank-one quadratics, closed-form x*, h*."""
 
     name = "bilevel_quadratic"
+    paper = PAPER
     Config = BilevelQuadraticConfig
     presets = {"demo": {"task": {"dim_inner": 20, "dim_outer": 5, "n_inner": 256, "n_outer": 256}, "steps": 200}}
 
@@ -198,6 +210,14 @@ class BilevelQuadratic(Task):
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)
+
+    def supports(self, method: str) -> str | None:
+        cfg = self.cfg
+        if method == "exact" and cfg.batch_size < cfg.dim_inner:
+            return (f"a minibatch Hessian is a sum of task.batch_size={cfg.batch_size} rank-one terms in "
+                    f"task.dim_inner={cfg.dim_inner} dimensions: singular, so exact's dense solve is undefined "
+                    "(task.batch_size >= task.dim_inner makes it defined)")
+        return None
 
     def metrics(self, backend, params):
         x = np.asarray(backend.to_numpy(params["outer"]["x"]), dtype=np.float64)

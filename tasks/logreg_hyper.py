@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
-from mlo_bench.suite.contract import Level, Oracle, Task
+from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import checks, libsvm
@@ -181,11 +181,24 @@ class _Oracle(Oracle):
         return {"log_reg": self.pb.grad(np.asarray(top["log_reg"], dtype=np.float64))}
 
 
+PAPER = Paper(
+    metrics=(
+        MetricSpec("suboptimality", "lower", doc="h(x) − h*, the value function's gap (exact inner solve)"),
+        MetricSpec("hypergrad_sq_norm", "lower", doc="‖∇h(x)‖², benchmark_bilevel's convergence criterion"),
+        MetricSpec("inner_distance", "lower", doc="‖y − y*(x)‖² of the run's lower level"),
+        MetricSpec("val_accuracy", "higher", doc="validation accuracy of w*(x)"),
+    ),
+    curves=("suboptimality", "hypergrad_sq_norm"),
+    convergence={"suboptimality": 1e-2},
+)
+
+
 @register("task")
 class LogRegHyper(Task):
     """ℓ2-regularised logistic regression, its regularisation selected on a validation split (benchopt's ijcnn1)."""
 
     name = "logreg_hyper"
+    paper = PAPER
     Config = LogRegConfig
 
     @classmethod
