@@ -117,3 +117,13 @@ def test_a_bad_libsvm_file_is_one_line_naming_the_key_and_exit_2(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1, err
     assert err[0].count("task.train_path") >= 1 and message in err[0] and str(path) in err[0]
+
+
+@pytest.mark.parametrize("solver", SOLVERS)
+@pytest.mark.parametrize("problem_name,task", [("quadratic", "bilevel_quadratic"), ("logreg", "logreg_hyper")])
+def test_the_experiments_cases_compose_to_benchmark_bilevels_settings(solver, problem_name, task):
+    cfg = compose(["+experiment=bilevel_solvers", f"+bilevel_problem={problem_name}", f"+bilevel_solver={solver}",
+                   "results_dir=/tmp/unused"])
+    plan = prepare(cfg)
+    assert plan.method.name == solver and cfg.task.name == task and cfg.dtype == "float64"
+    assert plan.inner_steps == INNER[solver] and plan.steps == 1000 and cfg.eval_every == 50
