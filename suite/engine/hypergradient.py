@@ -41,10 +41,6 @@ def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: di
     """What a method sees of ``level`` (its edge to ``level.parent``) at this state; ``top`` (the top level, with its
     batch ``top_batch``) gives ``Response.outer_loss`` when it is ``level``'s parent."""
     ops, parent = backend.ops, level.parent
-    outer = None
-    if top is not None and top.name == parent:
-        def outer(lower: Tree, upper: Tree) -> Any:
-            return top.loss(ops, {**params, level.name: lower, parent: upper}, top_batch)
     return Response(
         loss=level_loss(ops, level, params, batch, parent),
         lower=params[level.name],
@@ -55,8 +51,20 @@ def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: di
         level=level.name,
         method_state=method_state,
         optimizer=level.optimizer,
-        outer_loss=outer,
+        outer_loss=_outer_loss(ops, level, params, top, top_batch),
     )
+
+
+def _outer_loss(ops: Any, level: Level, params: dict[str, Tree], top: Level | None, top_batch: Any) -> Callable | None:
+    """``g(lower, upper)``: the top loss as a function of ``level`` and its parent, when the parent is the top."""
+    if top is None or top.name != level.parent:
+        return None
+    parent = level.parent
+
+    def outer(lower: Tree, upper: Tree) -> Any:
+        return top.loss(ops, {**params, level.name: lower, parent: upper}, top_batch)
+
+    return outer
 
 
 def hypergradient(
