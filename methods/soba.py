@@ -36,6 +36,10 @@ class SOBA(Method):
             if not self.rho > 0:
                 raise ValueError(f"method.rho must be > 0 (got {self.rho})")
 
+    def gradients(self, cfg, unroll_steps):
+        """One Hessian-vector product and one mixed VJP per edge."""
+        return 2
+
     def init(self, backend, lower, cfg):
         return tree_map(backend.ops.zeros_like, lower)
 

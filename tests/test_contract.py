@@ -116,14 +116,23 @@ def test_task_contract(name):
             np.testing.assert_array_equal(a[lv][k], b[lv][k])
 
 
+#: benchopt's problems and the stochastic solvers run on them (tests/test_bilevel_solvers.py)
+SOLVER_TASKS = ("bilevel_quadratic", "logreg_hyper")
+SOLVERS = ("soba", "ma_soba", "amigo", "stocbio", "f2sa")
+
+
 def _combinations():
     """task × backend × method; a peer engine (a library: backends/_peers.py) on a task other than the oracle one is
-    ``slow`` (each is a worker process; tests/test_peers.py and the peers experiment cover them by default)."""
+    ``slow`` (each is a worker process; tests/test_peers.py and the peers experiment cover them by default); so are
+    a stochastic solver on a task other than benchopt's problems and the oracle one, and another method on benchopt's
+    problems (the solvers × problems, and every method on the oracle task, stay in the default run)."""
     for method in METHODS:
         for backend in BACKENDS:
             peer = hasattr(registry.get("backend", backend), "dist")
             for task in TASKS:
-                marks = [pytest.mark.slow] if peer and task != "quadratic" else []
+                crossed = (method in SOLVERS and method != "soba" and task not in (*SOLVER_TASKS, "quadratic")) or (
+                    task in SOLVER_TASKS and method not in SOLVERS)
+                marks = [pytest.mark.slow] if (peer and task != "quadratic") or crossed else []
                 yield pytest.param(task, backend, method, marks=marks, id=f"{method}-{backend}-{task}")
 
 

@@ -32,6 +32,9 @@ class Response:
     - ``method_state``: a stateful method's state at this edge from the previous outer step (``None`` otherwise).
     - ``optimizer``: the lower level's optimizer config (:class:`mlo_bench.suite.engine.optim.OptimizerConfig`; ``sama``
       preconditions with its Adam moments in ``state``).
+    - ``outer_loss(lower, upper)``: the top level's loss g as a function of this edge's two levels (the others held
+      fixed) on the top level's batch — set on the edge whose upper level is the top one, ``None`` deeper. First-order
+      and averaging solvers (``f2sa``, ``ma_soba``) evaluate g and its gradients at points other than the current one.
     """
 
     loss: Any
@@ -43,6 +46,7 @@ class Response:
     level: str = ""
     method_state: Tree = None
     optimizer: Any = None
+    outer_loss: Any = None
 
 
 class Method:
@@ -62,6 +66,8 @@ class Method:
         A method with both is stateful: the runner keeps ``{level: state}`` in the run's pytree beside the parameters,
         so it is the same on every backend, and ``mlo-bench verify`` compares it after N steps. Example: ``cg`` /
         ``neumann`` with ``method.warm_start=true`` keep their last solution x ≈ H⁻¹v and start the next solve from it.
+      - ``init_reads_upper`` (default ``False``): ``init`` takes the upper level's parameters too, as the keyword
+        ``upper`` (a state shaped like them: ``ma_soba``'s moving average of the hypergradient).
       - ``unrolls`` (default ``False``): the method differentiates the lower levels' optimizer steps themselves. The
         runner then keeps the graph of the inner steps it actually takes (same start, same batches; one trajectory,
         not a second one recomputed) and pulls the top loss's gradient back through them
@@ -85,13 +91,14 @@ class Method:
     name: ClassVar[str]
     init: Callable[..., Tree] | None = None
     update: Callable[..., tuple[Tree, Tree]] | None = None
+    init_reads_upper: ClassVar[bool] = False
     unrolls: ClassVar[bool] = False
     computes_hypergradient: ClassVar[bool] = True
     materialises: ClassVar[bool] = False
     #: capability → the type of a method's attribute (``Callable``: a method with the documented signature;
     #: ``init`` / ``update`` may also be ``None``)
     CAPABILITIES: ClassVar[dict[str, Any]] = {
-        "init": (Callable, type(None)), "update": (Callable, type(None)), "unrolls": bool,
+        "init": (Callable, type(None)), "update": (Callable, type(None)), "init_reads_upper": bool, "unrolls": bool,
         "computes_hypergradient": bool, "materialises": bool, "gradients": Callable,
     }
 

@@ -168,6 +168,10 @@ class Paper:
     - ``curves``: columns of a run's ``trace.csv`` (``outer_loss`` or a metric the task computes every ``eval_every``
       steps) that the report plots against the outer step, per variant, mean over seeds
       (:mod:`mlo_bench.suite.report.sections.curves`).
+    - ``convergence``: trace metrics (lower is better, e.g. a suboptimality) → the tolerance solvers are ranked by:
+      the report draws each against time and against oracle calls, median over seeds with a 20–80% band, one line per
+      backend × method (each at its best config of a grid), and ranks them by the time to reach the tolerance
+      (:mod:`mlo_bench.suite.report.sections.convergence`).
     """
 
     metrics: tuple[MetricSpec, ...] = ()
@@ -186,6 +190,7 @@ class Paper:
     rules: Mapping[str, ClaimRule] = field(default_factory=dict)
     claim_variants: Mapping[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ()
+    convergence: Mapping[str, float] = field(default_factory=dict)
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:

@@ -37,8 +37,9 @@ def steps_of(steps: Steps, level: str) -> int:
 
 
 def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: dict[str, Tree], batch: Any,
-             steps: Steps, method_state: Tree = None) -> Response:
-    """What a method sees of ``level`` (its edge to ``level.parent``) at this state."""
+             steps: Steps, method_state: Tree = None, top: Level | None = None, top_batch: Any = None) -> Response:
+    """What a method sees of ``level`` (its edge to ``level.parent``) at this state; ``top`` (the top level, with its
+    batch ``top_batch``) gives ``Response.outer_loss`` when it is ``level``'s parent."""
     ops, parent = backend.ops, level.parent
     return Response(
         loss=level_loss(ops, level, params, batch, parent),
@@ -50,7 +51,20 @@ def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: di
         level=level.name,
         method_state=method_state,
         optimizer=level.optimizer,
+        outer_loss=_outer_loss(ops, level, params, top, top_batch),
     )
+
+
+def _outer_loss(ops: Any, level: Level, params: dict[str, Tree], top: Level | None, top_batch: Any) -> Callable | None:
+    """``g(lower, upper)``: the top loss as a function of ``level`` and its parent, when the parent is the top."""
+    if top is None or top.name != level.parent:
+        return None
+    parent = level.parent
+
+    def outer(lower: Tree, upper: Tree) -> Any:
+        return top.loss(ops, {**params, level.name: lower, parent: upper}, top_batch)
+
+    return outer
 
 
 def hypergradient(
@@ -72,7 +86,8 @@ def hypergradient(
     v = direct[levels[-1].name]
     for level in reversed(levels[1:]):
         state = (method_states or {}).get(level.name)
-        r = response(backend, level, params, opt_states, batches.get(level.name), unroll_steps, state)
+        r = response(backend, level, params, opt_states, batches.get(level.name), unroll_steps, state, top,
+                     batches.get(top.name))
         v = tree_add(direct[level.parent], response_vjp(backend, r, v, method_cfg))
     return v
 
@@ -91,7 +106,11 @@ def init_method_state(backend: Any, method: Any, method_cfg: Any, levels: list[L
     """``{level: state}`` for a stateful method (from each lower level's parameters), ``{}`` otherwise."""
     if not is_stateful(backend, method):
         return {}
-    return {lv.name: method.init(backend, params[lv.name], method_cfg) for lv in levels if lv.parent is not None}
+    def init(lv: Level) -> Tree:
+        upper = {"upper": params[lv.parent]} if getattr(method, "init_reads_upper", False) else {}
+        return method.init(backend, params[lv.name], method_cfg, **upper)
+
+    return {lv.name: init(lv) for lv in levels if lv.parent is not None}
 
 
 def hypergradient_fn(backend: Any, method: Any, method_cfg: Any, levels: list[Level], unroll_steps: Steps) -> Callable:
