@@ -292,9 +292,13 @@ class TorchBackend(Backend):
 
     # mixed precision (suite/engine/precision.py)
     def precision_refusal(self, precision: str) -> str | None:
-        """``None`` where ``torch.amp.is_autocast_available`` for this device and ``precision`` autocasts on it."""
-        if not self.torch.amp.is_autocast_available(self._dev.type):
-            return f"torch has no autocast for device {self._dev.type}"
+        """``None`` where ``torch.amp.is_autocast_available`` for the device (asked before ``setup`` too: cpu then)."""
+        import torch
+
+        device = getattr(self, "_dev", None)
+        kind = device.type if device is not None else "cpu"
+        if not torch.amp.is_autocast_available(kind):
+            return f"precision={precision}: torch has no autocast for device {kind}"
         return None
 
     def low_precision(self, loss, precision):

@@ -51,6 +51,7 @@ from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the c
     USAGE,
     BadInput,
     Options,
+    default_tol,
     knob_overrides,
     parse,
 )
@@ -150,9 +151,11 @@ def run(opts: Options, out: Any = None) -> int:
             raise BadInput(
                 f"nothing to compare with {reference}: " + ("; ".join(notes) or "no other backend selected")
             )
-        tol = opts.tol if opts.tol is not None else DEFAULT_TOL[first.dtype]
+        precision = first.precision.name if first.precision is not None else "fp32"
+        tol = opts.tol if opts.tol is not None else default_tol(first.dtype, precision)
         print(
-            f"verify {task.name} ({first.dtype}, seed {first.seed}, {opts.steps} outer steps) against {reference}; "
+            f"verify {task.name} ({first.dtype}{_precision_note(precision)}, seed {first.seed}, {opts.steps} outer "
+            f"steps) against {reference}; "
             f"tolerance {tol:g} on max over leaves of ||a-b||/||b||",
             file=out,
         )
@@ -238,6 +241,10 @@ def verdict(failures: int, known: list[str], inconclusive: int, comparisons: int
     if known:
         return 0, f"ok: {comparisons - len(known)} of {comparisons} comparisons within {tol:g}; {bugs}"
     return 0, f"ok: all {comparisons} comparisons within {tol:g}"
+
+
+def _precision_note(precision: str) -> str:
+    return "" if precision == "fp32" else f", precision {precision}"
 
 
 def _oracle_table(errors: dict[tuple[str, str], float | None], backends: list[str], methods: list[str], tol: float,

@@ -169,7 +169,8 @@ class Backend(ABC):
 
     def precision_refusal(self, precision: str) -> str | None:
         """Why this backend cannot compute in ``precision`` (``bf16`` | ``fp16``; recorded ``unsupported``), or
-        ``None``: a backend that overrides :meth:`low_precision` overrides this too. Called after ``setup``."""
+        ``None``: a backend that overrides :meth:`low_precision` overrides this too. Asked before ``setup`` (the
+        plan's admission) and again after it."""
         return f"backend {self.name} has no mixed-precision path (precision={precision})"
 
     def low_precision(self, loss: Callable[..., Any], precision: str) -> Callable[..., Any]:

@@ -233,6 +233,19 @@ def without_scales(states: Mapping[str, Any]) -> dict[str, Any]:
             for name, state in states.items()}
 
 
+def lowered_scale(ops: Any, states: Mapping[str, Any], level: str) -> tuple[dict[str, Any], bool]:
+    """``(states, lowered)``: ``level``'s loss scale divided by its factor (not below 1); ``lowered`` is ``False``
+    when it was 1 already (or absent)."""
+    state = states.get(level)
+    if not isinstance(state, Mapping) or LOSS_SCALE not in state:
+        return dict(states), False
+    ls = state[LOSS_SCALE]
+    if float(ops.sum(ls["scale"])) <= 1.0:
+        return dict(states), False
+    scale = ops.maximum(ls["scale"] / ls["factor"], ls["scale"] * 0.0 + 1.0)
+    return {**states, level: {**state, LOSS_SCALE: {**ls, "scale": scale}}}, True
+
+
 def scale_metrics(backend: Any, levels: list[Any], states: Mapping[str, Any]) -> dict[str, float]:
     """The record's loss-scale figures (``{}`` without scaling)."""
     out: dict[str, float] = {}
