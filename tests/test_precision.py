@@ -30,7 +30,7 @@ def _available(name: str) -> None:
         pytest.skip(f"backend {name} unavailable")
 
 
-# ---- the key --------------------------------------------------------------------------------------------------------
+# ---- the key ----
 def test_fp32_is_hash_neutral_and_a_low_precision_is_not(tmp_path):
     base = prepare(compose([*RUN, f"results_dir={tmp_path}"])).config
     assert base["precision"] == DEFAULT_PRECISION
@@ -64,7 +64,7 @@ def test_the_command_line_names_a_bad_precision_before_composing():
         precision.Precision.parse(3)
 
 
-# ---- losses in low precision ----------------------------------------------------------------------------------------
+# ---- losses in low precision ----
 @pytest.mark.parametrize("backend_name", BACKENDS)
 @pytest.mark.parametrize("name", ["bf16", "fp16"])
 def test_a_low_precision_loss_rounds_like_its_precision_on_float32_master_weights(backend_name, name):
@@ -92,7 +92,7 @@ def test_betty_refuses_low_precision_with_the_reason():
     assert registry.get("backend", "torch")().precision_refusal("bf16") is None
 
 
-# ---- fp16 loss scaling ------------------------------------------------------------------------------------------------
+# ---- fp16 loss scaling ----
 def _level(scale: float):
     """``scale·⟨w, w⟩`` as a matmul (on torch, autocast lowers matmuls and convolutions only)."""
     return Level("inner", lambda ops, p, batch: scale * ops.matmul(p["inner"]["w"], p["inner"]["w"]),
@@ -158,7 +158,7 @@ def test_darts_perturbation_is_the_same_for_a_scaled_v():
     np.testing.assert_allclose(scaled / 4096.0, one, rtol=1e-9)
 
 
-# ---- runs -------------------------------------------------------------------------------------------------------------
+# ---- runs ----
 def _run(tmp_path, backend, *over):
     rec = execute(prepare(compose([*RUN, f"backend={backend}", f"results_dir={tmp_path}", *over])))
     return rec, rec["metrics"]
