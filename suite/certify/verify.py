@@ -37,6 +37,7 @@ afterwards.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -47,6 +48,7 @@ from mlo_bench.suite.certify.agreement import fmt as _fmt
 from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the command line's parsing
     DEFAULT_STEPS,
     DEFAULT_TOL,
+    FLOOR_FACTOR,
     KEYS,
     USAGE,
     BadInput,
@@ -58,22 +60,31 @@ from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the c
 from mlo_bench.suite.engine.compare import max_rel_diff  # noqa: F401 - the rule's value, as tests compare trees
 from mlo_bench.suite.plugins import registry
 
+#: the pseudo-backend under which a low-precision verify keeps the reference backend's fp32 runs
+FP32_REFERENCE = "fp32"
 
-def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
-    """A validated plan for every (backend, method) pair. Raises :class:`BadInput` on a bad value."""
+
+def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str,
+           fp32_of: str | None = None) -> dict[tuple[str, str], Any]:
+    """A validated plan for every (backend, method) pair; with ``fp32_of`` (a low-precision verify) also backend
+    ``fp32_of``'s run of each method in fp32, under (:data:`FP32_REFERENCE`, method). Raises :class:`BadInput` on a bad
+    value."""
     from mlo_bench.suite.run.compose import compose, first_line
     from mlo_bench.suite.run.plan import ConfigError, prepare
 
     knobs = knob_overrides(opts, methods)
     plans = {}
+    runs = [(b, b, opts.overrides) for b in backends]
+    if fp32_of is not None:
+        runs.append((FP32_REFERENCE, fp32_of, [o for o in opts.overrides if not o.startswith("precision")]))
     for method in methods:
-        for backend in backends:
+        for key, backend, given in runs:
             overrides = [
-                *opts.overrides, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
+                *given, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
                 "progress=false", "hypergrad_check=false", "log_every=0", f"results_dir={results_dir}",
             ]
             try:
-                plans[backend, method] = prepare(compose(overrides))
+                plans[key, method] = prepare(compose(overrides))
             except ConfigError as exc:
                 raise BadInput(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
@@ -120,7 +131,13 @@ def run(opts: Options, out: Any = None) -> int:
 
     clean_stale_tmp()  # temp dirs of a verify or a sweep killed by SIGKILL
     with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
-        plans = _plans(opts, backends, methods, tmp)
+        low = any(o.startswith("precision=") and o.split("=", 1)[1] != "fp32" for o in opts.overrides)
+        floors = low and opts.tol is None  # the precision's own error widens each row's tolerance (see USAGE)
+        plans = _plans(opts, backends, methods, tmp, reference if floors else None)
+        if floors:
+            notes.append(f"note: low precision: each row passes within max({default_tol('float32', 'bf16'):g} | "
+                         f"{default_tol('float32', 'fp16'):g} for bf16 | fp16, {FLOOR_FACTOR} x the reference's own "
+                         "error against its fp32 run: the 'vs fp32' row)")
         first = plans[reference, methods[0]]
         task = first.task if first.task is not None else first.task_cls(first.task_cfg, first.seed)
         has_oracle = task.oracle() is not None
@@ -166,6 +183,7 @@ def run(opts: Options, out: Any = None) -> int:
         print(header, file=out)
         print("-" * len(header), file=out)
         refs: dict[str, dict[str, Any]] = {}
+        floor: dict[str, tuple[Diff, Diff]] = {}  # low precision: the reference's own error against its fp32 run
         oracle: dict[tuple[str, str], float | None] = {}
         warnings: list[str] = []
         failures = comparisons = inconclusive = 0
@@ -180,6 +198,11 @@ def run(opts: Options, out: Any = None) -> int:
                 result = "reference" if ok else f"FAIL: reference {record['status']}: {record['reason']}"
                 failures += not ok
                 print(f"{backend:<10} {method:<12} {'-':>16} {'-':>16}  {result}", file=out)
+                if floors and ok:
+                    floor[method] = _floor(plans[FP32_REFERENCE, method], capture)
+                    cells = [d.text() for d in floor[method]]
+                    print(f"{'  vs fp32':<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  the reference's own "
+                          f"{precision} error", file=out)
                 continue
             comparisons += 1
             ref = refs[method]
@@ -202,7 +225,8 @@ def run(opts: Options, out: Any = None) -> int:
                 elif hg.vacuous and pr.vacuous:
                     result = "tests nothing"
                 else:
-                    result = "pass" if hg.within(tol) and pr.within(tol) else "FAIL"
+                    hg_tol, pr_tol = (_widened(tol, d) for d in floor.get(method, (None, None)))
+                    result = "pass" if hg.within(hg_tol) and pr.within(pr_tol) else "FAIL"
             issue = registry.get("backend", backend)().known_issue(method)
             if issue and result == "FAIL":  # a known defect of a released library: shown, never hidden
                 result = "FAIL (known library bug, see note)"
@@ -241,6 +265,25 @@ def verdict(failures: int, known: list[str], inconclusive: int, comparisons: int
     if known:
         return 0, f"ok: {comparisons - len(known)} of {comparisons} comparisons within {tol:g}; {bugs}"
     return 0, f"ok: all {comparisons} comparisons within {tol:g}"
+
+
+def _floor(plan: Any, low: dict[str, Any]) -> tuple[Diff, Diff]:
+    """The reference backend's low-precision run against its fp32 run of the same config: (first hypergradient,
+    params @ N) — the precision's own error, below which two backends cannot be asked to agree."""
+    from mlo_bench.suite.run.execute import execute
+
+    capture: dict[str, Any] = {}
+    record = execute(plan, capture)
+    if record["status"] != "ok":
+        return Diff(absent=True), Diff(absent=True)
+    return _columns(low, capture)
+
+
+def _widened(tol: float, floor: Diff | None) -> float:
+    """A row's tolerance: ``tol``, or FLOOR_FACTOR × the precision's own error where that is larger."""
+    if floor is None or floor.absent or not math.isfinite(floor.value):
+        return tol
+    return max(tol, FLOOR_FACTOR * floor.value)
 
 
 def _precision_note(precision: str) -> str:
