@@ -16,9 +16,9 @@ DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
 #: backends round differently (torch's autocast keeps softmax and reductions in float32, jmp casts the whole loss) and
 #: the differences of O(u) per step add up over verify's outer steps
 TOL_PER_ROUNDOFF = 16
-#: … and a row passes within FLOOR_FACTOR × the reference backend's own low-precision error (its run against its fp32
-#: run of the same config) where that is larger: backends cannot agree better than the precision itself computes
-#: (a finite difference of two bf16 gradients, darts, is off by O(1) on every backend)
+#: … and a column passes within FLOOR_FACTOR × (the reference's + the compared backend's own low-precision error,
+#: each its run against its fp32 run of the same config) where that is larger: backends cannot agree better than the
+#: precision itself computes on each (a finite difference of two bf16 gradients, darts, is off by O(1) on every one)
 FLOOR_FACTOR = 2
 
 
@@ -49,8 +49,8 @@ N outer steps (max over leaves of ||a-b|| / ||b||).
                       selected method with KEY; an error when several have it), backend=A,B (restrict; the
                       reference always runs), plugins=[MODULE,...] (third-party plugins to import)
   --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32; precision=bf16|fp16: 16 x its unit
-                      roundoff, 0.0625 | 0.0078, or per method 2 x the reference's own error against its fp32
-                      run where that is larger; --tol fixes it)
+                      roundoff, 0.0625 | 0.0078, or per column 2 x the sum of the two backends' own errors
+                      against their fp32 runs where that is larger; --tol fixes it)
   --reference NAME    the backend compared against (default torch)
   --steps N           outer steps before the parameters are compared (default 5)
   --strict            count the rows that fail by a known library bug (a backend's known_issue, e.g. Betty 0.2.1's

@@ -60,14 +60,16 @@ from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the c
 from mlo_bench.suite.engine.compare import max_rel_diff  # noqa: F401 - the rule's value, as tests compare trees
 from mlo_bench.suite.plugins import registry
 
-#: the pseudo-backend under which a low-precision verify keeps the reference backend's fp32 runs
-FP32_REFERENCE = "fp32"
+
+def fp32_key(backend: str) -> str:
+    """The key under which a low-precision verify keeps ``backend``'s fp32 run of a method."""
+    return f"{backend}@fp32"
 
 
 def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str,
-           fp32_of: str | None = None) -> dict[tuple[str, str], Any]:
-    """A validated plan for every (backend, method) pair; with ``fp32_of`` (a low-precision verify) also backend
-    ``fp32_of``'s run of each method in fp32, under (:data:`FP32_REFERENCE`, method). Raises :class:`BadInput` on a bad
+           with_fp32: bool = False) -> dict[tuple[str, str], Any]:
+    """A validated plan for every (backend, method) pair; with ``with_fp32`` (a low-precision verify) also every
+    backend's run of each method in fp32, under (:func:`fp32_key`, method). Raises :class:`BadInput` on a bad
     value."""
     from mlo_bench.suite.run.compose import compose, first_line
     from mlo_bench.suite.run.plan import ConfigError, prepare
@@ -75,8 +77,9 @@ def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: 
     knobs = knob_overrides(opts, methods)
     plans = {}
     runs = [(b, b, opts.overrides) for b in backends]
-    if fp32_of is not None:
-        runs.append((FP32_REFERENCE, fp32_of, [o for o in opts.overrides if not o.startswith("precision")]))
+    if with_fp32:
+        full = [o for o in opts.overrides if not o.startswith("precision")]
+        runs += [(fp32_key(b), b, full) for b in backends]
     for method in methods:
         for key, backend, given in runs:
             overrides = [
@@ -133,11 +136,11 @@ def run(opts: Options, out: Any = None) -> int:
     with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
         low = any(o.startswith("precision=") and o.split("=", 1)[1] != "fp32" for o in opts.overrides)
         floors = low and opts.tol is None  # the precision's own error widens each row's tolerance (see USAGE)
-        plans = _plans(opts, backends, methods, tmp, reference if floors else None)
+        plans = _plans(opts, backends, methods, tmp, floors)
         if floors:
-            notes.append(f"note: low precision: each row passes within max({default_tol('float32', 'bf16'):g} | "
-                         f"{default_tol('float32', 'fp16'):g} for bf16 | fp16, {FLOOR_FACTOR} x the reference's own "
-                         "error against its fp32 run: the 'vs fp32' row)")
+            notes.append(f"note: low precision: a column passes within max({default_tol('float32', 'bf16'):g} | "
+                         f"{default_tol('float32', 'fp16'):g} for bf16 | fp16, {FLOOR_FACTOR} x (the reference's own "
+                         "error + this backend's own error), each against its fp32 run: the 'vs fp32' rows)")
         first = plans[reference, methods[0]]
         task = first.task if first.task is not None else first.task_cls(first.task_cfg, first.seed)
         has_oracle = task.oracle() is not None
@@ -183,7 +186,7 @@ def run(opts: Options, out: Any = None) -> int:
         print(header, file=out)
         print("-" * len(header), file=out)
         refs: dict[str, dict[str, Any]] = {}
-        floor: dict[str, tuple[Diff, Diff]] = {}  # low precision: the reference's own error against its fp32 run
+        floor: dict[tuple[str, str], tuple[Diff, Diff]] = {}  # low precision: a run's own error against fp32
         oracle: dict[tuple[str, str], float | None] = {}
         warnings: list[str] = []
         failures = comparisons = inconclusive = 0
@@ -199,10 +202,8 @@ def run(opts: Options, out: Any = None) -> int:
                 failures += not ok
                 print(f"{backend:<10} {method:<12} {'-':>16} {'-':>16}  {result}", file=out)
                 if floors and ok:
-                    floor[method] = _floor(plans[FP32_REFERENCE, method], capture)
-                    cells = [d.text() for d in floor[method]]
-                    print(f"{'  vs fp32':<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  the reference's own "
-                          f"{precision} error", file=out)
+                    floor[backend, method] = _own_error(plans[fp32_key(backend), method], capture, backend, method,
+                                                        precision, out)
                 continue
             comparisons += 1
             ref = refs[method]
@@ -225,7 +226,12 @@ def run(opts: Options, out: Any = None) -> int:
                 elif hg.vacuous and pr.vacuous:
                     result = "tests nothing"
                 else:
-                    hg_tol, pr_tol = (_widened(tol, d) for d in floor.get(method, (None, None)))
+                    if floors:
+                        floor[backend, method] = _own_error(plans[fp32_key(backend), method], capture, backend,
+                                                            method, precision, out)
+                    hg_tol, pr_tol = (_widened(tol, a, b) for a, b in zip(
+                        floor.get((reference, method), (None, None)), floor.get((backend, method), (None, None)),
+                        strict=True))
                     result = "pass" if hg.within(hg_tol) and pr.within(pr_tol) else "FAIL"
             issue = registry.get("backend", backend)().known_issue(method)
             if issue and result == "FAIL":  # a known defect of a released library: shown, never hidden
@@ -267,23 +273,28 @@ def verdict(failures: int, known: list[str], inconclusive: int, comparisons: int
     return 0, f"ok: all {comparisons} comparisons within {tol:g}"
 
 
-def _floor(plan: Any, low: dict[str, Any]) -> tuple[Diff, Diff]:
-    """The reference backend's low-precision run against its fp32 run of the same config: (first hypergradient,
-    params @ N) — the precision's own error, below which two backends cannot be asked to agree."""
+def _own_error(plan: Any, low: dict[str, Any], backend: str, method: str, precision: str,
+               out: Any) -> tuple[Diff, Diff]:
+    """A backend's low-precision run against its fp32 run of the same config — (first hypergradient, params @ N):
+    the precision's own error on that backend — printed as a "vs fp32" row."""
     from mlo_bench.suite.run.execute import execute
 
     capture: dict[str, Any] = {}
     record = execute(plan, capture)
-    if record["status"] != "ok":
-        return Diff(absent=True), Diff(absent=True)
-    return _columns(low, capture)
+    own = (Diff(absent=True), Diff(absent=True)) if record["status"] != "ok" else _columns(low, capture)
+    cells = [d.text() for d in own]
+    print(f"{'  vs fp32':<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  {backend}'s own {precision} error", file=out)
+    return own
 
 
-def _widened(tol: float, floor: Diff | None) -> float:
-    """A row's tolerance: ``tol``, or FLOOR_FACTOR × the precision's own error where that is larger."""
-    if floor is None or floor.absent or not math.isfinite(floor.value):
+def _widened(tol: float, ref: Diff | None, other: Diff | None) -> float:
+    """A column's tolerance: ``tol``, or FLOOR_FACTOR × (the reference's + this backend's own low-precision error)
+    where that is larger: ‖a − b‖ ≤ ‖a − a₃₂‖ + ‖a₃₂ − b₃₂‖ + ‖b₃₂ − b‖, so two backends rounding differently
+    cannot be asked to agree better than their own errors allow."""
+    errors = [d.value for d in (ref, other) if d is not None and not d.absent and d.value is not None]
+    if len(errors) < 2 or not all(math.isfinite(e) for e in errors):
         return tol
-    return max(tol, FLOOR_FACTOR * floor.value)
+    return max(tol, FLOOR_FACTOR * sum(errors))
 
 
 def _precision_note(precision: str) -> str:
