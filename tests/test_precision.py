@@ -200,3 +200,29 @@ def test_the_verify_tolerance_follows_the_unit_roundoff():
     assert default_tol("float32") == 1e-3 and default_tol("float64", "fp32") == 1e-6
     assert default_tol("float32", "bf16") == 16 * 2.0**-8
     assert default_tol("float32", "fp16") == 16 * 2.0**-11
+
+
+def test_the_report_reads_precision_from_the_records_and_computes_its_sentence(tmp_path):
+    """A hypergradient 100× worse in bf16 than in fp32 is named beyond 10×, one 2× worse within; fp32-only
+    experiments make no section."""
+    from mlo_bench.suite.report import build
+    from mlo_bench.suite.report.sections import precision as section
+    from mlo_bench.suite.report.tidy import tidy
+
+    def record(i, method, name, err):
+        config = {"task": {"name": "quadratic", "d": 4}, "backend": {"name": "torch"}, "method": {"name": method},
+                  "seed": 0, "steps": 1, "dtype": "float32", "precision": {**DEFAULT_PRECISION, "name": name}}
+        return {"run_id": f"r{i}", "task": "quadratic", "backend": "torch", "method": method, "seed": 0,
+                "status": "ok", "config": config, "config_hash": f"h{i}",
+                "metrics": {"hypergrad_rel_error": err, "hypergrad_cosine": 0.9, "peak_live_bytes": 1000.0,
+                            "time_step_s": 0.01}}
+
+    records = [record(0, "cg", "fp32", 1e-3), record(1, "cg", "bf16", 2e-3),
+               record(2, "exact", "fp32", 1e-7), record(3, "exact", "bf16", 1e-5)]
+    ctx = build.context(records, tidy(records), tmp_path, [], draw=False)
+    out = section.part(ctx)
+    text = " ".join(b.text for b in out.sections[0].blocks if hasattr(b, "text"))
+    assert "within 10× of fp32 in every low precision measured: `cg`" in text
+    assert "beyond it: `exact` (up to 100×)" in text
+    only_fp32 = [r for r in records if r["config"]["precision"]["name"] == "fp32"]
+    assert section.part(build.context(only_fp32, tidy(only_fp32), tmp_path, [], draw=False)).sections == []
