@@ -226,3 +226,22 @@ def test_the_report_reads_precision_from_the_records_and_computes_its_sentence(t
     assert "beyond it: `exact` (up to 100×)" in text
     only_fp32 = [r for r in records if r["config"]["precision"]["name"] == "fp32"]
     assert section.part(build.context(only_fp32, tidy(only_fp32), tmp_path, [], draw=False)).sections == []
+
+
+@pytest.mark.slow  # four runs through the CLI, each process importing torch: a minute on 2 loaded cores
+def test_the_gpu_check_script_runs_its_matrix_on_the_cpu_path(tmp_path):
+    """benchmarks/gpu_check.sh with DEVICE=cpu on a tiny matrix: every run recorded, the table printed (4 steps: fp16
+    skips the quadratic's first two hypergradient steps while its scale falls from 4096 to 1024)."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parent.parent / "benchmarks" / "gpu_check.sh"
+    env = {**os.environ, "DEVICE": "cpu", "BACKENDS": "torch", "QUAD_METHODS": "cg", "MWN_METHODS": "",
+           "STEPS": "4", "ISOLATE": "false", "MLO": f"{sys.executable} -m mlo_bench.suite.cli"}
+    done = subprocess.run(["bash", str(script), str(tmp_path)], env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.split()[:2] == ["quadratic", "torch"]]
+    assert sorted(ln.split()[3] for ln in lines) == ["bf16", "bf16/full", "fp16", "fp32"], done.stdout[-2000:]
+    assert all(" ok " in ln and "(cpu_rss_delta)" in ln for ln in lines)
