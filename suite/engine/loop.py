@@ -33,7 +33,7 @@ from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_s
 from mlo_bench.suite.engine.levels import chain, steps_per_level
 from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
 from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
-from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
+from mlo_bench.suite.engine.trees import tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer, Stages
 from mlo_bench.suite.run import interrupt
@@ -76,9 +76,8 @@ class Run:
             raise Unsupported(reason)
         self.levels = chain(task.levels())
         self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
-        #: the run's precision (suite/engine/precision.py): the levels as the inner phase trains them and as the
-        #: hypergradient differentiates them (``self.levels``: in full precision, for the monitoring loss and the
-        #: references)
+        #: the levels as the inner phase trains them and as the hypergradient differentiates them (precision.py;
+        #: ``self.levels``: full precision, for the monitoring loss and the references)
         self.precision = plan.precision or precision.FP32
         reason = precision.refusal(backend, self.precision)
         if reason:
@@ -368,7 +367,8 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
     if oracle is not None:
         probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
         probe_states = precision.carry_scales(probe_states, states)  # fp16: the loss scales training reached
-        h = _scaled_check(run, backend, lambda st: _single_edge(run, backend, probe, st, batches), probe_states)
+        h = precision.checked(backend, lambda st: _single_edge(run, backend, probe, st, batches), probe_states,
+                              run.top, run.scales_hypergrad)
         return hypergrad_errors(h, oracle.hypergradient(run.init[run.top]))
     if not task.exact_reference():
         return {}
@@ -376,20 +376,9 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
     plain = precision.without_scales(states)  # the reference in full precision, unscaled
     ref = backend.tree_to_numpy(backend.compile(reference, (params, plain, last))[0](params, plain, last))
-    h = _scaled_check(run, backend, lambda st: _single_edge(run, backend, params, st, last), states)
+    h = precision.checked(backend, lambda st: _single_edge(run, backend, params, st, last), states, run.top,
+                          run.scales_hypergrad)
     return hypergrad_errors(h, ref)
-
-
-def _scaled_check(run: Run, backend: Any, hyper: Any, states: dict[str, Any]) -> Any:
-    """``hyper(states)`` as numpy; where the hypergradient is loss-scaled (fp16) and overflows, the top's scale is
-    divided by its factor and the hypergradient taken again — as training would on its next step — down to 1."""
-    while True:
-        h = backend.tree_to_numpy(hyper(states))
-        if not run.scales_hypergrad or all(np.isfinite(x).all() for x in tree_leaves(h)):
-            return h
-        states, lowered = precision.lowered_scale(backend.ops, states, run.top)
-        if not lowered:
-            return h
 
 
 def _single_edge(run: Run, backend: Any, params, states, batches) -> Any:

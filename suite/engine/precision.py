@@ -246,6 +246,21 @@ def lowered_scale(ops: Any, states: Mapping[str, Any], level: str) -> tuple[dict
     return {**states, level: {**state, LOSS_SCALE: {**ls, "scale": scale}}}, True
 
 
+def checked(backend: Any, hyper: Callable, states: dict[str, Any], top: str, scaled: bool) -> Any:
+    """``hyper(states)`` as numpy, for the hypergradient check; where the hypergradient is loss-scaled (``scaled``,
+    fp16) and overflows, the ``top`` level's scale is divided by its factor and it is taken again — as training would
+    on its next step — down to 1."""
+    import numpy as np
+
+    while True:
+        h = backend.tree_to_numpy(hyper(states))
+        if not scaled or all(np.isfinite(x).all() for x in tree_leaves(h)):
+            return h
+        states, lowered = lowered_scale(backend.ops, states, top)
+        if not lowered:
+            return h
+
+
 def scale_metrics(backend: Any, levels: list[Any], states: Mapping[str, Any]) -> dict[str, float]:
     """The record's loss-scale figures (``{}`` without scaling)."""
     out: dict[str, float] = {}
