@@ -130,3 +130,10 @@ class BettyBackend(Peer, TorchBackend):
 
     def path(self) -> str:
         return "betty.hypergradient on ImplicitProblems (the suite's loop drives training)"
+
+    def precision_refusal(self, precision: str) -> str | None:
+        """Betty's half precision is ``Config(fp16=True)``: a ``torch.cuda.amp.GradScaler`` in its own training loop
+        (CUDA only), which this adapter does not drive (the suite's loop does): refused, with that reason."""
+        where = "CUDA-only" if getattr(self, "device", "cpu") != "cuda" else "inside Betty's own Engine loop"
+        return (f"precision={precision}: Betty's mixed precision (Config(fp16=True), a torch.cuda.amp.GradScaler) is "
+                f"{where}; this adapter runs betty.hypergradient under the suite's loop, not Betty's Engine")

@@ -322,6 +322,30 @@ class JaxBackend(Backend):
         return self.jnp.linalg.solve(a, b)
 
 
+    # mixed precision (suite/engine/precision.py)
+    def precision_refusal(self, precision: str) -> str | None:
+        """``None`` where ``jmp`` imports (the ``jax`` extra installs it)."""
+        try:
+            import jmp  # noqa: F401
+        except ImportError as exc:
+            return f"precision={precision} on jax needs jmp (pip install jmp): {exc}"
+        return None
+
+    def low_precision(self, loss, precision):
+        """``loss`` under a ``jmp.Policy`` (params: the run's dtype, compute: bf16 | fp16, output: the run's dtype):
+        the floating parameters and inputs are cast to the compute dtype where the loss is evaluated (integer labels
+        kept), the loss cast back; jax differentiates through the casts, so the derivatives are computed in the low
+        precision and arrive at the parameters in their own dtype."""
+        import jmp
+
+        compute = {"bf16": self.jnp.bfloat16, "fp16": self.jnp.float16}[precision]
+        policy = jmp.Policy(param_dtype=self._dtype, compute_dtype=compute, output_dtype=self._dtype)
+
+        def low(ops, params, batch):
+            return policy.cast_to_output(loss(ops, policy.cast_to_compute(params), policy.cast_to_compute(batch)))
+
+        return low
+
     # execution and measurement
     def compile(self, fn: Callable[..., Any], example_args: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:
         start = time.perf_counter()

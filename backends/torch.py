@@ -290,6 +290,34 @@ class TorchBackend(Backend):
     def solve(self, a, b):
         return self.torch.linalg.solve(a, b)
 
+    # mixed precision (suite/engine/precision.py)
+    def precision_refusal(self, precision: str) -> str | None:
+        """``None`` where ``torch.amp.is_autocast_available`` for the device (asked before ``setup`` too: cpu then)."""
+        import torch
+
+        device = getattr(self, "_dev", None)
+        kind = device.type if device is not None else "cpu"
+        if not torch.amp.is_autocast_available(kind):
+            return f"precision={precision}: torch has no autocast for device {kind}"
+        return None
+
+    def low_precision(self, loss, precision):
+        """``loss`` under ``torch.autocast(device, bf16 | fp16)``: matmuls and convolutions (autocast's lower-precision
+        list) run in the low precision on float32 master parameters, the ops autocast keeps in float32 (softmax,
+        log, reductions of its fp32 list) stay there; the loss is cast back to the run's dtype. Backward passes
+        differentiate the ops as they ran (a bf16 matmul's VJP is a bf16 matmul), so every derivative of the loss
+        — gradients, VJPs, HVPs — is in the low precision too."""
+        torch, device = self.torch, self._dev.type
+        dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+        master = self._dtype
+
+        def low(ops, params, batch):
+            with torch.autocast(device_type=device, dtype=dtype):
+                out = loss(ops, params, batch)
+            return out.to(master)
+
+        return low
+
     # execution and measurement
     def block(self, tree):
         if self.device == "cuda":

@@ -40,7 +40,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlo_bench.suite.contract import Method
-from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine import precision
 from mlo_bench.suite.engine.trees import tree_add, tree_map
 from mlo_bench.suite.plugins.registry import register
 
@@ -63,7 +63,7 @@ class UnrollMixed(Method):
             theta, state = r.step(theta, state, lam)
 
         def update(x: dict) -> dict:
-            p, s = optim.update(ops, opt, x["g"], x["s"], x["p"])
+            p, s = precision.update(ops, opt, x["g"], x["s"], x["p"])  # fp16: the step as it ran (skip, scale)
             return {"p": p, "s": s}
 
         def full_grad(th: Tree) -> dict:

@@ -11,6 +11,25 @@ from mlo_bench.suite.conf import keys
 from mlo_bench.suite.plugins import registry
 
 DEFAULT_TOL = {"float32": 1e-3, "float64": 1e-6}
+#: in a low precision (``precision=bf16|fp16``) the default tolerance is TOL_PER_ROUNDOFF × the compute precision's
+#: unit roundoff u (bf16: u = 2⁻⁸, 16·u = 0.0625; fp16: u = 2⁻¹¹, 16·u = 0.0078), never below the dtype's: two
+#: backends round differently (torch's autocast keeps softmax and reductions in float32, jmp casts the whole loss) and
+#: the differences of O(u) per step add up over verify's outer steps
+TOL_PER_ROUNDOFF = 16
+#: … and a column passes within FLOOR_FACTOR × (the reference's + the compared backend's own low-precision error,
+#: each its run against its fp32 run of the same config) where that is larger: backends cannot agree better than the
+#: precision itself computes on each (a finite difference of two bf16 gradients, darts, is off by O(1) on every one)
+FLOOR_FACTOR = 2
+
+
+def default_tol(dtype: str, precision: str = "fp32") -> float:
+    """verify's tolerance without ``--tol``: the dtype's, or in a low precision TOL_PER_ROUNDOFF × its unit
+    roundoff (whichever is larger)."""
+    from mlo_bench.suite.engine.precision import UNIT_ROUNDOFF
+
+    if precision == "fp32":
+        return DEFAULT_TOL[dtype]
+    return max(DEFAULT_TOL[dtype], TOL_PER_ROUNDOFF * UNIT_ROUNDOFF[precision])
 #: verify's own default for ``steps`` (the run key's default, 100 outer steps, is a training run's, not a check's)
 DEFAULT_STEPS = 5
 #: config keys verify passes on to every run (``task.*`` and ``method.*`` knobs included): the run keys declared with
@@ -29,7 +48,9 @@ N outer steps (max over leaves of ||a-b|| / ||b||).
                       method=A,B (restrict), method.NAME.KEY=V (a knob of method NAME), method.KEY=V (the one
                       selected method with KEY; an error when several have it), backend=A,B (restrict; the
                       reference always runs), plugins=[MODULE,...] (third-party plugins to import)
-  --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32)
+  --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32; precision=bf16|fp16: 16 x its unit
+                      roundoff, 0.0625 | 0.0078, or per column 2 x the sum of the two backends' own errors
+                      against their fp32 runs where that is larger; --tol fixes it)
   --reference NAME    the backend compared against (default torch)
   --steps N           outer steps before the parameters are compared (default 5)
   --strict            count the rows that fail by a known library bug (a backend's known_issue, e.g. Betty 0.2.1's

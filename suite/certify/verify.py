@@ -37,6 +37,7 @@ afterwards.
 
 from __future__ import annotations
 
+import math
 import os
 import sys
 import tempfile
@@ -47,10 +48,12 @@ from mlo_bench.suite.certify.agreement import fmt as _fmt
 from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the command line's parsing
     DEFAULT_STEPS,
     DEFAULT_TOL,
+    FLOOR_FACTOR,
     KEYS,
     USAGE,
     BadInput,
     Options,
+    default_tol,
     knob_overrides,
     parse,
 )
@@ -58,21 +61,33 @@ from mlo_bench.suite.engine.compare import max_rel_diff  # noqa: F401 - the rule
 from mlo_bench.suite.plugins import registry
 
 
-def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str) -> dict[tuple[str, str], Any]:
-    """A validated plan for every (backend, method) pair. Raises :class:`BadInput` on a bad value."""
+def fp32_key(backend: str) -> str:
+    """The key under which a low-precision verify keeps ``backend``'s fp32 run of a method."""
+    return f"{backend}@fp32"
+
+
+def _plans(opts: Options, backends: list[str], methods: list[str], results_dir: str,
+           with_fp32: bool = False) -> dict[tuple[str, str], Any]:
+    """A validated plan for every (backend, method) pair; with ``with_fp32`` (a low-precision verify) also every
+    backend's run of each method in fp32, under (:func:`fp32_key`, method). Raises :class:`BadInput` on a bad
+    value."""
     from mlo_bench.suite.run.compose import compose, first_line
     from mlo_bench.suite.run.plan import ConfigError, prepare
 
     knobs = knob_overrides(opts, methods)
     plans = {}
+    runs = [(b, b, opts.overrides) for b in backends]
+    if with_fp32:
+        full = [o for o in opts.overrides if not o.startswith("precision")]
+        runs += [(fp32_key(b), b, full) for b in backends]
     for method in methods:
-        for backend in backends:
+        for key, backend, given in runs:
             overrides = [
-                *opts.overrides, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
+                *given, f"backend={backend}", f"method={method}", *knobs[method], f"steps={opts.steps}",
                 "progress=false", "hypergrad_check=false", "log_every=0", f"results_dir={results_dir}",
             ]
             try:
-                plans[backend, method] = prepare(compose(overrides))
+                plans[key, method] = prepare(compose(overrides))
             except ConfigError as exc:
                 raise BadInput(str(exc)) from None
             except Exception as exc:  # noqa: BLE001 - Hydra/OmegaConf composition errors
@@ -119,7 +134,13 @@ def run(opts: Options, out: Any = None) -> int:
 
     clean_stale_tmp()  # temp dirs of a verify or a sweep killed by SIGKILL
     with tempfile.TemporaryDirectory(prefix=f"mlo-bench-verify-{os.getpid()}-") as tmp:
-        plans = _plans(opts, backends, methods, tmp)
+        low = any(o.startswith("precision=") and o.split("=", 1)[1] != "fp32" for o in opts.overrides)
+        floors = low and opts.tol is None  # the precision's own error widens each row's tolerance (see USAGE)
+        plans = _plans(opts, backends, methods, tmp, floors)
+        if floors:
+            notes.append(f"note: low precision: a column passes within max({default_tol('float32', 'bf16'):g} | "
+                         f"{default_tol('float32', 'fp16'):g} for bf16 | fp16, {FLOOR_FACTOR} x (the reference's own "
+                         "error + this backend's own error), each against its fp32 run: the 'vs fp32' rows)")
         first = plans[reference, methods[0]]
         task = first.task if first.task is not None else first.task_cls(first.task_cfg, first.seed)
         has_oracle = task.oracle() is not None
@@ -150,9 +171,11 @@ def run(opts: Options, out: Any = None) -> int:
             raise BadInput(
                 f"nothing to compare with {reference}: " + ("; ".join(notes) or "no other backend selected")
             )
-        tol = opts.tol if opts.tol is not None else DEFAULT_TOL[first.dtype]
+        precision = first.precision.name if first.precision is not None else "fp32"
+        tol = opts.tol if opts.tol is not None else default_tol(first.dtype, precision)
         print(
-            f"verify {task.name} ({first.dtype}, seed {first.seed}, {opts.steps} outer steps) against {reference}; "
+            f"verify {task.name} ({first.dtype}{_precision_note(precision)}, seed {first.seed}, {opts.steps} outer "
+            f"steps) against {reference}; "
             f"tolerance {tol:g} on max over leaves of ||a-b||/||b||",
             file=out,
         )
@@ -163,6 +186,7 @@ def run(opts: Options, out: Any = None) -> int:
         print(header, file=out)
         print("-" * len(header), file=out)
         refs: dict[str, dict[str, Any]] = {}
+        floor: dict[tuple[str, str], tuple[Diff, Diff]] = {}  # low precision: a run's own error against fp32
         oracle: dict[tuple[str, str], float | None] = {}
         warnings: list[str] = []
         failures = comparisons = inconclusive = 0
@@ -177,6 +201,9 @@ def run(opts: Options, out: Any = None) -> int:
                 result = "reference" if ok else f"FAIL: reference {record['status']}: {record['reason']}"
                 failures += not ok
                 print(f"{backend:<10} {method:<12} {'-':>16} {'-':>16}  {result}", file=out)
+                if floors and ok:
+                    floor[backend, method] = _own_error(plans[fp32_key(backend), method], capture, backend, method,
+                                                        precision, out)
                 continue
             comparisons += 1
             ref = refs[method]
@@ -199,7 +226,13 @@ def run(opts: Options, out: Any = None) -> int:
                 elif hg.vacuous and pr.vacuous:
                     result = "tests nothing"
                 else:
-                    result = "pass" if hg.within(tol) and pr.within(tol) else "FAIL"
+                    if floors:
+                        floor[backend, method] = _own_error(plans[fp32_key(backend), method], capture, backend,
+                                                            method, precision, out)
+                    hg_tol, pr_tol = (_widened(tol, a, b) for a, b in zip(
+                        floor.get((reference, method), (None, None)), floor.get((backend, method), (None, None)),
+                        strict=True))
+                    result = "pass" if hg.within(hg_tol) and pr.within(pr_tol) else "FAIL"
             issue = registry.get("backend", backend)().known_issue(method)
             if issue and result == "FAIL":  # a known defect of a released library: shown, never hidden
                 result = "FAIL (known library bug, see note)"
@@ -238,6 +271,34 @@ def verdict(failures: int, known: list[str], inconclusive: int, comparisons: int
     if known:
         return 0, f"ok: {comparisons - len(known)} of {comparisons} comparisons within {tol:g}; {bugs}"
     return 0, f"ok: all {comparisons} comparisons within {tol:g}"
+
+
+def _own_error(plan: Any, low: dict[str, Any], backend: str, method: str, precision: str,
+               out: Any) -> tuple[Diff, Diff]:
+    """A backend's low-precision run against its fp32 run of the same config — (first hypergradient, params @ N):
+    the precision's own error on that backend — printed as a "vs fp32" row."""
+    from mlo_bench.suite.run.execute import execute
+
+    capture: dict[str, Any] = {}
+    record = execute(plan, capture)
+    own = (Diff(absent=True), Diff(absent=True)) if record["status"] != "ok" else _columns(low, capture)
+    cells = [d.text() for d in own]
+    print(f"{'  vs fp32':<10} {method:<12} {cells[0]:>16} {cells[1]:>16}  {backend}'s own {precision} error", file=out)
+    return own
+
+
+def _widened(tol: float, ref: Diff | None, other: Diff | None) -> float:
+    """A column's tolerance: ``tol``, or FLOOR_FACTOR × (the reference's + this backend's own low-precision error)
+    where that is larger: ‖a − b‖ ≤ ‖a − a₃₂‖ + ‖a₃₂ − b₃₂‖ + ‖b₃₂ − b‖, so two backends rounding differently
+    cannot be asked to agree better than their own errors allow."""
+    errors = [d.value for d in (ref, other) if d is not None and not d.absent and d.value is not None]
+    if len(errors) < 2 or not all(math.isfinite(e) for e in errors):
+        return tol
+    return max(tol, FLOOR_FACTOR * sum(errors))
+
+
+def _precision_note(precision: str) -> str:
+    return "" if precision == "fp32" else f", precision {precision}"
 
 
 def _oracle_table(errors: dict[tuple[str, str], float | None], backends: list[str], methods: list[str], tol: float,

@@ -81,6 +81,11 @@ class RunKey:
 
 NO_LIMITS = {"time_s": None, "memory_gb": None}
 NO_BUDGET = {"max_d_materialised": None, "max_dense_gb": None}
+#: ``precision``'s default (a config group: ``precision=bf16`` picks the option, ``precision.KNOB=V`` a knob; the
+#: knobs are read by :class:`mlo_bench.suite.engine.precision.Precision`)
+PRECISIONS = ("fp32", "bf16", "fp16")
+DEFAULT_PRECISION = {"name": "fp32", "hypergrad": "same", "init_scale": 4096.0, "growth_factor": 2.0,
+                     "growth_interval": 2000}
 
 #: every top-level run key, in the order messages list them
 RUN_KEYS = (
@@ -107,6 +112,8 @@ RUN_KEYS = (
     RunKey("repeat", 0, UNLESS_DEFAULT, absent=DEFAULT, doc="> 0: a deliberate repeat of the same config"),
     RunKey("variant", OMITTED, UNHASHED, absent=OMITTED, doc="the variant a run was composed with (variant=NAME)"),
     RunKey("threads", 1, UNLESS_DEFAULT, absent=0, doc="intra-op / BLAS / XLA threads (0: each library's default)"),
+    RunKey("precision", DEFAULT_PRECISION, UNLESS_DEFAULT, absent=DEFAULT, verify=True,
+           doc="fp32 | bf16 | fp16 (precision.hypergrad=same|full; fp16's loss scale: precision.init_scale, ...)"),
     RunKey("fused", None, UNLESS_DEFAULT, absent=DEFAULT, doc="one compiled function per outer step (null: backend's)"),
 )
 BY_NAME = {k.name: k for k in RUN_KEYS}

@@ -45,7 +45,8 @@ class Backend(ABC):
       config hash); the instance is built as ``cls(config)`` and keeps it as ``self.config`` (``cls()``: defaults).
     - Capabilities (:data:`CAPABILITIES`): declared here with their defaults, so the suite reads them as plain
       attributes; a backend overrides the ones it has — ``fuses_step``, ``materialises``, ``hvp_operator``,
-      ``compile_cache_stats``, ``known_issue``, ``cuda_visible`` (each documented below). The contract tests check
+      ``compile_cache_stats``, ``known_issue``, ``cuda_visible``, ``low_precision`` / ``precision_refusal`` (each
+      documented below). The contract tests check
       that every registered backend has each, of its declared type.
     """
 
@@ -64,7 +65,7 @@ class Backend(ABC):
     #: capability → the type of an instance's attribute (``Callable``: a method with the documented signature)
     CAPABILITIES: ClassVar[dict[str, type]] = {
         "fuses_step": bool, "materialises": bool, "hvp_operator": Callable, "compile_cache_stats": Callable,
-        "known_issue": Callable, "cuda_visible": Callable,
+        "known_issue": Callable, "cuda_visible": Callable, "low_precision": Callable, "precision_refusal": Callable,
     }
 
     def __init__(self, config: Any = None) -> None:
@@ -165,6 +166,19 @@ class Backend(ABC):
         """Floating-point operations of one call ``fn(*args)``, counted by the framework (not timed); ``None`` when
         the backend cannot count them."""
         return None
+
+    def precision_refusal(self, precision: str) -> str | None:
+        """Why this backend cannot compute in ``precision`` (``bf16`` | ``fp16``; recorded ``unsupported``), or
+        ``None``: a backend that overrides :meth:`low_precision` overrides this too. Asked before ``setup`` (the
+        plan's admission) and again after it."""
+        return f"backend {self.name} has no mixed-precision path (precision={precision})"
+
+    def low_precision(self, loss: Callable[..., Any], precision: str) -> Callable[..., Any]:
+        """``loss(ops, params, batch)`` evaluated in ``precision`` (``bf16`` | ``fp16``) with the parameters kept in
+        the run's dtype (master weights): the returned function takes and returns what ``loss`` does (the scalar
+        cast back to the run's dtype), and its derivatives are computed in the low precision. Only asked where
+        :meth:`precision_refusal` is ``None`` (:mod:`mlo_bench.suite.engine.precision`)."""
+        raise NotImplementedError(self.precision_refusal(precision))
 
     def supports(self, method: str) -> str | None:
         """Why this backend cannot run ``method`` at all, or ``None``."""

@@ -80,7 +80,8 @@ class Fused:
         rounds, _ = run.batches.rounds(t, params)
         top_batch = run.batches.top(t)
         params, states, mstate, hh = self.fn(params, states, mstate, rounds, top_batch)
-        if not np.isfinite(run.backend.to_numpy(hh)).all():  # one scalar: also the step's synchronisation
+        finite = np.isfinite(run.backend.to_numpy(hh)).all()  # one scalar: also the step's synchronisation
+        if not finite and not run.scales_hypergrad:  # loss-scaled (fp16): a skipped step, not a divergence
             raise Diverged(t + 1, "non-finite hypergradient")
         return params, states, mstate, rounds, top_batch, None
 

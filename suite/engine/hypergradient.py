@@ -21,7 +21,7 @@ from typing import Any
 
 from mlo_bench.suite.contract.method import Response
 from mlo_bench.suite.contract.task import Level
-from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine import optim, precision
 from mlo_bench.suite.engine.levels import chain as chain_order
 from mlo_bench.suite.engine.levels import level_loss, level_step
 from mlo_bench.suite.engine.trees import tree_add
@@ -117,11 +117,15 @@ def hypergradient_fn(backend: Any, method: Any, method_cfg: Any, levels: list[Le
     """``fn(params, states, batches)`` → the top level's hypergradient, as every run computes it: the backend's own
     chain (``Backend.chain()``) or the reverse-mode one, with the backend's override of the method's response VJP
     (``Backend.override``) or the method's generic ``response_vjp``. ``method`` is a Method instance; a stateful
-    method starts from its ``init`` state (cold)."""
+    method starts from its ``init`` state (cold). Where the top level's optimizer state holds a loss scale S (fp16,
+    :mod:`mlo_bench.suite.engine.precision`) the top loss is S·g and the hypergradient divided by S before it is
+    returned."""
     chain, response_vjp = _chain_and_vjp(backend, method)
 
     def fn(params: dict[str, Tree], states: dict[str, Tree], batches: dict[str, Any]) -> Tree:
-        return chain(backend, response_vjp, method_cfg, levels, params, states, batches, unroll_steps)
+        scaled, scale = precision.scaled_top(chain_order(levels), states)  # fp16: S·g, the result divided by S
+        hg = chain(backend, response_vjp, method_cfg, scaled, params, states, batches, unroll_steps)
+        return precision.unscale(hg, scale)
 
     return fn
 
@@ -142,8 +146,9 @@ def stateful_hypergradient_fn(backend: Any, method: Any, method_cfg: Any, levels
             out, new[r.level] = method.update(backend_, r, v, cfg)
             return out
 
-        hg = chain(backend, response_vjp, method_cfg, levels, params, states, batches, unroll_steps, method_state)
-        return hg, new
+        scaled, scale = precision.scaled_top(chain_order(levels), states)
+        hg = chain(backend, response_vjp, method_cfg, scaled, params, states, batches, unroll_steps, method_state)
+        return precision.unscale(hg, scale), new
 
     return fn
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine import precision
 
 Tree = Any
 
@@ -95,10 +95,13 @@ def level_gradient(ops: Any, level: Any, params: dict[str, Tree], batch: Any, pa
 
 
 def level_step(ops: Any, level: Any, params: dict[str, Tree], batch: Any, parent: str, grad: Callable) -> Callable:
-    """``step(θ, state, λ) -> (θ', state')``: one differentiable step of ``level``'s own optimizer."""
-    g = level_gradient(ops, level, params, batch, parent, grad)
+    """``step(θ, state, λ) -> (θ', state')``: one differentiable step of ``level``'s own optimizer; where ``state``
+    holds a loss scale (fp16, :mod:`mlo_bench.suite.engine.precision`) the gradient is taken through the scaled loss,
+    unscaled, and a non-finite one skips the step."""
+    loss = level_loss(ops, level, params, batch, parent)
 
     def step(lower: Tree, state: Tree, upper: Tree) -> tuple[Tree, Tree]:
-        return optim.update(ops, level.optimizer, g(lower, upper), state, lower)
+        g = precision.scaled_gradient(grad, loss, state)
+        return precision.update(ops, level.optimizer, g(lower, upper), state, lower)
 
     return step

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite.engine import optim
+from mlo_bench.suite.engine import optim, precision
 from mlo_bench.suite.engine.compare import hypergrad_errors
 from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
@@ -76,7 +76,17 @@ class Run:
             raise Unsupported(reason)
         self.levels = chain(task.levels())
         self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
-        self.top, self.lower = self.levels[0].name, self.levels[1:]
+        #: the levels as the inner phase trains them and as the hypergradient differentiates them (precision.py;
+        #: ``self.levels``: full precision, for the monitoring loss and the references)
+        self.precision = plan.precision or precision.FP32
+        reason = precision.refusal(backend, self.precision)
+        if reason:
+            raise Unsupported(reason)
+        self.train_levels = precision.in_precision(backend, self.levels, self.precision.name)
+        self.hyper_levels = precision.in_precision(backend, self.levels, self.precision.hyper_name)
+        #: whether the hypergradient is loss-scaled: a non-finite one is then a skipped outer step, not a divergence
+        self.scales_hypergrad = self.precision.scales(self.precision.hyper_name)
+        self.top, self.lower = self.levels[0].name, self.train_levels[1:]
         method = plan.method
         self.trains_upper = method.computes_hypergradient
         self.unrolls = self.trains_upper and method.unrolls
@@ -85,18 +95,25 @@ class Run:
         self.init = task.init_params(np.random.default_rng(plan.seed))
         self.data = backend.tree_asarray(task.data())
         self.batches = Batches(task, backend, self.data, self.levels, self.steps)
-        self.check_fn = hypergradient_fn(backend, method, plan.method_cfg, self.levels, self.steps)
-        self.hyper_fn = stateful_hypergradient_fn(backend, method, plan.method_cfg, self.levels, self.steps)
-        self.forward, self.backward = unrolled_fns(backend, self.levels)
+        self.check_fn = hypergradient_fn(backend, method, plan.method_cfg, self.hyper_levels, self.steps)
+        self.hyper_fn = stateful_hypergradient_fn(backend, method, plan.method_cfg, self.hyper_levels, self.steps)
+        self.forward, self.backward = unrolled_fns(backend, self.train_levels, self.hyper_levels[0])
         self.phase = inner_phase(backend, self.lower)
         top_level = self.levels[0]
-        self.outer_fn = lambda p, s, hg: optim.update(ops, top_level.optimizer, hg, s, p)
+        self.outer_fn = lambda p, s, hg: precision.update(ops, top_level.optimizer, hg, s, p)
         self.loss_fn = lambda params, batch: top_level.loss(ops, params, batch)
         #: the step's phases uncompiled (traced whole by the fused step; called plain for peak_live_bytes) …
         self.plain = Phases(self.phase, self.outer_fn, self.hyper_fn, self.forward, self.backward)
         self.compiled: Phases | None = None  #: … and compiled one by one (:meth:`compile`), as the loop times them
         evals = sum(self.steps.values())
         self.inner_step_evals = evals * (2 if self.unrolls and self.lookahead else 1)
+
+    def steps_taken(self, outer_steps: int) -> dict[str, int]:
+        """Each level's optimizer steps over ``outer_steps`` outer steps (the top's: one each, when trained)."""
+        taken = {name: n * outer_steps for name, n in self.steps.items()}
+        if self.trains_upper:
+            taken[self.top] = outer_steps
+        return taken
 
     def hyper_batches(self, rounds: list, top_batch: Any) -> dict[str, Any]:
         return self.shape.hyper_batches(rounds, top_batch)
@@ -119,15 +136,15 @@ class Run:
         if self.unrolls:
             forward_c, s = b.compile(self.forward, (params, states, rounds0))
             compile_s += s
-            p1, _, pull = forward_c(params, states, rounds0)
-            backward_c, s = b.compile(self.backward, (pull, p1, top0))
+            p1, s1, pull = forward_c(params, states, rounds0)
+            backward_c, s = b.compile(self.backward, (pull, p1, s1, top0))
             compile_s += s
-            hg0 = backward_c(pull, p1, top0)
+            hg0 = backward_c(pull, p1, s1, top0)
             del pull
 
             def hyper_counted(params, states, rounds, top_batch):
-                p1, _, pull = self.forward(params, states, rounds)
-                return self.backward(pull, p1, top_batch)
+                p1, s1, pull = self.forward(params, states, rounds)
+                return self.backward(pull, p1, s1, top_batch)
 
             with self.stages("count_flops"):
                 metrics["flops_hypergrad"] = b.count_flops(hyper_counted, (params, states, rounds0, top0))
@@ -174,7 +191,7 @@ class Run:
         top_batch = self.batches.top(t)
 
         def seen(hg):
-            if not _finite(backend, tree_vdot(backend.ops, hg, hg)):
+            if not self.scales_hypergrad and not _finite(backend, tree_vdot(backend.ops, hg, hg)):
                 raise Diverged(t + 1, "non-finite hypergradient")
             if capture is not None and t == 0:
                 capture["first_hypergrad"] = backend.tree_to_numpy(hg)
@@ -202,6 +219,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
         ops = backend.ops
         params = backend.tree_asarray(run.init)
         states = {lv.name: optim.init(ops, lv.optimizer, params[lv.name]) for lv in run.levels}
+        states = precision.with_loss_scales(ops, run.precision, run.levels, states)
         mstate = (init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
                   if run.trains_upper else {})
     with stages("compile"):
@@ -290,6 +308,10 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         progress.close()
         stages.add("train", time.perf_counter() - start_s)
 
+    metrics.update(precision.scale_metrics(backend, run.levels, states))
+    skipped_all = precision.every_step_skipped(metrics, run.steps_taken(plan.steps))
+    if skipped_all:
+        raise Diverged(plan.steps, skipped_all)
     interrupt.check(plan.steps)  # every step done, the evaluation not yet
     if fused is not None:  # the phases' times from a separate sampled pass (engine/compiled_step.py), off the clock
         sampled = PhaseTimer(backend.block)
@@ -334,7 +356,9 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
     untimed, with the method's single-edge form (a stateful method cold): against the task's oracle at the initial
     top parameters with every lower level at its exact best response (isolating the method's error from the inner
     solver's), or, for a task without an oracle whose lower levels are small (``Task.exact_reference()``), against
-    ``exact`` on the same backend at the final state (last parameters, optimizer states and batches)."""
+    ``exact`` on the same backend at the final state (last parameters, optimizer states and batches). The method
+    runs in the run's hypergradient precision (fp16: with the loss scales training reached), the references in full
+    precision (the oracle in float64; ``exact`` in the run's dtype)."""
     from mlo_bench.suite.engine.hypergradient import oracle_state
     from mlo_bench.suite.plugins import registry
 
@@ -342,14 +366,18 @@ def hypergrad_check(run: Run, backend: Any, params: dict[str, Any], states: dict
     oracle = task.oracle()
     if oracle is not None:
         probe, probe_states, batches = oracle_state(backend, task, run.init[run.top])
-        h = backend.tree_to_numpy(_single_edge(run, backend, probe, probe_states, batches))
+        probe_states = precision.carry_scales(probe_states, states)  # fp16: the loss scales training reached
+        h = precision.checked(backend, lambda st: _single_edge(run, backend, probe, st, batches), probe_states,
+                              run.top, run.scales_hypergrad)
         return hypergrad_errors(h, oracle.hypergradient(run.init[run.top]))
     if not task.exact_reference():
         return {}
     cfg = registry.make_config("method", "exact", {})
     reference = hypergradient_fn(backend, registry.get("method", "exact")(), cfg, run.levels, run.steps)
-    ref = backend.tree_to_numpy(backend.compile(reference, (params, states, last))[0](params, states, last))
-    h = backend.tree_to_numpy(_single_edge(run, backend, params, states, last))
+    plain = precision.without_scales(states)  # the reference in full precision, unscaled
+    ref = backend.tree_to_numpy(backend.compile(reference, (params, plain, last))[0](params, plain, last))
+    h = precision.checked(backend, lambda st: _single_edge(run, backend, params, st, last), states, run.top,
+                          run.scales_hypergrad)
     return hypergrad_errors(h, ref)
 
 

@@ -53,7 +53,7 @@ class Phases:
     outer: Callable | None = None  #: (top params, top state, hypergradient) -> (top params, top state)
     hyper: Callable | None = None  #: (params, states, batches, method state) -> (hypergradient, method state)
     forward: Callable | None = None  #: (params, states, rounds) -> (params, states, pullback): the inner phase, kept
-    backward: Callable | None = None  #: (pullback, params, top batch) -> hypergradient
+    backward: Callable | None = None  #: (pullback, params, states, top batch) -> hypergradient
 
 
 def plain(phase: str, fn: Callable, *args: Any) -> Any:
@@ -71,15 +71,15 @@ def outer_step(shape: Shape, fns: Phases, params: dict[str, Tree], states: dict[
     if not shape.lookahead:
         if shape.unrolls:
             params, states, pull = call("inner", fns.forward, params, states, rounds)
-            hg = call("hypergrad", fns.backward, pull, params, top_batch)
+            hg = call("hypergrad", fns.backward, pull, params, states, top_batch)
             del pull
         else:
             params, states = call("inner", fns.inner, params, states, rounds)
     if shape.trains_upper and hg is None:
         if shape.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
             def virtual(params, states):
-                p1, _, pull = fns.forward(params, states, rounds)
-                return fns.backward(pull, p1, top_batch)
+                p1, s1, pull = fns.forward(params, states, rounds)
+                return fns.backward(pull, p1, s1, top_batch)
 
             hg = call("hypergrad", virtual, params, states)
         else:

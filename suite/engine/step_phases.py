@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from mlo_bench.suite.engine import precision
 from mlo_bench.suite.engine.levels import level_step
 from mlo_bench.suite.engine.trees import tree_add
 
@@ -169,12 +170,15 @@ def inner_phase(backend: Any, lower: list[Any]) -> Callable:
     return phase
 
 
-def unrolled_fns(backend: Any, levels: list[Any]) -> tuple[Callable, Callable]:
+def unrolled_fns(backend: Any, levels: list[Any], top: Any = None) -> tuple[Callable, Callable]:
     """``forward(params, states, rounds) -> (params, states, pullback)`` runs the inner phase once with its graph
-    kept, as a function of the top level's parameters; ``backward(pullback, params, top_batch) -> hypergradient``
-    is ∂g/∂x_0 + (d lower levels / d x_0)ᵀ ∂g/∂(lower levels) at the parameters the phase reached: the exact
-    derivative of the inner steps taken."""
-    ops, top, lower = backend.ops, levels[0], levels[1:]
+    kept, as a function of the top level's parameters; ``backward(pullback, params, states, top_batch) ->
+    hypergradient`` is ∂g/∂x_0 + (d lower levels / d x_0)ᵀ ∂g/∂(lower levels) at the parameters the phase reached:
+    the exact derivative of the inner steps taken. ``top`` (default ``levels[0]``) is the top level whose loss g is
+    differentiated (another precision's than the inner phase's); where its optimizer state in ``states`` holds a loss
+    scale S, the pullback is seeded with S·∂g and the result divided by S (:mod:`mlo_bench.suite.engine.precision`)."""
+    ops, lower = backend.ops, levels[1:]
+    top = levels[0] if top is None else top
     names = [lv.name for lv in lower]
     phase = inner_phase(backend, lower)
 
@@ -186,8 +190,9 @@ def unrolled_fns(backend: Any, levels: list[Any]) -> tuple[Callable, Callable]:
         lower_after, states_after, pullback = backend.trajectory_vjp(trajectory, params[top.name])
         return {**params, **lower_after}, {**states, **states_after}, pullback
 
-    def backward(pullback, params, top_batch):
-        direct = backend.grad(lambda p: top.loss(ops, p, top_batch))(params)
-        return tree_add(direct[top.name], pullback({n: direct[n] for n in names}))
+    def backward(pullback, params, states, top_batch):
+        (scaled, *_), scale = precision.scaled_top([top], states)
+        direct = backend.grad(lambda p: scaled.loss(ops, p, top_batch))(params)
+        return precision.unscale(tree_add(direct[top.name], pullback({n: direct[n] for n in names})), scale)
 
     return forward, backward

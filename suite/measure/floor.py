@@ -69,8 +69,8 @@ def _hypergradient(run: Any, params, states, mstate, rounds, top_batch):
     fns = run.compiled
     if run.unrolls:
         def unrolled():
-            p1, _, pull = fns.forward(params, states, rounds)
-            return fns.backward(pull, p1, top_batch)
+            p1, s1, pull = fns.forward(params, states, rounds)
+            return fns.backward(pull, p1, s1, top_batch)
 
         return unrolled
     hyper = fns.hyper

@@ -34,6 +34,8 @@ import pkgutil
 from importlib import metadata
 from typing import Any
 
+from mlo_bench.suite.conf.keys import DEFAULT_PRECISION, PRECISIONS
+
 ROLES = {"task": "mlo_bench.tasks", "backend": "mlo_bench.backends", "method": "mlo_bench.methods"}
 #: entry-point group through which an installed distribution names its plugin modules
 ENTRY_POINT_GROUP = "mlo_bench.plugins"
@@ -275,6 +277,8 @@ def _register_configs() -> None:
         for name, cls in plugins.items():
             store.store(group=role, name=name, node=config_class(cls))
     _register_presets(store)
+    for precision in PRECISIONS:  # the precision group: precision=NAME, precision.KNOB=V (suite/engine/precision.py)
+        store.store(group="precision", name=precision, node={**DEFAULT_PRECISION, "name": precision})
     variants = importlib.import_module("mlo_bench.suite.plugins.variants")
     variants.register(store, _REGISTRY["task"], sorted(_REGISTRY["backend"]))
 

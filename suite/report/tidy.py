@@ -11,6 +11,9 @@ Columns, in order: ``run_id, task, backend, method, seed, status, config_hash, d
 - ``variant``: the method's knobs as canonical JSON (``{}`` without knobs), so two configurations of one method in a
   setting are never pooled.
 - ``ordering``: the run's step order (a record without the key ran ``inner_first``).
+- ``precision``: ``fp32`` | ``bf16`` | ``fp16``, ``/full`` added where the hypergradient ran in full precision
+  (:func:`precision_label`); ``precision_setting``: ``setting`` without the precision, so the runs of one experiment
+  in several precisions share it.
 - ``load``: the larger 1-minute load average (run start, end) over the CPU count (NaN when not recorded);
   ``loaded``: ``load`` > 1 — other work competed for the cores, so the run's times are not comparable.
 
@@ -32,7 +35,7 @@ from mlo_bench.suite.run.records import NON_NUMERIC_KEYS
 
 ID_COLUMNS = ["run_id", "task", "backend", "method", "seed", "status", "config_hash", "dtype"]
 RUN_COLUMNS = ["reason", "steps", "inner_steps", "device", "memory_kind", "setting", "variant", "ordering", "load",
-               "loaded"]
+               "loaded", "precision", "precision_setting"]
 #: config keys that are the compared factors or the repetition, left out of ``setting``
 COMPARED_KEYS = ("seed", "backend", "method", "hypergrad_check")
 
@@ -55,6 +58,16 @@ def setting_key(config: dict[str, Any], drop: tuple[str, ...] = COMPARED_KEYS) -
     rest = {k: v for k, v in config.items() if k not in drop and k not in NON_NUMERIC_KEYS}
     blob = json.dumps(rest, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:10]
+
+
+def precision_label(value: Any) -> str:
+    """A record's ``precision`` as one label: ``fp32`` (also a record written before the key), ``bf16``, ``fp16``,
+    with ``/full`` where the hypergradient was computed in full precision."""
+    if isinstance(value, str):
+        return value
+    if not isinstance(value, dict) or value.get("name", "fp32") == "fp32":
+        return "fp32"
+    return value["name"] + ("/full" if value.get("hypergrad") == "full" else "")
 
 
 def load_of(provenance: Any) -> float | None:
@@ -120,6 +133,8 @@ def run_row(record: dict[str, Any]) -> dict[str, Any]:
         "ordering": str(config.get("ordering", "inner_first")),
         "load": math.nan if load is None else load,
         "loaded": None if load is None else load > 1.0,
+        "precision": precision_label(config.get("precision")),
+        "precision_setting": setting_key(config, (*COMPARED_KEYS, "precision")),
     }
     for role in ("task", "method", "backend"):
         row.update(flatten(_knobs(config, role), role))

@@ -8,7 +8,7 @@ from __future__ import annotations
 import difflib
 from importlib import resources
 
-from mlo_bench.suite.conf.keys import TOP_LEVEL_KEYS
+from mlo_bench.suite.conf.keys import DEFAULT_PRECISION, PRECISIONS, TOP_LEVEL_KEYS
 from mlo_bench.suite.plugins import registry
 
 
@@ -190,6 +190,13 @@ def check_overrides(args: list[str]) -> str | None:
             for name in value.split(","):
                 if name not in registry.names(key):
                     return registry.unknown_name_message(key, name)
+        if key == "precision":
+            for name in value.split(","):
+                if name not in PRECISIONS:
+                    return f"precision must be one of {', '.join(PRECISIONS)} (got {name!r})"
+        if root == "precision" and key != "precision" and key.split(".", 1)[1] not in DEFAULT_PRECISION:
+            return (f"unknown precision knob {key!r}; knobs: "
+                    + ", ".join(f"precision.{k}" for k in DEFAULT_PRECISION if k != "name"))
     return None
 
 

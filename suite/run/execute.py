@@ -61,6 +61,8 @@ def admission(plan: Plan, backend: Any = None) -> Admission:
         if unavailable is None:
             backend = backend if backend is not None else plan.backend_cls(plan.backend_cfg)
             refused = backend.refusal(plan.method.name, plan.method_cfg)
+            if refused is None and plan.precision is not None and plan.precision.low:
+                refused = backend.precision_refusal(plan.precision.name)
         plan.admission = Admission(unavailable, refused)
     return plan.admission
 

@@ -56,6 +56,8 @@ class Plan:
     level_steps: dict[str, int]
     threads: int
     fused: bool | None
+    #: the ``precision`` key parsed (:class:`mlo_bench.suite.engine.precision.Precision`; fp32 unless chosen)
+    precision: Any = None
     #: the task :func:`prepare` built to check its levels, until a run takes it (:func:`take_task`); not config
     task: Any = field(default=None, repr=False, compare=False)
     #: whether the backend can run the method here, asked once (``mlo_bench.suite.run.execute.admission``)
@@ -119,6 +121,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
     _check(problem is None, problem or "")
     _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
     _check(config["dtype"] in DTYPES, f"dtype must be one of {', '.join(DTYPES)} (got {config['dtype']!r})")
+    precision = _precision(config)
     limits = config.get("limits") or {}
     extra = sorted(set(limits) - {"time_s", "memory_gb"})
     _check(not extra, f"unknown limits key(s) {extra}; valid: limits.time_s, limits.memory_gb")
@@ -146,8 +149,23 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
-        fused=config["fused"], task=task,
+        fused=config["fused"], precision=precision, task=task,
     )
+
+
+def _precision(config: dict[str, Any]) -> Any:
+    """The ``precision`` key parsed and checked against ``dtype``; recorded as the whole mapping Hydra composes (a bare
+    name or a partial mapping in a plain-dict config filled in), so that equal precisions hash alike."""
+    from mlo_bench.suite.engine.precision import Precision, check
+
+    try:
+        precision = Precision.parse(config["precision"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(str(exc).splitlines()[0]) from None
+    config["precision"] = precision.as_config()
+    problem = check(precision, config["dtype"])
+    _check(problem is None, problem or "")
+    return precision
 
 
 def _default_steps(task_cls: Any, task_cfg: Any) -> Any:
