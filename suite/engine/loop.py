@@ -212,6 +212,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
     metrics["peak_live_bytes"] = run.count_bytes(params, states, mstate, fused)
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
+    metrics["examples_per_step"] = run.batches.examples_per_step()
     return run, fused, (params, states, mstate)
 
 

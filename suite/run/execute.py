@@ -75,11 +75,32 @@ def refusal(plan: Plan, backend: Any = None) -> str | None:
 
 
 def set_up(plan: Plan, backend: Any) -> None:
-    """Admit the plan (:func:`refusal`; :class:`Unsupported` with the reason) and set ``backend`` up for it."""
-    reason = refusal(plan, backend)
+    """Admit the plan (:func:`refusal`, then the backend's ``parallel_refusal`` of ``parallel.world_size``;
+    :class:`Unsupported` with the reason) and set ``backend`` up for it (a mesh backend's device mesh laid out too)."""
+    reason = refusal(plan, backend) or backend.parallel_refusal(plan.world_size)
     if reason:
         raise Unsupported(reason)
     backend.setup(plan.dtype, plan.device, plan.seed)
+    if plan.world_size > 1 and backend.parallel == "mesh":
+        backend.setup_parallel(plan.world_size)
+
+
+def outcome(exc: BaseException, metrics: dict[str, Any]) -> tuple[str, str, str | None]:
+    """A run's failure as ``(status, reason, traceback or None)`` (``diverged_step`` into ``metrics``): the one
+    mapping of exceptions to statuses, for a run in this process and for each rank of a data-parallel one."""
+    if isinstance(exc, Unsupported | Unavailable):
+        return "unsupported", str(exc), None
+    if isinstance(exc, Interrupted):  # at a step boundary: the record keeps the steps done and the metrics so far
+        return "interrupted", str(exc), None
+    if isinstance(exc, KeyboardInterrupt):  # a second signal, mid-step (run/interrupt.py)
+        done = metrics.get("steps_done", 0)
+        return "interrupted", f"interrupted mid-step after {done} outer steps ({exc or 'SIGINT'})", None
+    if isinstance(exc, Diverged):
+        metrics["diverged_step"] = exc.step
+        return "diverged", str(exc), None
+    if _is_oom(exc):
+        return "oom", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", None
+    return "error", f"{type(exc).__name__}: {exc}", traceback.format_exc()
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -178,27 +199,29 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     backend = None
     try:
         interrupt.check(0)  # asked to stop before the run began
-        with stages("setup"):
-            backend = backend_cls(plan.backend_cfg)
-            set_up(plan, backend)
-        try:
-            train(plan, backend, metrics, trace, capture, stages)
-        finally:
-            backend.teardown()
-    except (Unsupported, Unavailable) as exc:
-        record["status"], record["reason"] = "unsupported", str(exc)
-    except Interrupted as exc:  # at a step boundary: the record keeps the steps done and the metrics so far
-        record["status"], record["reason"] = "interrupted", str(exc)
-    except KeyboardInterrupt as exc:  # a second signal, mid-step (run/interrupt.py)
-        record["status"] = "interrupted"
-        record["reason"] = f"interrupted mid-step after {metrics.get('steps_done', 0)} outer steps ({exc or 'SIGINT'})"
-    except Diverged as exc:
-        record["status"], record["reason"] = "diverged", str(exc)
-        metrics["diverged_step"] = exc.step
-    except Exception as exc:  # noqa: BLE001 - every failure is a result
-        if _is_oom(exc):
-            record["status"], record["reason"] = "oom", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
+        if plan.world_size > 1 and getattr(backend_cls, "parallel", None) == "processes":
+            from mlo_bench.suite.run import ranks
+
+            with stages("ranks"):
+                backend = ranks.execute_ranks(plan, record, trace, capture)
         else:
-            record["status"], record["reason"] = "error", f"{type(exc).__name__}: {exc}"
-            record["traceback"] = traceback.format_exc()
+            with stages("setup"):
+                backend = backend_cls(plan.backend_cfg)
+                set_up(plan, backend)
+            try:
+                train(plan, backend, metrics, trace, capture, stages)
+            finally:
+                backend.teardown()
+            metrics.update({"world_size": plan.world_size, **throughput(plan, metrics)})
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
+        record["status"], record["reason"], tb = outcome(exc, metrics)
+        if tb is not None:
+            record["traceback"] = tb
     return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"), stages)
+
+
+def throughput(plan: Plan, metrics: dict[str, Any]) -> dict[str, float]:
+    """``examples_per_s``: examples of every level's batches per outer step (``examples_per_step``, counted by the
+    loop over the global batch) over the median seconds of one outer step (``time_step_s``)."""
+    n, step_s = metrics.get("examples_per_step"), metrics.get("time_step_s")
+    return {"examples_per_s": n / step_s} if n and step_s else {}
