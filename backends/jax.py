@@ -224,6 +224,27 @@ class JaxBackend(Backend):
     name = "jax"
     #: the loop runs each outer step as one compiled function (suite/engine/compiled_step.py)
     fuses_step = True
+    #: data parallel as one program over a device mesh (backends/_jax_mesh.py)
+    parallel = "mesh"
+    _mesh = None
+
+    @classmethod
+    def prepare_parallel(cls, world_size: int) -> None:
+        """Before jax is imported: ask for ``world_size`` host devices (``XLA_FLAGS``, backends/_jax_mesh.py)."""
+        from mlo_bench.backends._jax_mesh import host_devices
+
+        host_devices(world_size)
+
+    def setup_parallel(self, world_size: int) -> None:
+        """Lay the mesh out over this platform's first ``world_size`` devices; arrays are replicated on it (memory
+        figures stay those of the first device)."""
+        from mlo_bench.backends._jax_mesh import Mesh
+
+        self._mesh = Mesh(self.jax, self.jax.devices(self._dev.platform), world_size)
+        self.world_size = world_size
+
+    def shard_batch(self, extra):
+        return super().shard_batch(extra) if self._mesh is None else self._mesh.shard(self, extra)
 
     @classmethod
     def check_available(cls) -> None:
@@ -285,7 +306,7 @@ class JaxBackend(Backend):
         x = np.asarray(x)
         if np.issubdtype(x.dtype, np.floating):
             x = x.astype(self._dtype)
-        return self.jax.device_put(x, self._dev)
+        return self.jax.device_put(x, self._dev if self._mesh is None else self._mesh.replicated)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
@@ -325,7 +346,10 @@ class JaxBackend(Backend):
     # execution and measurement
     def compile(self, fn: Callable[..., Any], example_args: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:
         start = time.perf_counter()
-        compiled = self.jax.jit(fn).lower(*example_args).compile()
+        jitted = self.jax.jit(fn)
+        compiled = jitted.lower(*example_args).compile()
+        if self._mesh is not None:  # over a mesh: the jitted function, which follows its inputs' shardings
+            return jitted, time.perf_counter() - start
         return compiled, time.perf_counter() - start
 
     def block(self, tree):

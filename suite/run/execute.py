@@ -189,6 +189,8 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     started = provenance.now()
     provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
     stages = Stages()
+    if plan.world_size > 1 and hasattr(plan.backend_cls, "prepare_parallel"):  # before threads imports jax
+        plan.backend_cls.prepare_parallel(plan.world_size)
     with stages("setup"):  # threads first: it imports the frameworks it pins, before the backend is set up
         provenance.set_threads(threads.apply(plan.threads))
     backend_cls = plan.backend_cls

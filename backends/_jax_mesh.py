@@ -1,0 +1,69 @@
+"""Data parallel on jax: one program over a ``jax.sharding.Mesh`` of N devices (``parallel.world_size=N``).
+
+Parameters, optimizer states and the task's data are replicated (``NamedSharding(mesh, P())``); each level's per-step
+arrays (:meth:`mlo_bench.suite.contract.Task.batch`: example indices, augmented images) are laid out along the mesh's
+``batch`` axis (``P("batch")``), so every gather of examples, every loss and its derivatives are computed shard by
+shard; the compiled programs are jitted with these input shardings and XLA's SPMD partitioner inserts the
+collectives (the reductions over the batch in losses, gradients, HVPs; a selecting level's scores are gathered when
+read). The program is the one-rank program: the same numbers up to the order of the partial sums.
+
+On CPU the N devices are host devices: ``XLA_FLAGS=--xla_force_host_platform_device_count=N``, read when jax is
+first imported (:func:`host_devices` sets it when jax is not imported yet). Across machines:
+``jax.distributed.initialize()`` before the run (docs/parallel.md).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+
+import numpy as np
+
+from mlo_bench.suite.contract import Unavailable
+
+FLAG = "--xla_force_host_platform_device_count"
+
+
+def host_devices(world_size: int) -> bool:
+    """Ask XLA for ``world_size`` host (CPU) devices through ``XLA_FLAGS``; ``False`` when jax is already imported
+    (too late: its device count is fixed) and no flag was set."""
+    if "jax" in sys.modules:
+        return False
+    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(FLAG)]
+    os.environ["XLA_FLAGS"] = " ".join([*flags, f"{FLAG}={world_size}"])
+    return True
+
+
+class Mesh:
+    """The run's device mesh and its two layouts: ``replicated`` and ``batch`` (split along axis 0)."""
+
+    def __init__(self, jax: Any, devices: list[Any], world_size: int) -> None:
+        from jax.sharding import Mesh as JaxMesh
+        from jax.sharding import NamedSharding, PartitionSpec
+
+        if len(devices) < world_size:
+            hint = f" (on CPU: XLA_FLAGS={FLAG}={world_size} before jax is imported)" if devices[0].platform == "cpu" \
+                else ""
+            raise Unavailable(f"parallel.world_size={world_size} needs {world_size} {devices[0].platform} devices; "
+                              f"jax sees {len(devices)}{hint}")
+        self.jax, self.world_size = jax, world_size
+        self.mesh = JaxMesh(np.array(devices[:world_size]), ("batch",))
+        self.replicated = NamedSharding(self.mesh, PartitionSpec())
+        self.batch = NamedSharding(self.mesh, PartitionSpec("batch"))
+
+    def shard(self, backend: Any, extra: dict[str, Any]) -> dict[str, Any]:
+        """Per-step arrays along the batch axis (each must split evenly: jax shards equal blocks)."""
+        out = {}
+        for key, value in extra.items():
+            value = np.asarray(value)
+            if value.ndim == 0:
+                out[key] = backend.asarray(value)
+                continue
+            if value.shape[0] % self.world_size:
+                raise ValueError(f"per-step array {key!r} of {value.shape[0]} examples does not split evenly over "
+                                 f"parallel.world_size={self.world_size} devices")
+            if np.issubdtype(value.dtype, np.floating):
+                value = value.astype(backend._dtype)
+            out[key] = self.jax.device_put(value, self.batch)
+        return out
