@@ -105,7 +105,8 @@ def test_peers_and_naive_materialised_refuse_with_the_reason():
 
 # ---- same numbers ------------------------------------------------------------------------------------------------
 def _torch_agreement(tmp_path, cases):
-    from mlo_bench.suite.run.ranks import launch, train_configs
+    from mlo_bench.suite.run.execute import train_configs
+    from mlo_bench.suite.run.ranks import launch
 
     configs = [run_config(task, method, tmp_path / "two", 2, backend) for task, method, backend in cases]
     two = launch(2, train_configs, (configs,), 60)
@@ -221,3 +222,17 @@ def test_two_rank_mwn_demo_from_the_cli(tmp_path):
     assert record["status"] == "ok" and m["world_size"] == 2 and record["config"]["parallel"]["world_size"] == 2
     assert m["time_comm_s"] > 0 and m["comm_calls_per_step"] > 0 and len(m["peak_memory_bytes_per_rank"]) == 2
     assert m["examples_per_s"] > 0 and m["examples_per_step"] == 200
+
+
+@pytest.mark.slow
+def test_torchrun_on_one_node_writes_one_record(tmp_path):
+    """The multi-node path (docs/parallel.md) on one node: torchrun's env:// rendezvous, rank 0 alone records."""
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m",
+                           "mlo_bench.suite.cli", "run", "task=mwn", "+preset=demo", "steps=3",
+                           "parallel.world_size=2", f"results_dir={tmp_path}", "progress=false"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (path,) = (tmp_path / "runs").glob("*/record.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "ok" and record["metrics"]["world_size"] == 2
+    assert len(record["metrics"]["peak_memory_bytes_per_rank"]) == 2

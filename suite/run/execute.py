@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
 from mlo_bench.suite.measure import provenance, threads
 from mlo_bench.suite.measure.instruments import Stages
-from mlo_bench.suite.run import interrupt
+from mlo_bench.suite.run import interrupt, ranks
 from mlo_bench.suite.run.interrupt import Interrupted
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
@@ -199,13 +200,12 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     trace: list[dict[str, Any]] = []
     capture = {} if capture is None else capture
     backend = None
+    launched = ranks.torchrun_rank() if plan.world_size > 1 else None
     try:
         interrupt.check(0)  # asked to stop before the run began
         if plan.world_size > 1 and getattr(backend_cls, "parallel", None) == "processes":
-            from mlo_bench.suite.run import ranks
-
             with stages("ranks"):
-                backend = ranks.execute_ranks(plan, record, trace, capture)
+                backend = (execute_ranks if launched is None else execute_torchrun)(plan, record, trace, capture)
         else:
             with stages("setup"):
                 backend = backend_cls(plan.backend_cfg)
@@ -214,16 +214,95 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
                 train(plan, backend, metrics, trace, capture, stages)
             finally:
                 backend.teardown()
-            metrics.update({"world_size": plan.world_size, **throughput(plan, metrics)})
+            metrics["world_size"] = plan.world_size
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
         record["status"], record["reason"], tb = outcome(exc, metrics)
         if tb is not None:
             record["traceback"] = tb
+    if launched not in (None, 0):  # a torchrun rank other than 0: rank 0 alone writes the run's record
+        return record
     return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"), stages)
 
 
-def throughput(plan: Plan, metrics: dict[str, Any]) -> dict[str, float]:
-    """``examples_per_s``: examples of every level's batches per outer step (``examples_per_step``, counted by the
-    loop over the global batch) over the median seconds of one outer step (``time_step_s``)."""
-    n, step_s = metrics.get("examples_per_step"), metrics.get("time_step_s")
-    return {"examples_per_s": n / step_s} if n and step_s else {}
+# ---- data parallel with processes (suite/run/ranks.py starts them; docs/parallel.md) --------------------------------
+def train_configs(rank: int, world_size: int, init_method: str, timeout_s: float, configs: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """:func:`train_rank` for each config in turn, in one process group (agreement checks over many runs pay for
+    one start of the ranks)."""
+    import torch.distributed as dist
+
+    try:
+        return [train_rank(rank, world_size, init_method, timeout_s, c, keep_group=True) for c in configs]
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_rank(rank: int, world_size: int, init_method: str, timeout_s: float, config: dict[str, Any],
+               keep_group: bool = False) -> dict[str, Any]:
+    """One rank of a run: the plan prepared from ``config``, the backend as this rank (``Backend.for_rank``), trained
+    as :func:`mlo_bench.suite.engine.loop.train` does; returns this rank's status, metrics, time in collectives (over
+    the training loop) and, on rank 0, its trace, capture and provenance."""
+    from mlo_bench.suite.run.plan import prepare
+
+    plan = prepare(config)
+    plan.progress = plan.progress and rank == 0
+    threads.apply(plan.threads)
+    backend = plan.backend_cls.for_rank(plan.backend_cfg, rank, world_size, init_method, timeout_s)
+    metrics: dict[str, Any] = {}
+    trace: list[dict[str, Any]] = []
+    capture: dict[str, Any] = {}
+    status, reason, tb = "ok", None, None
+    try:
+        set_up(plan, backend)
+        try:
+            train(plan, backend, metrics, trace, capture)
+        finally:
+            backend.teardown()
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
+        status, reason, tb = outcome(exc, metrics)
+    result = {"rank": rank, "status": status, "reason": reason, "traceback": tb, "metrics": metrics,
+              **(backend.comm_metrics() if hasattr(backend, "comm") else {})}
+    if rank == 0:
+        result.update(trace=trace, capture=capture, device=getattr(backend, "device", None),
+                      versions=backend.versions() if hasattr(backend, "ops") else {})
+    import torch.distributed as dist
+
+    if dist.is_initialized() and not keep_group:
+        dist.destroy_process_group()
+    return result
+
+
+def execute_torchrun(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any]) -> ranks.RanksBackend:
+    """This process as the rank torchrun made it (``env://``; several nodes: torchrun's rendezvous), the ranks'
+    summaries gathered onto every rank; rank 0's record is filled as :func:`execute_ranks` fills it (only rank 0
+    writes it: :func:`mlo_bench.suite.run.execute.execute`)."""
+    import torch.distributed as dist
+
+    world = int(os.environ["WORLD_SIZE"])
+    if world != plan.world_size:
+        raise ranks.RankFailure(f"torchrun started WORLD_SIZE={world} ranks; parallel.world_size={plan.world_size}")
+    rank = ranks.torchrun_rank() or 0
+    result = train_rank(rank, world, "env://", plan.parallel_timeout_s, plan.config, keep_group=True)
+    summary = {k: v for k, v in result.items() if k not in ("trace", "capture", "versions", "device")}
+    results: list[Any] = [None] * world
+    try:
+        dist.all_gather_object(results, summary)
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return ranks.RanksBackend(None, {})
+    results[0] = result
+    return ranks.compose(plan, record, trace, capture, results)
+
+
+def execute_ranks(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any]) -> ranks.RanksBackend:
+    """Run ``plan`` on ``plan.world_size`` rank processes; fill ``record`` (status, reason, metrics), ``trace`` and
+    ``capture`` from rank 0, with ``world_size``, ``time_comm_s`` (rank 0's seconds in collectives per outer step
+    of the training loop), ``comm_calls_per_step``, ``time_comm_s_per_rank``, ``peak_memory_bytes_per_rank`` and
+    ``examples_per_s``. Raises :class:`RankFailure` when a rank died, hung or raised."""
+    results = ranks.launch(plan.world_size, train_rank, (plan.config,), plan.parallel_timeout_s)
+    return ranks.compose(plan, record, trace, capture, results)
+
+
+

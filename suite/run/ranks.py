@@ -114,57 +114,6 @@ def launch(world_size: int, target: Callable, args: tuple, timeout_s: float) -> 
     return [done[r][1] for r in range(world_size)]
 
 
-def train_configs(rank: int, world_size: int, init_method: str, timeout_s: float, configs: list[dict[str, Any]]
-                  ) -> list[dict[str, Any]]:
-    """:func:`train_rank` for each config in turn, in one process group (agreement checks over many runs pay for
-    one start of the ranks)."""
-    import torch.distributed as dist
-
-    try:
-        return [train_rank(rank, world_size, init_method, timeout_s, c, keep_group=True) for c in configs]
-    finally:
-        if dist.is_initialized():
-            dist.destroy_process_group()
-
-
-def train_rank(rank: int, world_size: int, init_method: str, timeout_s: float, config: dict[str, Any],
-               keep_group: bool = False) -> dict[str, Any]:
-    """One rank of a run: the plan prepared from ``config``, the backend as this rank (``Backend.for_rank``), trained
-    as :func:`mlo_bench.suite.engine.loop.train` does; returns this rank's status, metrics, time in collectives (over
-    the training loop) and, on rank 0, its trace, capture and provenance."""
-    from mlo_bench.suite.engine.loop import train
-    from mlo_bench.suite.measure import threads
-    from mlo_bench.suite.run.execute import outcome, set_up
-    from mlo_bench.suite.run.plan import prepare
-
-    plan = prepare(config)
-    plan.progress = plan.progress and rank == 0
-    threads.apply(plan.threads)
-    backend = plan.backend_cls.for_rank(plan.backend_cfg, rank, world_size, init_method, timeout_s)
-    metrics: dict[str, Any] = {}
-    trace: list[dict[str, Any]] = []
-    capture: dict[str, Any] = {}
-    status, reason, tb = "ok", None, None
-    try:
-        set_up(plan, backend)
-        try:
-            train(plan, backend, metrics, trace, capture)
-        finally:
-            backend.teardown()
-    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
-        status, reason, tb = outcome(exc, metrics)
-    result = {"rank": rank, "status": status, "reason": reason, "traceback": tb, "metrics": metrics,
-              **(backend.comm_metrics() if hasattr(backend, "comm") else {})}
-    if rank == 0:
-        result.update(trace=trace, capture=capture, device=getattr(backend, "device", None),
-                      versions=backend.versions() if hasattr(backend, "ops") else {})
-    import torch.distributed as dist
-
-    if dist.is_initialized() and not keep_group:
-        dist.destroy_process_group()
-    return result
-
-
 class RanksBackend:
     """What a record's provenance reads of the backend (``versions()``, ``device``), from rank 0."""
 
@@ -177,14 +126,17 @@ class RanksBackend:
         return self._versions
 
 
-def execute_ranks(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any]) -> RanksBackend | None:
-    """Run ``plan`` on ``plan.world_size`` rank processes; fill ``record`` (status, reason, metrics), ``trace`` and
-    ``capture`` from rank 0, with ``world_size``, ``time_comm_s`` (rank 0's seconds in collectives per outer step
-    of the training loop), ``comm_calls_per_step``, ``time_comm_s_per_rank``, ``peak_memory_bytes_per_rank`` and
-    ``examples_per_s``. Raises :class:`RankFailure` when a rank died, hung or raised."""
-    from mlo_bench.suite.run.execute import throughput
+def torchrun_rank() -> int | None:
+    """This process's rank when torch's launcher started it (``torchrun`` sets ``RANK``, ``WORLD_SIZE`` and
+    ``MASTER_ADDR`` for the ``env://`` rendezvous), else ``None``."""
+    if all(k in os.environ for k in ("RANK", "WORLD_SIZE", "MASTER_ADDR")):
+        return int(os.environ["RANK"])
+    return None
 
-    results = launch(plan.world_size, train_rank, (plan.config,), plan.parallel_timeout_s)
+
+def compose(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any], results: list[Any]
+            ) -> RanksBackend:
+    """The one record of a data-parallel run from its ranks' results (rank 0's measurements, every rank's figures)."""
     first = results[0]
     metrics = record["metrics"]
     metrics.update(first["metrics"])
@@ -196,7 +148,6 @@ def execute_ranks(plan: Any, record: dict[str, Any], trace: list, capture: dict[
     metrics["comm_calls_per_step"] = first.get("comm_calls", 0) / steps
     metrics["time_comm_s_per_rank"] = [r.get("comm_s", 0.0) / steps for r in results]
     metrics["peak_memory_bytes_per_rank"] = [r["metrics"].get("peak_memory_bytes") for r in results]
-    metrics.update(throughput(plan, metrics))
     bad = next((r for r in results if r["status"] != "ok"), None)
     if bad is not None:
         record["status"] = bad["status"]
