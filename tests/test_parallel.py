@@ -200,7 +200,7 @@ def test_jax_mesh_lays_the_batch_out_along_its_axis():
 
 # ---- faults ------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fault, words", [("kill:1:30", "rank 1 died (killed by SIGKILL)"),
-                                          ("hang:1:30", "rank 1 hung")])
+                                          pytest.param("hang:1:30", "rank 1 hung", marks=pytest.mark.slow)])
 def test_a_rank_killed_or_hung_ends_as_one_error_record(tmp_path, monkeypatch, fault, words):
     from mlo_bench.suite.run.execute import execute
 
@@ -211,6 +211,7 @@ def test_a_rank_killed_or_hung_ends_as_one_error_record(tmp_path, monkeypatch, f
     assert len(list((tmp_path / "runs").glob("*/record.json"))) == 1
 
 
+@pytest.mark.slow
 def test_two_rank_mwn_demo_from_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlo_bench.suite.cli", "run", "task=mwn", "+preset=demo", "steps=5",
                            "parallel.world_size=2", f"results_dir={tmp_path}", "progress=false"],
