@@ -77,6 +77,17 @@ class Comm:
         self.seconds += time.perf_counter() - tick
         return y
 
+    def all_max(self, x: Any) -> Any:
+        self._maybe_fault()
+        self.calls += 1
+        y = x.detach().clone().contiguous()
+        self._sync()
+        tick = time.perf_counter()
+        self.dist.all_reduce(y, op=self.dist.ReduceOp.MAX)
+        self._sync()
+        self.seconds += time.perf_counter() - tick
+        return y
+
     def all_gather(self, value: Any) -> list[Any]:
         self._maybe_fault()
         self.calls += 1
@@ -104,10 +115,10 @@ def _all_sum_fn(torch: Any) -> type:
 
 
 class DistributedOps:
-    """The backend's ops with ``all_sum`` (the ops protocol's optional data-parallel reduction) added."""
+    """The backend's ops with ``all_sum`` and ``all_max`` (the ops protocol's optional data-parallel reductions)."""
 
-    def __init__(self, ops: Any, all_sum: Any) -> None:
-        self._ops, self.all_sum = ops, all_sum
+    def __init__(self, ops: Any, all_sum: Any, all_max: Any) -> None:
+        self._ops, self.all_sum, self.all_max = ops, all_sum, all_max
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._ops, name)
@@ -135,7 +146,7 @@ class DistributedMixin:
         all_sum = _all_sum_fn(torch)
         comm = self.comm
         self._all_sum = lambda x: all_sum.apply(x, comm)
-        self.ops = DistributedOps(self.ops, self._all_sum)
+        self.ops = DistributedOps(self.ops, self._all_sum, comm.all_max)
 
     # rule 2: derivatives w.r.t. the replicated inputs, averaged over the ranks -----------------------------------
     def _mean(self, tree: Any) -> Any:

@@ -102,8 +102,10 @@ class Batches:
         candidate_batch = {**self.data, **self.backend.shard_batch(extra)}  # scored shard by shard (data parallel)
         scores = self.backend.gather_scores(self._score[level.name](params, candidate_batch))
         kept = keep_by_score(scores, sel.keep, selection_rng(self.task.seed, level.name, step))
-        extra[sel.key + "_candidates"], extra[sel.key] = candidates, candidates[kept]
-        return {**self.data, **self.backend.shard_batch(extra)}
+        extra[sel.key] = candidates[kept]
+        # every candidate, whole on every rank (replicated): the loss may read them as a set
+        whole = {sel.key + "_candidates": self.backend.asarray(candidates)}
+        return {**self.data, **self.backend.shard_batch(extra), **whole}
 
     def examples_per_step(self) -> int:
         """Examples in every level's batches of one outer step, over the global batch (before any data-parallel

@@ -25,3 +25,11 @@ def batch_mean(ops: Any, x: Any) -> Any:
         return ops.mean(x)
     count = all_sum(ops.stop_gradient(ops.sum(ops.ones_like(x))))
     return all_sum(ops.sum(x)) / count
+
+
+def batch_max(ops: Any, x: Any) -> Any:
+    """``max_i x[i]`` over the whole batch, as a constant (no gradient): a shift that keeps ``exp`` in range
+    (``ops.all_max`` where the ranks are processes)."""
+    all_max = getattr(ops, "all_max", None)
+    top = ops.stop_gradient(ops.max(x))
+    return top if all_max is None else all_max(top)
