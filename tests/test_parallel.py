@@ -124,7 +124,7 @@ def test_torch_two_ranks_equal_one_rank_mwn_cg(tmp_path):
 @pytest.mark.slow
 def test_torch_two_ranks_equal_one_rank_every_method(tmp_path):
     methods = sorted(registry.names("method"))
-    cases = [(task, m, "torch") for task in ("mwn", "weak_supervision") for m in methods]
+    cases = [(task, m, "torch") for task in ("mwn", "weak_supervision", "data_selection") for m in methods]
     cases += [("mwn", m, "naive") for m in ("unroll", "cg")]
     _torch_agreement(tmp_path, cases)
 
@@ -237,3 +237,29 @@ def test_torchrun_on_one_node_writes_one_record(tmp_path):
     record = json.loads(path.read_text())
     assert record["status"] == "ok" and record["metrics"]["world_size"] == 2
     assert len(record["metrics"]["peak_memory_bytes_per_rank"]) == 2
+
+
+def test_the_scaling_section_computes_speedup_and_efficiency_from_the_records():
+    import pandas as pd
+
+    from mlo_bench.suite.report.sections import scaling
+
+    config = {"task": {"name": "mwn"}, "seed": 0}
+    records = [{"run_id": f"r{n}", "config": {**config, "parallel": {"world_size": n}}} for n in (1, 2)]
+    records.append({"run_id": "other", "config": {**config, "task": {"name": "mwn", "hidden": 8},
+                                                   "parallel": {"world_size": 2}}})
+    wide = pd.DataFrame([
+        {"run_id": "r1", "task": "mwn", "backend": "torch", "method": "cg", "status": "ok", "world_size": 1.0,
+         "examples_per_s": 100.0, "time_step_s": 0.1, "loaded": False, "load": 0.5},
+        {"run_id": "r2", "task": "mwn", "backend": "torch", "method": "cg", "status": "ok", "world_size": 2.0,
+         "examples_per_s": 150.0, "time_comm_s": 0.02, "time_step_s": 0.08, "loaded": True, "load": 1.5,
+         "peak_memory_bytes_per_rank.0": 2.0**20, "peak_memory_bytes_per_rank.1": 3 * 2.0**20},
+        {"run_id": "other", "task": "mwn", "backend": "torch", "method": "cg", "status": "ok", "world_size": 2.0,
+         "examples_per_s": 999.0, "time_step_s": 0.1, "loaded": False, "load": 0.5},
+    ])
+    table = scaling.rows(wide, records)
+    assert list(table["world_size"]) == [1, 2]  # the other setting has no 1-rank run: no row
+    two = table[table["world_size"] == 2].iloc[0]
+    assert two["speedup"] == pytest.approx(1.5) and two["efficiency"] == pytest.approx(0.75)
+    assert two["peak"] == 3 * 2**20 and two["loaded_only"]
+    assert "1 of 2 rows were timed under load only" in scaling.explain(table)
