@@ -25,13 +25,18 @@ from mlo_bench.suite.contract import Unavailable
 FLAG = "--xla_force_host_platform_device_count"
 
 
+def xla_flags(world_size: int, flags: str) -> str:
+    """``flags`` (an ``XLA_FLAGS`` value) asking for ``world_size`` host devices."""
+    kept = [f for f in flags.split() if not f.startswith(FLAG)]
+    return " ".join([*kept, f"{FLAG}={world_size}"])
+
+
 def host_devices(world_size: int) -> bool:
     """Ask XLA for ``world_size`` host (CPU) devices through ``XLA_FLAGS``; ``False`` when jax is already imported
     (too late: its device count is fixed) and no flag was set."""
     if "jax" in sys.modules:
         return False
-    flags = [f for f in os.environ.get("XLA_FLAGS", "").split() if not f.startswith(FLAG)]
-    os.environ["XLA_FLAGS"] = " ".join([*flags, f"{FLAG}={world_size}"])
+    os.environ["XLA_FLAGS"] = xla_flags(world_size, os.environ.get("XLA_FLAGS", ""))
     return True
 
 
@@ -67,3 +72,31 @@ class Mesh:
                 value = value.astype(backend._dtype)
             out[key] = self.jax.device_put(value, self.batch)
         return out
+
+
+class MeshMixin:
+    """The jax backend's data-parallel part (mixed in before :class:`~mlo_bench.suite.contract.Backend`)."""
+
+    #: data parallel as one program over a device mesh (backends/_jax_mesh.py)
+    parallel = "mesh"
+    _mesh = None
+
+    @classmethod
+    def prepare_parallel(cls, world_size: int) -> None:
+        """Before jax is imported: ask for ``world_size`` host devices (``XLA_FLAGS``, backends/_jax_mesh.py)."""
+        host_devices(world_size)
+
+    @classmethod
+    def parallel_env(cls, world_size: int, env: dict[str, str]) -> dict[str, str]:
+        """The environment an isolated worker needs for ``world_size`` host devices (read when jax is imported)."""
+        return {"XLA_FLAGS": xla_flags(world_size, env.get("XLA_FLAGS", ""))}
+
+    def setup_parallel(self, world_size: int) -> None:
+        """Lay the mesh out over this platform's first ``world_size`` devices; arrays are replicated on it (memory
+        figures stay those of the first device)."""
+        self._mesh = Mesh(self.jax, self.jax.devices(self._dev.platform), world_size)
+        self.world_size = world_size
+
+    def shard_batch(self, extra):
+        return super().shard_batch(extra) if self._mesh is None else self._mesh.shard(self, extra)
+

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mlo_bench.backends._jax_mesh import MeshMixin
 from mlo_bench.suite.contract import Backend, Unavailable
 from mlo_bench.suite.measure.instruments import CpuPeakRSS
 from mlo_bench.suite.plugins.registry import register
@@ -218,34 +219,12 @@ def _import_jax() -> Any:
 
 
 @register("backend")
-class JaxBackend(Backend):
+class JaxBackend(MeshMixin, Backend):
     """JAX with jit (ahead-of-time compiled, compile time kept apart)."""
 
     name = "jax"
     #: the loop runs each outer step as one compiled function (suite/engine/compiled_step.py)
     fuses_step = True
-    #: data parallel as one program over a device mesh (backends/_jax_mesh.py)
-    parallel = "mesh"
-    _mesh = None
-
-    @classmethod
-    def prepare_parallel(cls, world_size: int) -> None:
-        """Before jax is imported: ask for ``world_size`` host devices (``XLA_FLAGS``, backends/_jax_mesh.py)."""
-        from mlo_bench.backends._jax_mesh import host_devices
-
-        host_devices(world_size)
-
-    def setup_parallel(self, world_size: int) -> None:
-        """Lay the mesh out over this platform's first ``world_size`` devices; arrays are replicated on it (memory
-        figures stay those of the first device)."""
-        from mlo_bench.backends._jax_mesh import Mesh
-
-        self._mesh = Mesh(self.jax, self.jax.devices(self._dev.platform), world_size)
-        self.world_size = world_size
-
-    def shard_batch(self, extra):
-        return super().shard_batch(extra) if self._mesh is None else self._mesh.shard(self, extra)
-
     @classmethod
     def check_available(cls) -> None:
         _import_jax()
