@@ -3,10 +3,11 @@
 Each row compares runs of one setting that differ only in their world size: ``examples_per_s`` (examples of every
 level's batches per outer step over the median step time), the speed-up over the same setting at one rank and the
 efficiency (speed-up / N), the time inside collectives per outer step (``time_comm_s``, measured by ranks that are
-processes; a mesh's collectives are inside its compiled program) and its share of the step, and the largest per-rank
-peak memory. Medians over seeds, quiet runs where there are any (⚠: every run of the row was timed under load). A
-speed-up is the method's scaling only where each rank had cores of its own: on a machine whose cores are shared (the
-load column) the ranks compete for them, and the figure then measures that contention.
+processes; a mesh's collectives are inside its compiled program) and its share of the mean step (waiting for the
+slowest rank included), and the largest per-rank peak memory. Medians over seeds, quiet runs where there are any (⚠:
+every run of the row was timed under load). A speed-up is the method's scaling only where each rank had cores of its
+own: on a machine whose cores are shared (the load column) the ranks compete for them, and the figure then measures
+that contention.
 """
 
 from __future__ import annotations
@@ -38,11 +39,15 @@ def rows(w: pd.DataFrame, records: list[dict]) -> pd.DataFrame:
             quiet = gn[~gn["loaded"].fillna(False).astype(bool)]
             use = quiet if len(quiet) else gn
             peaks = [c for c in use.columns if c.startswith("peak_memory_bytes_per_rank.")]
+            peak = use[peaks].max(axis=1) if peaks else pd.Series(math.nan, index=use.index)
+            if "peak_memory_bytes" in use:
+                peak = peak.fillna(use["peak_memory_bytes"])
+            # the comm share's denominator is the mean step (as time_comm_s is a mean over the loop's steps)
+            mean_step = use["time_total_s"] / use["steps_done"] if {"time_total_s", "steps_done"} <= set(use) \
+                else pd.Series(math.nan, index=use.index)
             per[int(n)] = {"eps": float(use["examples_per_s"].median()),
                            "comm": float(use["time_comm_s"].median()) if "time_comm_s" in use else math.nan,
-                           "step": float(use["time_step_s"].median()) if "time_step_s" in use else math.nan,
-                           "peak": float(use[peaks].max(axis=1).median()) if peaks else
-                           float(use["peak_memory_bytes"].median()) if "peak_memory_bytes" in use else math.nan,
+                           "step": float(mean_step.median()), "peak": float(peak.median()),
                            "load": float(use["load"].max()) if "load" in use else math.nan,
                            "loaded_only": quiet.empty, "runs": len(use)}
         if 1 not in per or len(per) < 2:
