@@ -26,9 +26,10 @@ FLAG = "--xla_force_host_platform_device_count"
 
 
 def xla_flags(world_size: int, flags: str) -> str:
-    """``flags`` (an ``XLA_FLAGS`` value) asking for ``world_size`` host devices."""
+    """``flags`` (an ``XLA_FLAGS`` value) asking for ``world_size`` host devices: first, since XLA stops reading its
+    flags at a token without ``--`` (threads' ``intra_op_parallelism_threads=1``)."""
     kept = [f for f in flags.split() if not f.startswith(FLAG)]
-    return " ".join([*kept, f"{FLAG}={world_size}"])
+    return " ".join([f"{FLAG}={world_size}", *kept])
 
 
 def host_devices(world_size: int) -> bool:
