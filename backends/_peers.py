@@ -80,6 +80,16 @@ class Peer:
     def known_issue(self, method: str) -> str | None:
         return self.known_issues.get(method)
 
+    #: a peer runs one rank: its hypergradient goes through its library, whose derivatives the suite's data-parallel
+    #: reductions (backends/_torch_dist.py) never see; ``parallel_reason`` says what the library itself offers
+    parallel: ClassVar[str | None] = None
+    parallel_reason: ClassVar[str] = "its library has no data-parallel mode on this machine"
+
+    def parallel_refusal(self, world_size: int) -> str | None:
+        if world_size == 1:
+            return None
+        return f"{self.dist} at parallel.world_size={world_size}: {self.parallel_reason}"
+
     def override(self, method: str) -> Callable[..., Tree] | None:
         return self.library_vjp(method) if method in self.methods else None
 

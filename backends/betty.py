@@ -122,6 +122,7 @@ class BettyBackend(Peer, TorchBackend):
     features = {"unroll": f"Betty's IterativeProblem (unrolled differentiation) {CPU_FAILS}",
                 "fp16": f"mixed precision {CPU_FAILS} (CUDA only)", "early_stopping": f"early stopping {CPU_FAILS}",
                 "reinforce": f"betty.hypergradient.reinforce {CPU_FAILS}", "ddp": f"DDP {CPU_FAILS}"}
+    parallel_reason = f"Betty's DDP (EngineConfig distributed training) {CPU_FAILS} (CUDA and NCCL only)"
     known_issues = {"cg": "betty-ml 0.2.1's released cg builds the search direction from the old residual "
                           "(p = r_old + beta*p; fixed after the release), so it is not conjugate gradient"}
 

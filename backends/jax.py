@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from mlo_bench.backends._jax_mesh import MeshMixin
 from mlo_bench.suite.contract import Backend, Unavailable
 from mlo_bench.suite.measure.instruments import CpuPeakRSS
 from mlo_bench.suite.plugins.registry import register
@@ -218,13 +219,12 @@ def _import_jax() -> Any:
 
 
 @register("backend")
-class JaxBackend(Backend):
+class JaxBackend(MeshMixin, Backend):
     """JAX with jit (ahead-of-time compiled, compile time kept apart)."""
 
     name = "jax"
     #: the loop runs each outer step as one compiled function (suite/engine/compiled_step.py)
     fuses_step = True
-
     @classmethod
     def check_available(cls) -> None:
         _import_jax()
@@ -285,7 +285,7 @@ class JaxBackend(Backend):
         x = np.asarray(x)
         if np.issubdtype(x.dtype, np.floating):
             x = x.astype(self._dtype)
-        return self.jax.device_put(x, self._dev)
+        return self.jax.device_put(x, self._dev if self._mesh is None else self._mesh.replicated)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return np.asarray(x)
@@ -349,7 +349,10 @@ class JaxBackend(Backend):
     # execution and measurement
     def compile(self, fn: Callable[..., Any], example_args: tuple[Any, ...]) -> tuple[Callable[..., Any], float]:
         start = time.perf_counter()
-        compiled = self.jax.jit(fn).lower(*example_args).compile()
+        jitted = self.jax.jit(fn)
+        compiled = jitted.lower(*example_args).compile()
+        if self._mesh is not None:  # over a mesh: the jitted function, which follows its inputs' shardings
+            return jitted, time.perf_counter() - start
         return compiled, time.perf_counter() - start
 
     def block(self, tree):

@@ -169,6 +169,13 @@ class NaiveBackend(TorchBackend):
             "which the other methods never form (backend.chain=reverse runs every method)"
         )
 
+    def parallel_refusal(self, world_size: int) -> str | None:
+        if world_size == 1 or self.reverse:
+            return None
+        return ("backend naive materialises best-response Jacobians row by row with autograd, outside the reduced "
+                f"derivatives of a data-parallel rank (parallel.world_size={world_size}); backend.chain=reverse runs "
+                "data parallel")
+
     def override(self, method: str) -> Callable[..., Tree] | None:
         if self.reverse:
             return None

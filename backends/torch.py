@@ -140,6 +140,15 @@ class TorchBackend(Backend):
     #: keep every derivative's graph (``retain_graph=True``) until its outputs die, as the original MWN / ``higher``
     #: code does: the naive backend sets it; here a graph that is not differentiated again is freed at once
     retain_graphs = False
+    #: data parallel as torch.distributed processes, one per rank (backends/_torch_dist.py: where each reduction goes)
+    parallel = "processes"
+
+    @classmethod
+    def for_rank(cls, config: Any, rank: int, world_size: int, init_method: str, timeout_s: float) -> Any:
+        """This backend as rank ``rank`` of a data-parallel run (:func:`mlo_bench.backends._torch_dist.for_rank`)."""
+        from mlo_bench.backends._torch_dist import for_rank
+
+        return for_rank(cls, config, rank, world_size, init_method, timeout_s)
 
     @classmethod
     def check_available(cls) -> None:

@@ -5,6 +5,9 @@ Its λ-gradient is −(∂g/∂λ)ᵀ P v / ‖g‖ with P = I − ĝĝᵀ (ĝ =
 (:func:`mlo_bench.suite.engine.implicit.mixed_vjp`, which is −(∂g/∂λ)ᵀ x) applied to x = (v − ⟨ĝ, v⟩ĝ) / ‖g‖. One
 gradient and one reverse-over-reverse product; no Hessian-vector product. It maximises the cosine between the two
 gradients, so its scale is free of the lower level's learning rate (no knob).
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): the lower gradient g(λ)
+and the mixed VJP, each averaged once; ‖g‖ is taken of the replicated average.
 """
 
 from __future__ import annotations

@@ -3,6 +3,10 @@
 ``method.warm_start=true`` keeps the last solution x per edge (method state, see
 :class:`mlo_bench.suite.contract.Method`) and starts the next solve from it: when the lower level and v move little
 between outer steps, fewer iterations reach the same error.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): one all-reduce per
+iteration: each Hessian-vector product H p is averaged over the ranks (its loss's batch sums are all-reduced inside
+it), so every rank runs the same iterations on the global H; the mixed VJP at the end is one more.
 """
 
 from __future__ import annotations

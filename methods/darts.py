@@ -10,6 +10,10 @@ methods, because the two differ in that scalar only; original DARTS sets ``metho
 rate. Under the default ``ordering=inner_first`` the lower level's real step is the look-ahead w' (the hypergradient
 is taken at the state it reached); Liu et al. take the mixed derivative at w (before the virtual step) and the virtual
 step with the optimizer's momentum and weight decay — differences of order ξ.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): each of the two
+perturbed gradients ∇_λ f(θ±, λ) is averaged over the ranks (two all-reduces of the upper level's size, plus the
+loss sums inside them); the radius eps uses the replicated ‖v‖.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ the lower level's state after this outer step's inner phase (θ_{t+1}, the model
 filtered batch): both are θ_t moved by one step along the (sampled or soft-weighted) generic gradient, and they differ
 by O(η²). On a lower level with plain SGD at learning rate η and one inner step, ``unroll`` differentiates exactly the
 step taken (its graph kept): that is the paper's DDS to the letter, at the cost of keeping the inner graph.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): one averaged mixed VJP
+(reverse over reverse).
 """
 
 from __future__ import annotations

@@ -1,4 +1,9 @@
-"""``exact``: materialise the lower level's Hessian (d×d) and solve — the O(d³) reference."""
+"""``exact``: materialise the lower level's Hessian (d×d) and solve — the O(d³) reference.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): the Hessian is formed
+column by column from averaged Hessian-vector products (d all-reduces; torch.func's jacrev would vmap the
+collective), then solved on every rank.
+"""
 
 from __future__ import annotations
 

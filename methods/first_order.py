@@ -2,6 +2,9 @@
 
 The hypergradient reduces to the top loss's direct gradient ∂g/∂λ: the cheapest baseline, exact only when the
 lower level does not depend on λ.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): the top loss's gradient
+only, averaged once.
 """
 
 from __future__ import annotations

@@ -2,6 +2,10 @@
 
 ``method.warm_start=true`` keeps the last solution per edge (method state) and runs the same K+1 Richardson steps
 x ← x + α(v − Hx) from it instead of from 0.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): one all-reduce per
+term: each Hessian-vector product of the K + 1 Richardson steps is averaged over the ranks, plus the final mixed
+VJP.
 """
 
 from __future__ import annotations

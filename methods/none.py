@@ -3,6 +3,9 @@
 For a paper's baselines (ERM, mixing, fine-tuning, a classifier filter, majority vote), which are task knobs run with
 this method: the lower levels train as usual, the hypergradient and outer phases are skipped (``time_hypergrad_s`` and
 ``time_outer_s`` are absent), and nothing pretends to be a hypergradient.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): the lower levels'
+gradients only, averaged once per inner step.
 """
 
 from __future__ import annotations

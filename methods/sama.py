@@ -17,6 +17,10 @@ One difference from Betty, by construction: Betty keeps the gradient of the last
 at θ before that step); a method here sees the state, not the step history, so g is ∇_θ f at the current θ on the
 current batch. ``backends/betty.py`` hands Betty that same g, so the two are compared on the same state
 (tests/test_peers.py: agreement to 1e-10 in float64 with Adam moments from real steps).
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): its Adam-preconditioned
+vector is built from the replicated optimizer moments (no collective); the two perturbed gradients are averaged as
+in darts.
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ parameters.
 
 ``response_vjp`` (one edge, from a given state: K steps on the edge's batch) is what the oracle check and the
 single-edge agreement tests use.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): each inner step's
+gradient is averaged over the ranks on the way forward, and on the way back through the trajectory every collective
+is pulled back by its adjoint (the same all-reduce), so the pullback is the one-rank derivative of the steps taken;
+the result is averaged once more.
 """
 
 from __future__ import annotations

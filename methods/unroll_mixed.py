@@ -33,6 +33,9 @@ On torch the growth per extra step falls from ~86 KiB to ~10 KiB (2.6× less at 
 hypergradient phase is far slower on CPU (81 ms vs 2.8 s at K = 16: forward-over-reverse through ``torch.func`` is the
 slow path noted in backends/torch.py); on jax, where XLA compiles the whole step as one program and schedules its
 buffers itself, the saving is 18% at K = 16 at the same speed. MixFlow-MG's "over 10×" is for GPU-sized models.
+
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): as unroll: each step's
+gradient and each forward-over-reverse product in the backward walk are averaged over the ranks.
 """
 
 from __future__ import annotations

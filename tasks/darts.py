@@ -113,6 +113,7 @@ from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.engine.trees import tree_map, tree_vdot
 from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.batch import batch_mean
 from mlo_bench.suite.models.darts_cells import DARTS_PRIMITIVES, PRIMITIVES, SearchSpace
 from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict
 from mlo_bench.suite.plugins.registry import register
@@ -275,7 +276,7 @@ class Darts(ExactBudget, Task):
                 Level("weights", self._train_loss, self.cfg.lower, parent="arch", data="train")]
 
     def _ce(self, ops: Any, w: Any, alpha: Any, x: Any, y: Any) -> Any:
-        return ops.mean(per_example_ce(ops, self.space.supernet(ops, w, alpha, x), y))
+        return batch_mean(ops, per_example_ce(ops, self.space.supernet(ops, w, alpha, x), y))
 
     def _val_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         idx = batch["idx"]

@@ -98,6 +98,7 @@ from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.engine.step_phases import keep_by_score
 from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.batch import batch_max, batch_mean
 from mlo_bench.suite.models.byte_models import byte_cnn, byte_lm, lm_losses
 from mlo_bench.suite.models.reweight import EpochBatches
 from mlo_bench.suite.plugins.registry import register
@@ -296,19 +297,19 @@ class DataSelection(ExactBudget, Task):
 
     def _weights(self, ops: Any, phi: Any, seqs: Any) -> Any:
         logits = self.wm.apply(ops, phi, seqs)
-        return ops.exp(logits - ops.max(logits))
+        return ops.exp(logits - batch_max(ops, logits))
 
     def _score(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         return self._weights(ops, params["weights"], batch["gen"][batch["idx"]])
 
     def _specific_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
-        return ops.mean(lm_losses(ops, self.lm, params["lm"], batch["spec"][batch["sidx"]]))
+        return batch_mean(ops, lm_losses(ops, self.lm, params["lm"], batch["spec"][batch["sidx"]]))
 
     def _lm_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         cfg, theta, gen = self.cfg, params["lm"], batch["gen"]
-        plain = ops.mean(lm_losses(ops, self.lm, theta, gen[batch["idx"]]))
+        plain = batch_mean(ops, lm_losses(ops, self.lm, theta, gen[batch["idx"]]))
         if cfg.program == "mixing":
-            specific = ops.mean(lm_losses(ops, self.lm, theta, batch["spec"][batch["midx"]]))
+            specific = batch_mean(ops, lm_losses(ops, self.lm, theta, batch["spec"][batch["midx"]]))
             return (1.0 - cfg.mix) * plain + cfg.mix * specific
         if cfg.program != "select":
             return plain

@@ -74,6 +74,7 @@ from mlo_bench.suite.contract import (
 )
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.batch import batch_mean
 from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict, weighted_mean
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import checks, images, longtail
@@ -297,7 +298,7 @@ class MetaWeightNet(ExactBudget, Task):
     def _meta_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         idx = batch["meta_idx"]
         logits = self.model.apply(ops, params["classifier"], batch["x_meta"][idx])
-        return ops.mean(per_example_ce(ops, logits, batch["y_meta"][idx]))
+        return batch_mean(ops, per_example_ce(ops, logits, batch["y_meta"][idx]))
 
     def _train_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         cfg, idx = self.cfg, batch["idx"]
@@ -308,7 +309,7 @@ class MetaWeightNet(ExactBudget, Task):
             w = self.weight_net.apply(ops, params["mwn"], ops.stop_gradient(losses) if cfg.detach else losses)
             loss = weighted_mean(ops, w, losses, cfg.normalize)
         else:
-            loss = ops.mean(losses)
+            loss = batch_mean(ops, losses)
         if cfg.weight_decay:
             loss = loss + 0.5 * cfg.weight_decay * l2(ops, theta)
         return loss

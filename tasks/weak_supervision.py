@@ -76,6 +76,7 @@ from mlo_bench.suite.contract import (
 )
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
+from mlo_bench.suite.models.batch import batch_mean
 from mlo_bench.suite.models.reweight import EpochBatches, l2, per_example_ce, predict, soft_ce, weighted_mean
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import label_models, wrench
@@ -257,7 +258,7 @@ class WeakSupervision(ExactBudget, Task):
     def _clean_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         idx = batch["valid_idx"]
         logits = self.model.apply(ops, params["end_model"], batch["x_valid"][idx])
-        return ops.mean(per_example_ce(ops, logits, batch["y_valid"][idx]))
+        return batch_mean(ops, per_example_ce(ops, logits, batch["y_valid"][idx]))
 
     @staticmethod
     def _sub(params: dict[str, Any], prefix: str) -> dict[str, Any]:
@@ -280,7 +281,7 @@ class WeakSupervision(ExactBudget, Task):
 
     def _train_loss(self, ops: Any, params: dict[str, Any], batch: Any) -> Any:
         losses, w = self._losses_weights(ops, params, batch, batch["idx"])
-        loss = ops.mean(losses) if w is None else weighted_mean(ops, w, losses)
+        loss = batch_mean(ops, losses) if w is None else weighted_mean(ops, w, losses)
         if self.cfg.weight_decay:
             loss = loss + 0.5 * self.cfg.weight_decay * l2(ops, params["end_model"])
         return loss

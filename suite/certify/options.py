@@ -47,7 +47,8 @@ N outer steps (max over leaves of ||a-b|| / ||b||).
   KEY=VALUE           task=NAME, task.KEY=V, dtype=, seed=, inner_steps=, device=, steps=N (same as --steps),
                       method=A,B (restrict), method.NAME.KEY=V (a knob of method NAME), method.KEY=V (the one
                       selected method with KEY; an error when several have it), backend=A,B (restrict; the
-                      reference always runs), plugins=[MODULE,...] (third-party plugins to import)
+                      reference always runs), plugins=[MODULE,...] (third-party plugins to import),
+                      parallel.world_size=N (every run data parallel over N ranks: docs/parallel.md), parallel=...
   --tol FLOAT         tolerance (default 1e-6 for float64, 1e-3 for float32; precision=bf16|fp16: 16 x its unit
                       roundoff, 0.0625 | 0.0078, or per column 2 x the sum of the two backends' own errors
                       against their fp32 runs where that is larger; --tol fixes it)

@@ -86,6 +86,9 @@ NO_BUDGET = {"max_d_materialised": None, "max_dense_gb": None}
 PRECISIONS = ("fp32", "bf16", "fp16")
 DEFAULT_PRECISION = {"name": "fp32", "hypergrad": "same", "init_scale": 4096.0, "growth_factor": 2.0,
                      "growth_interval": 2000}
+#: one rank (``parallel.world_size``) and the collectives' timeout (``parallel.timeout_s``: a rank that hangs ends
+#: the run as ``error`` after it; :mod:`mlo_bench.suite.run.ranks`)
+ONE_RANK = {"world_size": 1, "timeout_s": 120}
 
 #: every top-level run key, in the order messages list them
 RUN_KEYS = (
@@ -115,6 +118,8 @@ RUN_KEYS = (
     RunKey("precision", DEFAULT_PRECISION, UNLESS_DEFAULT, absent=DEFAULT, verify=True,
            doc="fp32 | bf16 | fp16 (precision.hypergrad=same|full; fp16's loss scale: precision.init_scale, ...)"),
     RunKey("fused", None, UNLESS_DEFAULT, absent=DEFAULT, doc="one compiled function per outer step (null: backend's)"),
+    RunKey("parallel", ONE_RANK, UNLESS_DEFAULT, absent=DEFAULT, verify=True,
+           doc="data parallel: parallel.world_size=N ranks, each level's batch split (parallel.timeout_s)"),
 )
 BY_NAME = {k.name: k for k in RUN_KEYS}
 TOP_LEVEL_KEYS = tuple(BY_NAME)
@@ -122,6 +127,8 @@ TOP_LEVEL_KEYS = tuple(BY_NAME)
 #: the same rule as :data:`UNLESS_DEFAULT` for fields of nested config groups, at any depth (an optimizer's
 #: ``eps_root``, cg's ``negative_curvature``: added after records were written with the same configs)
 NESTED_UNLESS_DEFAULT = {"eps_root": 0.0, "negative_curvature": "continue"}
+#: nested fields that change no number a run produces, left out of the hash at any value (``parallel.timeout_s``)
+NESTED_UNHASHED = ("timeout_s",)
 
 
 def run_key(name: str) -> RunKey:
@@ -145,4 +152,9 @@ def in_hash(name: str, value: Any) -> bool:
         return True
     if key.hash == UNHASHED:
         return False
-    return value is not None and value != key.default
+    return value is not None and _hashed_part(value) != _hashed_part(key.default)
+
+
+def _hashed_part(value: Any) -> Any:
+    """``value`` without the :data:`NESTED_UNHASHED` fields of a mapping (``parallel.timeout_s``)."""
+    return {k: v for k, v in value.items() if k not in NESTED_UNHASHED} if isinstance(value, dict) else value

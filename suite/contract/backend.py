@@ -216,6 +216,33 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         return {}
 
+    # data parallel (``parallel.world_size``; :mod:`mlo_bench.suite.run.ranks`) ----------------------------------
+    #: how this backend runs ``parallel.world_size`` > 1: ``"processes"`` (one process per rank that the suite's
+    #: launcher starts; the class's ``distributed(rank, world_size, timeout_s)`` returns the rank's backend: torch,
+    #: naive), ``"mesh"`` (one process; ``setup_parallel(world_size)`` lays a device mesh out: jax), ``None``: none
+    parallel: ClassVar[str | None] = None
+    #: this instance's rank and world size (set by a data-parallel backend; one rank otherwise)
+    rank: int = 0
+    world_size: int = 1
+
+    def parallel_refusal(self, world_size: int) -> str | None:
+        """Why this backend cannot run ``parallel.world_size=world_size`` here (recorded ``unsupported``), or
+        ``None``; the default refuses every world size above 1 unless :attr:`parallel` is set."""
+        if world_size == 1 or self.parallel is not None:
+            return None
+        return f"backend {self.name} has no data-parallel path (parallel.world_size={world_size})"
+
+    def shard_batch(self, extra: dict[str, Any]) -> dict[str, Any]:
+        """One level's per-step arrays (:meth:`mlo_bench.suite.contract.Task.batch`: per-example, split along axis 0)
+        as this rank's backend arrays: this default (one rank) converts them whole; a data-parallel backend keeps its
+        rank's contiguous shard (processes) or lays them out along the mesh's batch axis (mesh)."""
+        return self.tree_asarray(extra)
+
+    def gather_scores(self, scores: Any) -> np.ndarray:
+        """A selecting level's scores of this rank's candidates (the shard :meth:`shard_batch` gave) as numpy, all of
+        them in candidate order: so every rank keeps the same examples. One rank: :meth:`to_numpy`."""
+        return self.to_numpy(scores)
+
     def tree_to_numpy(self, tree: Tree) -> Any:
         from mlo_bench.suite.engine.trees import tree_map
 

@@ -67,6 +67,11 @@ class Ops(Protocol):
 
     def softmax(self, x: Array, axis: int = -1) -> Array: ...
 
+    # optional: ``all_sum(x)``: x summed over the data-parallel ranks, differentiable with its true adjoint (its
+    # backward is all_sum again, so derivatives of every order are the one-rank run's); supplied only where ranks are
+    # processes (torch.distributed); absent: one rank, or one program over a device mesh (jax). Losses reduce over
+    # their batch with :func:`mlo_bench.suite.models.batch.batch_sum` / ``batch_mean``, which use it; ``all_max(x)``
+    # likewise the maximum over the ranks, not differentiated (``batch_max``: a shift).
     # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
     # (JAX) supplies it so iterative solvers compile once;
     # otherwise :func:`mlo_bench.suite.engine.linear_solvers.fori_loop` loops in Python.

@@ -95,6 +95,9 @@ class Task(ABC):
       per level from 0: a level with ``steps`` = 3 asks for 3t, 3t+1, 3t+2 in outer step t; the top level for t), or
       ``None``; a pure function of (seed, level, step), so every backend sees the same batches in the same order.
       A level's loss receives ``batch = {**data(), **batch(level, step)}`` (after selection, for a selected level).
+      Data parallel (``parallel.world_size`` > 1, docs/parallel.md): every per-step array is per-example, split along
+      axis 0 across the ranks (a selected level's ``key + "_candidates"`` stays whole), so a loss reduces over its
+      examples with :func:`mlo_bench.suite.models.batch.batch_sum` / ``batch_mean`` to be the global batch's.
     - ``metrics(backend, params)``: task metrics of the trained parameters, computed after training and, with the run
       key ``eval_every=N``, every N outer steps during it (the scalar ones become curves in ``trace.csv``; their time
       is kept out of the training clock). Values are floats, lists (e.g. per class) or strings (e.g. a genotype).

@@ -230,6 +230,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
     metrics["peak_live_bytes"] = run.count_bytes(params, states, mstate, fused)
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
+    metrics["examples_per_step"] = run.batches.examples_per_step()
     return run, fused, (params, states, mstate)
 
 
@@ -304,6 +305,8 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         metrics["steps_done"] = len(timer.samples.get("step", []))
         if metrics["steps_done"] and metrics["time_total_s"] > 0:
             metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
+        if metrics.get("time_step_s"):  # throughput over the global batch, whatever the data-parallel split
+            metrics["examples_per_s"] = metrics["examples_per_step"] / metrics["time_step_s"]
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
         stages.add("train", time.perf_counter() - start_s)

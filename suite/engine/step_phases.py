@@ -70,7 +70,7 @@ class Batches:
 
     def _batch(self, level: str, step: int) -> dict[str, Any]:
         extra = self.task.batch(level, step)
-        return {**self.data, **(self.backend.tree_asarray(extra) if extra else {})}
+        return {**self.data, **(self.backend.shard_batch(extra) if extra else {})}
 
     def top(self, t: int) -> dict[str, Any]:
         return self._batch(self.top_level.name, t)
@@ -100,11 +100,24 @@ class Batches:
         if sel.key not in extra:
             raise KeyError(f"level {level.name!r} selects its examples but Task.batch gave no {sel.key!r} candidates")
         candidates = np.asarray(extra[sel.key])
-        candidate_batch = {**self.data, **self.backend.tree_asarray(extra)}
-        scores = self.backend.to_numpy(self._score[level.name](params, candidate_batch))
+        candidate_batch = {**self.data, **self.backend.shard_batch(extra)}  # scored shard by shard (data parallel)
+        scores = self.backend.gather_scores(self._score[level.name](params, candidate_batch))
         kept = keep_by_score(scores, sel.keep, selection_rng(self.task.seed, level.name, step))
-        extra[sel.key + "_candidates"], extra[sel.key] = candidates, candidates[kept]
-        return {**self.data, **self.backend.tree_asarray(extra)}
+        extra[sel.key] = candidates[kept]
+        # every candidate, whole on every rank (replicated): the loss may read them as a set
+        whole = {sel.key + "_candidates": self.backend.asarray(candidates)}
+        return {**self.data, **self.backend.shard_batch(extra), **whole}
+
+    def examples_per_step(self) -> int:
+        """Examples in every level's batches of one outer step, over the global batch (before any data-parallel
+        split): the length of each per-step array set (a selecting level's kept ``keep``) × the level's steps."""
+        def size(level: Any, step: int) -> int:
+            if level.select is not None:
+                return int(level.select.keep)
+            extra = self.task.batch(level.name, step) or {}
+            return next((len(v) for v in extra.values() if np.ndim(v)), 0)
+
+        return size(self.top_level, 0) + sum(self.steps[lv.name] * size(lv, 0) for lv in self.lower)
 
     def rounds(self, t: int, params: dict[str, Tree]) -> tuple[list[Round], float]:
         out: list[Round] = [{} for _ in range(self.n_rounds)]

@@ -119,7 +119,9 @@ def measure(run: Any, params: dict[str, Any], states: dict[str, Any], mstate: An
     # no count, no floor: exact's Hessians or a materialised chain (minutes at the complexity experiment's largest d)
     # are not timed again
     hyper = None if count is None else _hypergradient(run, params, states, mstate, rounds, top_batch)
-    t = paired_seconds(run.backend.block, hyper, lambda: fn(params, batch))
+    # ranks that are processes run the same collectives: the same number of repeats on each, not a time budget
+    budget = BUDGET_S if getattr(run.backend, "world_size", 1) == 1 else float("inf")
+    t = paired_seconds(run.backend.block, hyper, lambda: fn(params, batch), budget_s=budget)
     return {"gradient_count": count, "time_lower_grad_s": t["grad_wall"],
             "cpu_lower_grad_s": t["grad_cpu"], "cpu_hypergrad_s": t.get("hyper_cpu"),
             "flops_lower_grad": run.backend.count_flops(grad, (params, batch))}

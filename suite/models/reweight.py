@@ -2,7 +2,8 @@
 
 - :func:`per_example_ce` / :func:`soft_ce` — per-example cross-entropy against integer labels / label distributions.
 - :func:`l2` — ``Σ‖θ‖²`` over a parameter dict (the classifier's weight decay, a term of its loss).
-- :func:`weighted_mean` — ``Σ w ℓ / Σ w`` (``normalize``) or ``Σ w ℓ / n``, written for low float32 round-off.
+- :func:`weighted_mean` — ``Σ w ℓ / Σ w`` (``normalize``) or ``Σ w ℓ / n``, written for low float32 round-off; its sums
+  are over the whole batch, every data-parallel rank's shard (:mod:`mlo_bench.suite.models.batch`).
 - :class:`EpochBatches` — shuffled epochs without replacement, a pure function of (seed, stream, step).
 - :func:`predict` — class predictions of a model over a numpy array, in fixed-size chunks.
 """
@@ -12,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+
+from mlo_bench.suite.models.batch import batch_mean, batch_sum
 
 
 def per_example_ce(ops: Any, logits: Any, labels: Any) -> Any:
@@ -40,10 +43,10 @@ def weighted_mean(ops: Any, w: Any, losses: Any, normalize: bool = True) -> Any:
     from ℓ_i ≈ f, which keeps float32 round-off ~10× lower (darts divides it by its step: torch and jax then agree to
     ~5e-5 instead of ~2e-3 in float32, measured on ``mwn``)."""
     if not normalize:
-        return ops.mean(w * losses)
-    total = ops.sum(w)
-    c = ops.stop_gradient(ops.sum(w * losses) / total)
-    return ops.sum(w * (losses - c)) / total + c
+        return batch_mean(ops, w * losses)
+    total = batch_sum(ops, w)
+    c = ops.stop_gradient(batch_sum(ops, w * losses) / total)
+    return batch_sum(ops, w * (losses - c)) / total + c
 
 
 class EpochBatches:

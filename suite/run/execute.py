@@ -17,6 +17,7 @@ from __future__ import annotations
 import csv
 import io
 import math
+import os
 import time
 import traceback
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
 from mlo_bench.suite.measure import provenance, threads
 from mlo_bench.suite.measure.instruments import Stages
-from mlo_bench.suite.run import interrupt
+from mlo_bench.suite.run import interrupt, ranks
 from mlo_bench.suite.run.interrupt import Interrupted
 from mlo_bench.suite.run.plan import Plan
 from mlo_bench.suite.run.records import SCHEMA_VERSION, commit_run, config_hash
@@ -77,11 +78,32 @@ def refusal(plan: Plan, backend: Any = None) -> str | None:
 
 
 def set_up(plan: Plan, backend: Any) -> None:
-    """Admit the plan (:func:`refusal`; :class:`Unsupported` with the reason) and set ``backend`` up for it."""
-    reason = refusal(plan, backend)
+    """Admit the plan (:func:`refusal`, then the backend's ``parallel_refusal`` of ``parallel.world_size``;
+    :class:`Unsupported` with the reason) and set ``backend`` up for it (a mesh backend's device mesh laid out too)."""
+    reason = refusal(plan, backend) or backend.parallel_refusal(plan.world_size)
     if reason:
         raise Unsupported(reason)
     backend.setup(plan.dtype, plan.device, plan.seed)
+    if plan.world_size > 1 and backend.parallel == "mesh":
+        backend.setup_parallel(plan.world_size)
+
+
+def outcome(exc: BaseException, metrics: dict[str, Any]) -> tuple[str, str, str | None]:
+    """A run's failure as ``(status, reason, traceback or None)`` (``diverged_step`` into ``metrics``): the one
+    mapping of exceptions to statuses, for a run in this process and for each rank of a data-parallel one."""
+    if isinstance(exc, Unsupported | Unavailable):
+        return "unsupported", str(exc), None
+    if isinstance(exc, Interrupted):  # at a step boundary: the record keeps the steps done and the metrics so far
+        return "interrupted", str(exc), None
+    if isinstance(exc, KeyboardInterrupt):  # a second signal, mid-step (run/interrupt.py)
+        done = metrics.get("steps_done", 0)
+        return "interrupted", f"interrupted mid-step after {done} outer steps ({exc or 'SIGINT'})", None
+    if isinstance(exc, Diverged):
+        metrics["diverged_step"] = exc.step
+        return "diverged", str(exc), None
+    if _is_oom(exc):
+        return "oom", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}", None
+    return "error", f"{type(exc).__name__}: {exc}", traceback.format_exc()
 
 
 def _is_oom(exc: BaseException) -> bool:
@@ -170,6 +192,8 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     started = provenance.now()
     provenance.start_snapshot()  # load average at the start, merged into the provenance by commit
     stages = Stages()
+    if plan.world_size > 1 and hasattr(plan.backend_cls, "prepare_parallel"):  # before threads imports jax
+        plan.backend_cls.prepare_parallel(plan.world_size)
     with stages("setup"):  # threads first: it imports the frameworks it pins, before the backend is set up
         provenance.set_threads(threads.apply(plan.threads))
     backend_cls = plan.backend_cls
@@ -178,29 +202,109 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
     trace: list[dict[str, Any]] = []
     capture = {} if capture is None else capture
     backend = None
+    launched = ranks.torchrun_rank() if plan.world_size > 1 else None
     try:
         interrupt.check(0)  # asked to stop before the run began
-        with stages("setup"):
-            backend = backend_cls(plan.backend_cfg)
-            set_up(plan, backend)
+        if plan.world_size > 1 and getattr(backend_cls, "parallel", None) == "processes":
+            with stages("ranks"):
+                backend = (execute_ranks if launched is None else execute_torchrun)(plan, record, trace, capture)
+        else:
+            with stages("setup"):
+                backend = backend_cls(plan.backend_cfg)
+                set_up(plan, backend)
+            try:
+                train(plan, backend, metrics, trace, capture, stages)
+            finally:
+                backend.teardown()
+            metrics["world_size"] = plan.world_size
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
+        record["status"], record["reason"], tb = outcome(exc, metrics)
+        if tb is not None:
+            record["traceback"] = tb
+    if launched not in (None, 0):  # a torchrun rank other than 0: rank 0 alone writes the run's record
+        return record
+    return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"), stages)
+
+
+# ---- data parallel with processes (suite/run/ranks.py starts them; docs/parallel.md) --------------------------------
+def train_configs(rank: int, world_size: int, init_method: str, timeout_s: float, configs: list[dict[str, Any]]
+                  ) -> list[dict[str, Any]]:
+    """:func:`train_rank` for each config in turn, in one process group (agreement checks over many runs pay for
+    one start of the ranks)."""
+    import torch.distributed as dist
+
+    try:
+        return [train_rank(rank, world_size, init_method, timeout_s, c, keep_group=True) for c in configs]
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def train_rank(rank: int, world_size: int, init_method: str, timeout_s: float, config: dict[str, Any],
+               keep_group: bool = False) -> dict[str, Any]:
+    """One rank of a run: the plan prepared from ``config``, the backend as this rank (``Backend.for_rank``), trained
+    as :func:`mlo_bench.suite.engine.loop.train` does; returns this rank's status, metrics, time in collectives (over
+    the training loop) and, on rank 0, its trace, capture and provenance."""
+    from mlo_bench.suite.run.plan import prepare
+
+    plan = prepare(config)
+    plan.progress = plan.progress and rank == 0
+    threads.apply(plan.threads)
+    backend = plan.backend_cls.for_rank(plan.backend_cfg, rank, world_size, init_method, timeout_s)
+    metrics: dict[str, Any] = {}
+    trace: list[dict[str, Any]] = []
+    capture: dict[str, Any] = {}
+    status, reason, tb = "ok", None, None
+    try:
+        set_up(plan, backend)
         try:
-            train(plan, backend, metrics, trace, capture, stages)
+            train(plan, backend, metrics, trace, capture)
         finally:
             backend.teardown()
-    except (Unsupported, Unavailable) as exc:
-        record["status"], record["reason"] = "unsupported", str(exc)
-    except Interrupted as exc:  # at a step boundary: the record keeps the steps done and the metrics so far
-        record["status"], record["reason"] = "interrupted", str(exc)
-    except KeyboardInterrupt as exc:  # a second signal, mid-step (run/interrupt.py)
-        record["status"] = "interrupted"
-        record["reason"] = f"interrupted mid-step after {metrics.get('steps_done', 0)} outer steps ({exc or 'SIGINT'})"
-    except Diverged as exc:
-        record["status"], record["reason"] = "diverged", str(exc)
-        metrics["diverged_step"] = exc.step
-    except Exception as exc:  # noqa: BLE001 - every failure is a result
-        if _is_oom(exc):
-            record["status"], record["reason"] = "oom", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"
-        else:
-            record["status"], record["reason"] = "error", f"{type(exc).__name__}: {exc}"
-            record["traceback"] = traceback.format_exc()
-    return commit(plan, record, started, backend, trace, capture.get("first_hypergrad"), stages)
+    except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
+        status, reason, tb = outcome(exc, metrics)
+    result = {"rank": rank, "status": status, "reason": reason, "traceback": tb, "metrics": metrics,
+              **(backend.comm_metrics() if hasattr(backend, "comm") else {})}
+    if rank == 0:
+        result.update(trace=trace, capture=capture, device=getattr(backend, "device", None),
+                      versions=backend.versions() if hasattr(backend, "ops") else {})
+    import torch.distributed as dist
+
+    if dist.is_initialized() and not keep_group:
+        dist.destroy_process_group()
+    return result
+
+
+def execute_torchrun(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any]) -> ranks.RanksBackend:
+    """This process as the rank torchrun made it (``env://``; several nodes: torchrun's rendezvous), the ranks'
+    summaries gathered onto every rank; rank 0's record is filled as :func:`execute_ranks` fills it (only rank 0
+    writes it: :func:`mlo_bench.suite.run.execute.execute`)."""
+    import torch.distributed as dist
+
+    world = int(os.environ["WORLD_SIZE"])
+    if world != plan.world_size:
+        raise ranks.RankFailure(f"torchrun started WORLD_SIZE={world} ranks; parallel.world_size={plan.world_size}")
+    rank = ranks.torchrun_rank() or 0
+    result = train_rank(rank, world, "env://", plan.parallel_timeout_s, plan.config, keep_group=True)
+    summary = {k: v for k, v in result.items() if k not in ("trace", "capture", "versions", "device")}
+    results: list[Any] = [None] * world
+    try:
+        dist.all_gather_object(results, summary)
+    finally:
+        dist.destroy_process_group()
+    if rank != 0:
+        return ranks.RanksBackend(None, {})
+    results[0] = result
+    return ranks.compose(plan, record, trace, capture, results)
+
+
+def execute_ranks(plan: Any, record: dict[str, Any], trace: list, capture: dict[str, Any]) -> ranks.RanksBackend:
+    """Run ``plan`` on ``plan.world_size`` rank processes; fill ``record`` (status, reason, metrics), ``trace`` and
+    ``capture`` from rank 0, with ``world_size``, ``time_comm_s`` (rank 0's seconds in collectives per outer step
+    of the training loop), ``comm_calls_per_step``, ``time_comm_s_per_rank``, ``peak_memory_bytes_per_rank`` and
+    ``examples_per_s``. Raises :class:`RankFailure` when a rank died, hung or raised."""
+    results = ranks.launch(plan.world_size, train_rank, (plan.config,), plan.parallel_timeout_s)
+    return ranks.compose(plan, record, trace, capture, results)
+
+
+

@@ -183,6 +183,8 @@ def run_isolated(plan: Plan) -> dict[str, Any]:
         config_path.write_text(json.dumps(plan.config))
         # the thread settings travel in the environment, read before the worker imports torch, BLAS or XLA
         env = {**os.environ, **threads.env_for(plan.threads)}
+        if plan.world_size > 1 and hasattr(plan.backend_cls, "parallel_env"):  # e.g. jax's host devices, pre-import
+            env.update(plan.backend_cls.parallel_env(plan.world_size, env))
         # a second signal is forwarded too, never raised here: the worker records itself
         with interrupt.forwarding():
             worker = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.run.isolate", str(config_path),

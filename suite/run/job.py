@@ -26,8 +26,15 @@ from mlo_bench.suite.run.summary import print_summary
 
 def run_job(plan: Plan) -> dict[str, Any]:
     """Run ``plan`` unless ``resume`` finds a finished record with the same config hash, or another process holds the
-    config's lock (then a ``busy`` result, not written); returns the record."""
+    config's lock (then a ``busy`` result, not written); returns the record. A torchrun rank other than 0
+    (:func:`mlo_bench.suite.run.ranks.torchrun_rank`) trains in this process and writes nothing: rank 0 is the job."""
     interrupt.check(0)
+    if plan.world_size > 1:
+        from mlo_bench.suite.run import ranks
+        from mlo_bench.suite.run.execute import execute
+
+        if ranks.torchrun_rank() not in (None, 0):
+            return execute(plan)
     try:
         with config_lock(plan.results_dir, config_hash(plan.config)):
             return _run_locked(plan)

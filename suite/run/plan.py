@@ -62,6 +62,9 @@ class Plan:
     task: Any = field(default=None, repr=False, compare=False)
     #: whether the backend can run the method here, asked once (``mlo_bench.suite.run.execute.admission``)
     admission: Any = field(default=None, repr=False, compare=False)
+    #: ``parallel.world_size``: data-parallel ranks (1: one process, one device); ``parallel.timeout_s``
+    world_size: int = 1
+    parallel_timeout_s: float = 120.0
 
 
 def _check(cond: bool, message: str) -> None:
@@ -130,6 +133,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         _check(value is None or (isinstance(value, int | float) and value > 0),
                f"limits.{key} must be a positive number or null (got {value!r})")
         _check(value is None or config["isolate"], f"limits.{key} needs isolate=true (the parent enforces it)")
+    world_size, timeout_s = _parallel(config.get("parallel"))
     problem = budget.validate(config.get("budget"))
     _check(problem is None, problem or "")
     problem = results_dir_problem(str(config["results_dir"]))
@@ -149,7 +153,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
-        fused=config["fused"], precision=precision, task=task,
+        fused=config["fused"], precision=precision, task=task, world_size=world_size,
+        parallel_timeout_s=timeout_s,
     )
 
 
@@ -166,6 +171,24 @@ def _precision(config: dict[str, Any]) -> Any:
     problem = check(precision, config["dtype"])
     _check(problem is None, problem or "")
     return precision
+
+
+def _parallel(node: Any) -> tuple[int, float]:
+    """``parallel.world_size`` (an integer >= 1) and ``parallel.timeout_s`` (a positive number); one line naming the
+    key otherwise."""
+    from mlo_bench.suite.conf.keys import ONE_RANK
+
+    node = ONE_RANK if node is None else node
+    _check(isinstance(node, dict), f"parallel must be a mapping (parallel.world_size=N), got {node!r}")
+    extra = sorted(set(node) - set(ONE_RANK))
+    _check(not extra, f"unknown parallel key(s) {extra}; valid: parallel.world_size, parallel.timeout_s")
+    world = node.get("world_size", ONE_RANK["world_size"])
+    _check(isinstance(world, int) and not isinstance(world, bool) and world >= 1,
+           f"parallel.world_size must be an integer >= 1 (got {world!r})")
+    timeout = node.get("timeout_s", ONE_RANK["timeout_s"])
+    _check(isinstance(timeout, int | float) and not isinstance(timeout, bool) and timeout > 0,
+           f"parallel.timeout_s must be a positive number of seconds (got {timeout!r})")
+    return world, float(timeout)
 
 
 def _default_steps(task_cls: Any, task_cfg: Any) -> Any:

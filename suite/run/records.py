@@ -41,7 +41,7 @@ NESTED_UNLESS_DEFAULT = keys.NESTED_UNLESS_DEFAULT
 def _strip_nested_defaults(value: Any) -> Any:
     if isinstance(value, dict):
         return {k: _strip_nested_defaults(v) for k, v in value.items()
-                if not (k in NESTED_UNLESS_DEFAULT and v == NESTED_UNLESS_DEFAULT[k])}
+                if not (k in NESTED_UNLESS_DEFAULT and v == NESTED_UNLESS_DEFAULT[k]) and k not in keys.NESTED_UNHASHED}
     return value
 
 
