@@ -299,14 +299,7 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
             metrics["time_eval_during_s"] = eval_s
         metrics["peak_memory_bytes"] = backend.peak_memory_bytes()
         metrics["memory_kind"] = backend.memory_kind
-        for phase in ("select", "inner", "hypergrad", "outer", "step"):
-            if phase in timer.samples:
-                metrics[f"time_{phase}_s"] = timer.median(phase)
-        metrics["steps_done"] = len(timer.samples.get("step", []))
-        if metrics["steps_done"] and metrics["time_total_s"] > 0:
-            metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
-        if metrics.get("time_step_s"):  # throughput over the global batch, whatever the data-parallel split
-            metrics["examples_per_s"] = metrics["examples_per_step"] / metrics["time_step_s"]
+        timer.summarise(metrics)
         trace.extend({"step": s, **row} for s, row in sorted(rows.items()))
         progress.close()
         stages.add("train", time.perf_counter() - start_s)

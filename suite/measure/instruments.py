@@ -72,6 +72,19 @@ class PhaseTimer:
             xs = xs[1:]
         return statistics.median(xs) if xs else None
 
+    def summarise(self, metrics: dict[str, Any]) -> None:
+        """Into ``metrics``: ``time_<phase>_s`` (medians after warm-up), ``steps_done``, ``steps_per_s`` over
+        ``time_total_s``, and ``examples_per_s`` (``examples_per_step`` over the global batch, whatever the
+        data-parallel split, per median step)."""
+        for phase in ("select", "inner", "hypergrad", "outer", "step"):
+            if phase in self.samples:
+                metrics[f"time_{phase}_s"] = self.median(phase)
+        metrics["steps_done"] = len(self.samples.get("step", []))
+        if metrics["steps_done"] and metrics["time_total_s"] > 0:
+            metrics["steps_per_s"] = metrics["steps_done"] / metrics["time_total_s"]
+        if metrics.get("time_step_s") and metrics.get("examples_per_step") is not None:
+            metrics["examples_per_s"] = metrics["examples_per_step"] / metrics["time_step_s"]
+
 
 class Stages:
     """Wall seconds per stage of one run (set-up, compile, training, each measurement after it, the record's
