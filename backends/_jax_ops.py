@@ -29,6 +29,9 @@ class JaxOps:
     def transpose(self, x):
         return x.T
 
+    def swapaxes(self, x, a, b):
+        return self.np.swapaxes(x, a, b)
+
     def matmul(self, a, b):
         return self.np.matmul(a, b)
 

@@ -66,6 +66,9 @@ class TorchOps:
     def transpose(self, x):
         return x.T
 
+    def swapaxes(self, x, a, b):
+        return self.t.transpose(x, a, b)
+
     def matmul(self, a, b):
         return self.t.matmul(a, b)
 
