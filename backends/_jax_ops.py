@@ -32,6 +32,9 @@ class JaxOps:
     def swapaxes(self, x, a, b):
         return self.np.swapaxes(x, a, b)
 
+    def to_compute(self, x):
+        return x  # jmp's policy cast parameters and inputs before the loss (backends/jax.py, low_precision)
+
     def matmul(self, a, b):
         return self.np.matmul(a, b)
 

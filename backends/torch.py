@@ -69,6 +69,12 @@ class TorchOps:
     def swapaxes(self, x, a, b):
         return self.t.transpose(x, a, b)
 
+    def to_compute(self, x):
+        device = x.device.type
+        if x.is_floating_point() and self.t.is_autocast_enabled(device):
+            return x.to(self.t.get_autocast_dtype(device))
+        return x
+
     def matmul(self, a, b):
         return self.t.matmul(a, b)
 

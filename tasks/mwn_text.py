@@ -23,7 +23,7 @@ over the random initialisation (:func:`mlo_bench.suite.models.checkpoint.load_be
 
 Metrics: ``test_accuracy`` (balanced), ``per_class_accuracy``, ``train_class_sizes``, ``n_params`` (the classifier's).
 ``exact`` (and the ``hypergrad_rel_error`` reference) only up to ``exact_max_params`` parameters: the ``tiny`` size
-(3,842 parameters at the default 10 classes) is certified by ``verify`` against it.
+(1,282 parameters at the default 10 classes) is certified by ``verify`` against it.
 
 Paper (``PAPER``): Betty Table 2 — baseline (no reweighting), MWN in fp32 and in fp16 (and bf16, the CPU's half
 precision) — with its claims (``tasks/claims/mwn_text.csv``): memory ratios judged on counted bytes.
@@ -31,12 +31,14 @@ precision) — with its claims (``tasks/claims/mwn_text.csv``): memory ratios ju
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite.contract import ExactBudget, MetricSpec, Paper, PaperTable, Task, Variant
+from mlo_bench.suite.contract import MemoryFamily, MetricSpec, Paper, PaperTable, Task, Variant
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
 from mlo_bench.suite.models import transformer as tf
@@ -72,7 +74,9 @@ class MWNTextConfig:
     meta_batch_size: int = 32
     eval_batch_size: int = 250
     exact_max_params: int = 10000
-    lower: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
+    #: eps_root > 0: an embedding row no token of the batch uses has a gradient of exactly 0, where plain Adam's
+    #: sqrt is not differentiable (``unroll`` would return NaN)
+    lower: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3, eps_root=1e-12))
     upper: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="adam", lr=1e-3))
 
     def shape(self) -> tf.Shape:
@@ -106,7 +110,7 @@ class MWNTextConfig:
             raise ValueError("task.data_root must be given for task.dataset=sst (a folder with GLUE SST-2's "
                              "train.tsv and dev.tsv)")
         if self.vocab_file:
-            checks.precheck("task.vocab_file", tc.make_tokenizer, self.shape().vocab_size, self.vocab_file)
+            checks.precheck("task.vocab_file", tc.make_tokenizer, self.vocab_size, self.vocab_file)
         if self.checkpoint:
             from mlo_bench.suite.models.checkpoint import load_bert_checkpoint
 
@@ -123,7 +127,8 @@ def _labelled(cfg: MWNTextConfig) -> tuple[Any, Any | None]:
     """(the pool the splits come from, the separate test set or None)."""
     if cfg.dataset == "sst":
         return checks.precheck("task.data_root", tc.sst_dir, cfg.data_root)
-    return checks.precheck("task.dataset", tc.stdlib_lines, cfg.n_classes), None
+    per_class = cfg.train_max_per_class + cfg.meta_per_class + cfg.test_per_class
+    return checks.precheck("task.dataset", tc.stdlib_lines, cfg.n_classes, max_per_class=per_class), None
 
 
 def _classes(cfg: MWNTextConfig, pool: Any) -> int:
@@ -133,14 +138,43 @@ def _classes(cfg: MWNTextConfig, pool: Any) -> int:
 VARIANTS = (
     Variant("baseline", "none", {"inner_steps": 1, "task.reweight": False}, label="baseline (no reweighting)",
             doc="the classifier on the long-tailed set unweighted, method=none"),
-    Variant("mwn-fp32", "darts", {"inner_steps": 1, "task.reweight": True}, label="MWN fp32",
+    Variant("mwn-fp32", "darts", {"inner_steps": 1, "task.reweight": True, "precision.name": "fp32"},
+            label="MWN fp32",
             doc="Meta-Weight-Net with Betty's default finite-difference hypergradient, in fp32 (out of memory in "
                 "the paper)"),
     Variant("mwn-fp16", "darts", {"inner_steps": 1, "task.reweight": True, "precision.name": "fp16"},
             label="MWN fp16", doc="the same in fp16 autocast with dynamic loss scaling"),
     Variant("mwn-bf16", "darts", {"inner_steps": 1, "task.reweight": True, "precision.name": "bf16"},
             label="MWN bf16", doc="the same in bf16 (not a row of the paper: the CPU's half precision)"),
+    # the memory experiment's methods (+experiment=memory_scaling), each in the precision the run chooses
+    *(Variant(name, method, {"inner_steps": k, "task.reweight": True}, label=label)
+      for name, method, k, label in (
+          ("darts", "darts", 1, "darts"), ("sama", "sama", 1, "SAMA"), ("cg", "cg", 1, "CG"),
+          ("neumann", "neumann", 1, "Neumann"), ("unroll-1", "unroll", 1, "unrolled, K = 1"),
+          ("unroll-4", "unroll", 4, "unrolled, K = 4"), ("first-order", "first_order", 1, "first order"))),
 )
+
+#: the memory model's family (:class:`MemoryFamily`): BERT-shaped — 12 layers, heads d/64, MLP 4d, a 30,522-token
+#: vocabulary, 512 positions, 2 classes (SST-2) — at the ``paper`` preset's batches, 32 + 32 sequences of 128 tokens
+FAMILY = {"layers": 12, "vocab": 30522, "positions": 512, "classes": 2, "sequences": 64, "seq_len": 128}
+
+
+def family_width(n_params: float) -> float:
+    """The width d of the family's model with ``n_params`` parameters: the positive root of
+    ``P(d) = (12 · 12 + 1) d² + (V + positions + 2 + 12 · 12 + 1 + classes) d + classes``
+    (:func:`~mlo_bench.suite.models.transformer.count_params` with ``d_ff = 4d``; a test checks the two agree)."""
+    f = FAMILY
+    a = 12 * f["layers"] + 1
+    b = f["vocab"] + f["positions"] + 2 + 12 * f["layers"] + 1 + f["classes"]
+    c = f["classes"] - n_params
+    return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
+
+
+def family_activations(n_params: float) -> float:
+    """``activation_elements`` of the family's model with ``n_params`` parameters at the paper preset's batches."""
+    d, f = family_width(n_params), FAMILY
+    return f["sequences"] * f["seq_len"] * f["layers"] * (d + (d / 64) * f["seq_len"])
+
 
 PAPER = Paper(
     metrics=(
@@ -148,6 +182,8 @@ PAPER = Paper(
         MetricSpec("per_class_accuracy", "higher", "fraction", kind="list", quality=False),
         MetricSpec("train_class_sizes", None, "count", kind="list"),
         MetricSpec("n_params", None, "count", doc="the classifier's parameters"),
+        MetricSpec("activation_elements", None, "count",
+                   doc="(batch + meta batch) · seq_len · layers · (d_model + heads · seq_len)"),
     ),
     variants=VARIANTS,
     tables=(PaperTable(
@@ -155,7 +191,6 @@ PAPER = Paper(
         tuple(v.name for v in VARIANTS), column="task.imbalance_factor", column_label="IF",
         quality="test_accuracy", cost=("peak_live_bytes", "peak_memory_bytes", "time_total_s"),
         treatments=("task.reweight", "precision.name")),),
-    size="task.size", size_label="size",
     claims="mwn_text.csv",
     baselines={("betty2023", "2"): "baseline"},
     settings={"sst-bert-base-if20": {"task.imbalance_factor": 20, "task.size": "base"},
@@ -163,6 +198,8 @@ PAPER = Paper(
               "sst-bert-base": {"task.size": "base"}},
     paper_data={"task.dataset": "sst"},
     claim_metrics={"test_accuracy": ("test_accuracy",), "peak_memory": ("peak_live_bytes", "peak_memory_bytes")},
+    memory=MemoryFamily(family_activations, "BERT-shaped (12 layers, heads d/64, MLP 4d, 30,522-token vocabulary) at "
+                        "the paper preset's batches, 32 + 32 sequences of 128 tokens"),
 )
 
 
@@ -179,21 +216,23 @@ class MWNText(MetaWeightNet):
         "paper": {
             "task": {"dataset": "sst", "size": "base", "seq_len": 128, "batch_size": 32, "meta_batch_size": 32,
                      "imbalance_factor": 20.0, "weight_decay": 0.0,
-                     "lower": {"name": "adam", "lr": 2e-5}, "upper": {"name": "adam", "lr": 1e-3}},
+                     "lower": {"name": "adam", "lr": 2e-5, "eps_root": 1e-12}, "upper": {"name": "adam", "lr": 1e-3}},
             "steps": 3000,
         },
     }
 
     def __init__(self, cfg: MWNTextConfig, seed: int) -> None:  # noqa: D107 - the data differ from mwn's
         Task.__init__(self, cfg, seed)
-        self.shape = cfg.shape()
+        self.tokenizer = tc.make_tokenizer(cfg.shape().vocab_size if not cfg.vocab_file else cfg.vocab_size,
+                                           cfg.vocab_file)
+        self.shape = dataclasses.replace(cfg.shape(), vocab_size=self.tokenizer.vocab_size)
+        sep = bool(cfg.vocab_file)  # BERT's input form ([CLS] … [SEP]) with a real vocabulary
         pool, test = _labelled(cfg)
         self.n_classes = _classes(cfg, pool)
         self.model = tf.transformer(self.n_classes, self.shape)
         self.weight_net = nn.weight_net(cfg.weight_net_hidden)
         self.unavailable = None
-        self.tokenizer = tc.make_tokenizer(self.shape.vocab_size, cfg.vocab_file)
-        ids = self.tokenizer.encode(pool.texts, cfg.seq_len)[0]
+        ids = self.tokenizer.encode(pool.texts, cfg.seq_len, sep=sep)[0]
         rng = np.random.default_rng([seed, 0x7E7])
         split = longtail.long_tailed_split(pool.labels, self.n_classes, cfg.imbalance_factor, cfg.meta_per_class,
                                            cfg.test_per_class if test is None else 0, rng,
@@ -204,7 +243,7 @@ class MWNText(MetaWeightNet):
         if test is None:
             self.x_test, self.y_test = ids[split.test], pool.labels[split.test]
         else:
-            self.x_test, self.y_test = self.tokenizer.encode(test.texts, cfg.seq_len)[0], test.labels
+            self.x_test, self.y_test = self.tokenizer.encode(test.texts, cfg.seq_len, sep=sep)[0], test.labels
         self._batches = EpochBatches(seed)
 
     def _n_max(self, labels: np.ndarray, with_test: bool) -> int:
@@ -217,7 +256,8 @@ class MWNText(MetaWeightNet):
         if self.cfg.checkpoint:
             from mlo_bench.suite.models.checkpoint import load_bert_checkpoint
 
-            loaded = load_bert_checkpoint(self.cfg.checkpoint, self.shape.n_layers)
+            loaded = load_bert_checkpoint(self.cfg.checkpoint, self.shape.n_layers,
+                                          {k: v.shape for k, v in params["classifier"].items()})
             params["classifier"].update({k: v for k, v in loaded.items() if k in params["classifier"]})
         return params
 
@@ -237,4 +277,14 @@ class MWNText(MetaWeightNet):
         for key in ("clamped_classes", "noisy_labels"):
             out.pop(key, None)
         out["n_params"] = self.n_lower_params()
+        out["activation_elements"] = self.activation_elements()
         return out
+
+    def activation_elements(self) -> int:
+        """Elements of the residual stream and the attention maps of one forward pass over an outer step's two
+        batches, summed over layers: ``(batch + meta batch) · s · L · (d + h · s)`` (the batches as drawn: at most
+        the training and meta sets) — the variable the memory model's activation term is fitted against (bytes ≈
+        a · parameters + b · this)."""
+        cfg, sh = self.cfg, self.shape
+        sequences = min(cfg.batch_size, len(self.y_train)) + min(cfg.meta_batch_size, len(self.y_meta))
+        return sequences * cfg.seq_len * sh.n_layers * (sh.d_model + sh.n_heads * cfg.seq_len)

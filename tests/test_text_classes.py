@@ -199,7 +199,7 @@ def hf_state(rng, prefix="bert.", classifier=True):
     return {k: rng.standard_normal(shape).astype(np.float32) for k, shape in s.items()}
 
 
-LAYER_KEYS = ("q_w", "q_b", "k_w", "k_b", "v_w", "v_b", "o_w", "o_b", "ln1_g", "ln1_b", "ff1_w", "ff1_b", "ff2_w",
+LAYER_KEYS = ("q_w", "q_b", "k_w", "v_w", "v_b", "o_w", "o_b", "ln1_g", "ln1_b", "ff1_w", "ff1_b", "ff2_w",
               "ff2_b", "ln2_g", "ln2_b")
 
 

@@ -117,6 +117,8 @@ RUN_KEYS = (
     RunKey("threads", 1, UNLESS_DEFAULT, absent=0, doc="intra-op / BLAS / XLA threads (0: each library's default)"),
     RunKey("precision", DEFAULT_PRECISION, UNLESS_DEFAULT, absent=DEFAULT, verify=True,
            doc="fp32 | bf16 | fp16 (precision.hypergrad=same|full; fp16's loss scale: precision.init_scale, ...)"),
+    RunKey("floor", True, UNLESS_DEFAULT, absent=DEFAULT,
+           doc="after training, time one hypergradient against one lower gradient (false: skip, e.g. at 110M)"),
     RunKey("fused", None, UNLESS_DEFAULT, absent=DEFAULT, doc="one compiled function per outer step (null: backend's)"),
     RunKey("parallel", ONE_RANK, UNLESS_DEFAULT, absent=DEFAULT, verify=True,
            doc="data parallel: parallel.world_size=N ranks, each level's batch split (parallel.timeout_s)"),

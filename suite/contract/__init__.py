@@ -18,6 +18,7 @@ from mlo_bench.suite.contract.paper import (
     STANDARD_METRICS,
     ClaimRule,
     Comparison,
+    MemoryFamily,
     MetricSpec,
     Paper,
     PaperTable,
@@ -26,6 +27,7 @@ from mlo_bench.suite.contract.paper import (
 )
 from mlo_bench.suite.contract.task import ExactBudget, Level, Oracle, Selection, Task
 
-__all__ = ["STANDARD_METRICS", "Backend", "ClaimRule", "Comparison", "ExactBudget", "Level", "Method", "MetricSpec",
+__all__ = ["STANDARD_METRICS", "Backend", "ClaimRule", "Comparison", "ExactBudget", "Level", "MemoryFamily", "Method",
+           "MetricSpec",
            "Ops", "Oracle", "Paper", "PaperTable", "Response", "Selection", "TableClaim", "Task", "Unavailable",
            "Variant"]

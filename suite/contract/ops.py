@@ -23,6 +23,15 @@ class Ops(Protocol):
         """``x`` with axes ``a`` and ``b`` exchanged (any rank; negative axes count from the end)."""
         ...
 
+    def to_compute(self, x: Array) -> Array:
+        """``x`` in the dtype the loss being evaluated computes in: under the backend's low precision (torch's
+        autocast) a floating ``x`` cast to the autocast dtype, otherwise ``x`` itself (fp32 runs: the identity, no
+        copy; jax: the identity, its ``jmp`` policy casts parameters and inputs before the loss). Models apply it to
+        what autocast does not cast — a bias or LayerNorm gain added to a matmul's output, an embedding row — so a
+        low-precision activation stays low instead of being promoted back to the master dtype (which would keep
+        activations, and peak memory, at fp32 size)."""
+        ...
+
     # linear algebra
     def matmul(self, a: Array, b: Array) -> Array: ...
     # elementwise

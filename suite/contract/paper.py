@@ -10,7 +10,7 @@ Config keys are *flat*: dotted paths into a run's resolved config, as in the rep
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -146,6 +146,24 @@ class ClaimRule:
 
 
 @dataclass(frozen=True)
+class MemoryFamily:
+    """How the report's memory model (:mod:`mlo_bench.suite.report.sections.memory`) extrapolates a task's counted
+    bytes to GPUs it was not run on.
+
+    The report fits, per backend × variant × precision, ``bytes ≈ a · P + b · A + c`` by non-negative least squares
+    over the task's runs, where bytes = ``peak_live_bytes`` + ``resident_bytes`` (counted), ``P`` = the record
+    metric ``params_metric`` and ``A`` = ``activations_metric``. ``activations(P)`` gives ``A`` for the task's model
+    family with ``P`` parameters at the batch the prediction is for (``label`` says which: e.g. "BERT-shaped, 12
+    layers, 32 + 32 sequences of 128 tokens"); the report then states the largest ``P`` whose predicted bytes fit
+    in 24, 40, 80 and 141 GiB."""
+
+    activations: Callable[[float], float]
+    label: str
+    params_metric: str = "n_params"
+    activations_metric: str = "activation_elements"
+
+
+@dataclass(frozen=True)
 class Paper:
     """Everything the report needs to know about a task's paper(s).
 
@@ -172,6 +190,8 @@ class Paper:
       the report draws each against time and against oracle calls, median over seeds with a 20–80% band, one line per
       backend × method (each at its best config of a grid), and ranks them by the time to reach the tolerance
       (:mod:`mlo_bench.suite.report.sections.convergence`).
+    - ``memory``: a :class:`MemoryFamily` — the report fits a memory model to the task's counted bytes and predicts
+      the largest model of the family each method fits on common GPUs (``None``: no memory model).
     """
 
     metrics: tuple[MetricSpec, ...] = ()
@@ -191,6 +211,7 @@ class Paper:
     claim_variants: Mapping[str, str] = field(default_factory=dict)
     curves: tuple[str, ...] = ()
     convergence: Mapping[str, float] = field(default_factory=dict)
+    memory: MemoryFamily | None = None
 
     def variant(self, name: str) -> Variant:
         for v in self.variants:
@@ -213,6 +234,8 @@ STANDARD_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("compile_s", "lower", "s", quality=False),
     MetricSpec("peak_memory_bytes", "lower", "bytes", quality=False),
     MetricSpec("peak_live_bytes", "lower", "bytes", quality=False),
+    MetricSpec("resident_bytes", "lower", "bytes", quality=False,
+               doc="every level's parameters and optimizer state (a step's inputs: not in peak_live_bytes)"),
     MetricSpec("flops_hypergrad", "lower", "FLOP", quality=False),
     MetricSpec("inner_step_evals", "lower", "count", quality=False),
     MetricSpec("memory_kind", kind="text"),

@@ -33,7 +33,7 @@ from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_s
 from mlo_bench.suite.engine.levels import chain, steps_per_level
 from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
 from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
-from mlo_bench.suite.engine.trees import tree_vdot
+from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
 from mlo_bench.suite.measure import floor
 from mlo_bench.suite.measure.instruments import PhaseTimer, Stages
 from mlo_bench.suite.run import interrupt
@@ -228,6 +228,8 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
         if fused is not None:
             metrics["compile_s"] += fused.compile(params, states, mstate)
     metrics["peak_live_bytes"] = run.count_bytes(params, states, mstate, fused)
+    metrics["resident_bytes"] = sum(int(getattr(x, "nbytes", 0)) for tree in (params, states, mstate)
+                                    for x in tree_leaves(tree))
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     metrics["examples_per_step"] = run.batches.examples_per_step()
@@ -322,8 +324,9 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
         capture["method_state"] = backend.tree_to_numpy(mstate)
     hb = hb if hb is not None else run.hyper_batches(last_rounds, last_top)
     # one hypergradient's and one lower-level gradient's time, in interleaved pairs, outside the clock
-    with stages("floor"):
-        metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
+    if plan.floor:
+        with stages("floor"):
+            metrics.update(floor.measure(run, params, states, mstate, last_rounds, last_top))
     with stages("task_metrics"):
         metrics.update(run.task.metrics(backend, params))
     with stages("evaluate"):

@@ -15,7 +15,7 @@ The mapping (HF linear weights are ``(out, in)``; ours ``(in, out)``, so every l
 ``embeddings.word_embeddings.weight``                   ``tok_emb`` (V, d)
 ``embeddings.position_embeddings.weight`` + type row 0  ``pos_emb`` (max_len, d)
 ``embeddings.LayerNorm.{weight,bias}``                  ``emb_ln_g``, ``emb_ln_b``
-``encoder.layer.{i}.attention.self.{query,key,value}``  ``L{i}_{q,k,v}_{w,b}``
+``encoder.layer.{i}.attention.self.{query,key,value}``  ``L{i}_{q,k,v}_w``, ``L{i}_{q,v}_b``
 ``encoder.layer.{i}.attention.output.dense``            ``L{i}_o_{w,b}``
 ``encoder.layer.{i}.attention.output.LayerNorm``        ``L{i}_ln1_{g,b}``
 ``encoder.layer.{i}.intermediate.dense``                ``L{i}_ff1_{w,b}`` (d, ff)
@@ -25,7 +25,9 @@ The mapping (HF linear weights are ``(out, in)``; ours ``(in, out)``, so every l
 ``classifier`` (only in a fine-tuned checkpoint)        ``fc_w`` (d, C), ``fc_b``
 ======================================================  ===============================
 
-``token_type_embeddings[0]`` is folded into ``pos_emb``: the transformer has no segment ids, every token is of type
+The key projection's bias is not read: it adds one vector to every key, which shifts all of a query's scores by the
+same amount, and softmax ignores that — the bias changes no output (and its gradient is exactly zero), so the
+transformer has none. ``token_type_embeddings[0]`` is folded into ``pos_emb``: the transformer has no segment ids, every token is of type
 0, and BERT adds word + position + type embeddings before the LayerNorm, so ``pos_emb + type[0]`` is exact.
 Attention heads need no remapping: HF's head ``h`` uses output columns ``h·d/H … (h+1)·d/H`` of query / key /
 value, the usual contiguous split. The classifier head is not part of a pretrained BERT and is left out (the caller
@@ -44,7 +46,7 @@ TORCH_SUFFIXES = (".bin", ".pt", ".pth")
 #: ours → (HF name under ``encoder.layer.{i}.``, transpose, HF shape: d = hidden, f = intermediate size)
 LAYER_MAP = {
     "q_w": ("attention.self.query.weight", True, "dd"), "q_b": ("attention.self.query.bias", False, "d"),
-    "k_w": ("attention.self.key.weight", True, "dd"), "k_b": ("attention.self.key.bias", False, "d"),
+    "k_w": ("attention.self.key.weight", True, "dd"),  # key.bias: not read (no effect on the output, see above)
     "v_w": ("attention.self.value.weight", True, "dd"), "v_b": ("attention.self.value.bias", False, "d"),
     "o_w": ("attention.output.dense.weight", True, "dd"), "o_b": ("attention.output.dense.bias", False, "d"),
     "ln1_g": ("attention.output.LayerNorm.weight", False, "d"),

@@ -49,7 +49,9 @@ def linear_init(rng: np.random.Generator, fan_in: int, fan_out: int, prefix: str
 
 
 def linear(ops: Any, params: dict[str, Any], prefix: str, x: Any) -> Any:
-    return ops.matmul(x, params[f"{prefix}_w"]) + params[f"{prefix}_b"]
+    """``x W + b``; the bias in the matmul's compute dtype (``ops.to_compute``: under autocast a float32 bias would
+    promote the low-precision product back to float32)."""
+    return ops.matmul(x, params[f"{prefix}_w"]) + ops.to_compute(params[f"{prefix}_b"])
 
 
 def _flatten(ops: Any, x: Any) -> Any:

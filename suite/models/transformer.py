@@ -17,10 +17,14 @@ Choices, and why:
   the ops protocol has; LayerNorm and attention are written from ``mean``, ``sqrt``, ``softmax`` and ``matmul``, so
   the counted bytes are those of this composition, not of a fused kernel (torch's ``layer_norm`` saves fewer
   intermediates) — the same on every method, which is what a memory *ratio* needs.
+- **No key bias**: it adds one vector to every key, shifting all of a query's scores by the same amount, which
+  softmax ignores — it changes no output and its gradient is exactly zero, so Adam would only amplify round-off in it
+  (and two backends would then disagree on a parameter that does nothing). BERT's checkpoints have one; the loader
+  leaves it out (exact).
 - Masked scores are set to −10⁴ (not −∞ or −10⁹: finite in fp16, whose largest value is 65,504), as BERT's code did.
 
 Sizes (:data:`SIZES`, ``task.size=NAME``): parameter counts for 2 classes, from :func:`count_params` —
-tiny 18,946 (the default tests), 1m 0.95M, 4m 3.78M, 16m 17.3M, 64m 67.0M, base 109.5M (BERT-base: 12 layers × 768,
+tiny 1,210 (the default tests), 1m 0.95M, 4m 3.78M, 16m 17.3M, 64m 67.0M, base 109.47M (BERT-base: 12 layers × 768,
 12 heads, 3,072-wide MLP, a 30,522-token vocabulary, 512 positions).
 """
 
@@ -53,7 +57,7 @@ class Shape:
 
 #: named sizes, smallest first; ``base`` is BERT-base
 SIZES: dict[str, Shape] = {
-    "tiny": Shape(vocab_size=64, d_model=16, n_layers=1, n_heads=2, d_ff=32, max_len=32),
+    "tiny": Shape(vocab_size=32, d_model=8, n_layers=1, n_heads=2, d_ff=16, max_len=32),
     "1m": Shape(vocab_size=4096, d_model=128, n_layers=2, n_heads=2, d_ff=512, max_len=128),
     "4m": Shape(vocab_size=8192, d_model=256, n_layers=2, n_heads=4, d_ff=1024, max_len=128),
     "16m": Shape(vocab_size=8192, d_model=512, n_layers=4, n_heads=8, d_ff=2048, max_len=512),
@@ -65,7 +69,7 @@ SIZES: dict[str, Shape] = {
 def count_params(shape: Shape, n_classes: int) -> int:
     """The number of parameters of :func:`transformer` (closed form; equals ``nn.n_params(model.init(rng))``)."""
     d, f = shape.d_model, shape.d_ff
-    per_layer = 4 * (d * d + d) + 2 * d + (d * f + f) + (f * d + d) + 2 * d
+    per_layer = 4 * d * d + 3 * d + 2 * d + (d * f + f) + (f * d + d) + 2 * d
     return ((shape.vocab_size + shape.max_len) * d + 2 * d + shape.n_layers * per_layer + (d * d + d)
             + (d * n_classes + n_classes))
 
@@ -75,7 +79,7 @@ def layer_norm(ops: Any, x: Any, gamma: Any, beta: Any, eps: float = 1e-12) -> A
     mu = ops.mean(x, axis=-1)[..., None]
     centred = x - mu
     var = ops.mean(centred * centred, axis=-1)[..., None]
-    return centred / ops.sqrt(var + eps) * gamma + beta
+    return centred / ops.sqrt(var + eps) * ops.to_compute(gamma) + ops.to_compute(beta)
 
 
 def gelu(ops: Any, x: Any) -> Any:
@@ -102,7 +106,8 @@ def transformer(n_classes: int, shape: Shape) -> Model:
             for name, fan_in, fan_out in (("q", d, d), ("k", d, d), ("v", d, d), ("o", d, d),
                                           ("ff1", d, shape.d_ff), ("ff2", shape.d_ff, d)):
                 out[f"L{i}_{name}_w"] = _normal(rng, (fan_in, fan_out))
-                out[f"L{i}_{name}_b"] = np.zeros(fan_out)
+                if name != "k":  # a key bias shifts a query's scores by one constant: softmax ignores it
+                    out[f"L{i}_{name}_b"] = np.zeros(fan_out)
             for ln in ("ln1", "ln2"):
                 out[f"L{i}_{ln}_g"], out[f"L{i}_{ln}_b"] = np.ones(d), np.zeros(d)
         out["pool_w"], out["pool_b"] = _normal(rng, (d, d)), np.zeros(d)
@@ -115,7 +120,7 @@ def transformer(n_classes: int, shape: Shape) -> Model:
     def block(ops: Any, p: dict[str, Any], i: int, x: Any, keep: Any) -> Any:
         n, s = x.shape[0], x.shape[1]
         q = heads(ops, linear(ops, p, f"L{i}_q", x), n, s)
-        k = heads(ops, linear(ops, p, f"L{i}_k", x), n, s)
+        k = heads(ops, ops.matmul(x, p[f"L{i}_k_w"]), n, s)
         v = heads(ops, linear(ops, p, f"L{i}_v", x), n, s)
         scores = ops.matmul(q, ops.swapaxes(k, -1, -2)) * scale  # (n, h, s, s)
         scores = ops.where(keep, scores, ops.zeros_like(scores) + MASKED_SCORE)
@@ -129,7 +134,7 @@ def transformer(n_classes: int, shape: Shape) -> Model:
         s = ids.shape[1]
         if s > shape.max_len:
             raise ValueError(f"transformer: sequences of {s} tokens exceed max_len {shape.max_len}")
-        x = params["tok_emb"][ids] + params["pos_emb"][:s]
+        x = ops.to_compute(params["tok_emb"][ids] + params["pos_emb"][:s])
         x = layer_norm(ops, x, params["emb_ln_g"], params["emb_ln_b"])
         keep = (ids != PAD_ID)[:, None, None, :]  # (n, 1, 1, s): attend to real tokens only
         for i in range(shape.n_layers):

@@ -35,6 +35,7 @@ from mlo_bench.suite.report.sections import (
     engines,
     failures,
     floor,
+    memory,
     overview,
     papers,
     precision,
@@ -49,8 +50,8 @@ from mlo_bench.suite.run.records import iter_record_paths, read_records, write_a
 
 #: the report, part by part, in order
 PARTS: tuple[Part, ...] = (overview.part, summary.part, choice.part, tasks.part, bench.part, complexity.part,
-                           engines.part, floor.part, precision.part, scaling.part, papers.part, curves.part,
-                           convergence.part, claims.part, timing.part, failures.part, about.part)
+                           engines.part, floor.part, precision.part, memory.part, scaling.part, papers.part,
+                           curves.part, convergence.part, claims.part, timing.part, failures.part, about.part)
 #: the parts whose sections are folded (:attr:`~.render.doc.Section.folded`: heading and first paragraph in view, the
 #: rest behind ``<details>``): the report leads with the answer (``overview``) and the summary, and keeps the dumps
 #: — every setting's full table, the long lists — one click away

@@ -56,6 +56,8 @@ class Plan:
     level_steps: dict[str, int]
     threads: int
     fused: bool | None
+    #: time the hypergradient against one lower gradient after training (suite/measure/floor.py)
+    floor: bool = True
     #: the ``precision`` key parsed (:class:`mlo_bench.suite.engine.precision.Precision`; fp32 unless chosen)
     precision: Any = None
     #: the task :func:`prepare` built to check its levels, until a run takes it (:func:`take_task`); not config
@@ -153,8 +155,8 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         hypergrad_check=bool(config["hypergrad_check"]), isolate=bool(config["isolate"]),
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
-        fused=config["fused"], precision=precision, task=task, world_size=world_size,
-        parallel_timeout_s=timeout_s,
+        fused=config["fused"], floor=bool(config.get("floor", True)), precision=precision, task=task,
+        world_size=world_size, parallel_timeout_s=timeout_s,
     )
 
 

@@ -12,11 +12,12 @@ report) and its figures into ``ctx.figures``, and draws none when that is ``None
 
 Parts, in report order: ``overview`` (the answer first: per task its quality-versus-cost figure and the choice
 sentences), ``summary``, ``choice`` ("which one should I use": every combination's numbers), ``tasks`` (each task's
-settings and size scaling), ``bench`` (pytest-benchmark), ``complexity`` (the O(d²)/O(d³) size sweep),
-``engines`` (peer engines side by side), ``floor``, ``precision`` (each method's hypergradient in bf16 / fp16 against
-fp32), ``papers`` (declared paper tables), ``curves`` (trace metrics), ``convergence`` (solvers' trace metrics against
-time and oracle calls, ranked), ``claims``, ``timing``, ``failures`` (runs that did not end ok) and ``about`` (how to
-read the report). The
+settings and size scaling), ``bench`` (pytest-benchmark), ``complexity`` (the O(d²)/O(d³) size sweep), ``engines``
+(peer engines side by side), ``floor``, ``precision`` (each method's hypergradient in bf16 / fp16 against fp32),
+``memory`` (counted bytes against model size, a fitted model per method and precision, the largest model per GPU),
+``papers`` (declared paper tables), ``curves`` (trace metrics), ``convergence`` (solvers' trace metrics against time
+and oracle calls, ranked), ``claims``, ``timing``, ``failures`` (runs that did not end ok) and ``about`` (how to read
+the report). The
 other modules here are their helpers: ``tables`` (settings, comparison tables, coverage), ``complexity_fit`` and
 ``complexity_gap`` (the fit and the wall-time/FLOP gap) and ``paper_figures`` (a paper table's figure).
 """
