@@ -27,8 +27,9 @@ The mapping (HF linear weights are ``(out, in)``; ours ``(in, out)``, so every l
 
 The key projection's bias is not read: it adds one vector to every key, which shifts all of a query's scores by the
 same amount, and softmax ignores that — the bias changes no output (and its gradient is exactly zero), so the
-transformer has none. ``token_type_embeddings[0]`` is folded into ``pos_emb``: the transformer has no segment ids, every token is of type
-0, and BERT adds word + position + type embeddings before the LayerNorm, so ``pos_emb + type[0]`` is exact.
+transformer has none. ``token_type_embeddings[0]`` is folded into ``pos_emb``: the transformer has no segment ids,
+every token is of type 0, and BERT adds word + position + type embeddings before the LayerNorm, so ``pos_emb +
+type[0]`` is exact.
 Attention heads need no remapping: HF's head ``h`` uses output columns ``h·d/H … (h+1)·d/H`` of query / key /
 value, the usual contiguous split. The classifier head is not part of a pretrained BERT and is left out (the caller
 keeps its own initialisation) unless the file has ``classifier.*``; a checkpoint without a pooler (``BertForMaskedLM``)
