@@ -1,4 +1,16 @@
-"""Contract tests over every registered plugin: whatever is added to tasks/, backends/ or methods/ is covered."""
+"""Contract tests over every registered plugin: whatever is added to tasks/, backends/ or methods/ is covered.
+
+The cross product task × backend × method (8 × 9 × 16 = 1,152 runs of two outer steps) is ``slow`` (``pytest -m
+slow``, ``tox -e slow``); the default run takes the subset :func:`covering` computes from the registries — every
+method on the oracle task on every backend, every other task once on every backend but a peer engine, with the
+hypergradient methods dealt in turn — so every task × backend and method × backend pair is run at least once and a new
+plugin is covered without an edit here. Measured 2026-12-03 on the shared 2-core machine: ``pytest -q
+tests/test_contract.py`` 185 passed, 6 skipped in 201 s at load 2.0 (165 combinations, 56 of them on an installed
+backend); before, the default 379 combinations (every combination but a peer engine off the oracle task and the
+stochastic solvers crossed with other problems) took ≈ 16 minutes of the whole run at load 2.5. The slowest of the
+subset are naive × unroll on the neural tasks (10–18 s: naive materialises the best-response Jacobian) and jax on
+darts (23 s of compile).
+"""
 
 from __future__ import annotations
 
