@@ -143,3 +143,17 @@ def test_memory_fit_recovers_a_known_model_and_predicts_the_largest_fit():
     p80 = memory.largest(m, mwn_text.family_activations, 80 * memory.GIB)
     assert a * p24 + b * mwn_text.family_activations(p24) + c == pytest.approx(24 * memory.GIB, rel=1e-6)
     assert p80 > p24 > 1e8
+
+
+def test_the_report_fits_a_memory_model_to_counted_runs_at_three_sizes(tmp_path):
+    from mlo_bench.suite.report.build import build
+
+    for vocab in (32, 64, 128):  # three parameter counts of the tiny shape
+        execute(prepare(compose([*SMALL, "backend=torch", "method=darts", "steps=1", f"task.vocab_size={vocab}",
+                                 f"results_dir={tmp_path / 'runs'}"])))
+    build([tmp_path / "runs"], tmp_path / "report", [], draw=False)
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text[text.index("## Memory model"):]
+    # a plain darts run in fp32 is the variant mwn-fp32 (the first the run's method and overrides match)
+    assert "| torch | mwn-fp32 | fp32 |" in section and "largest at 141 GiB" in section
+    assert "| 1.3k | 1.5k | 2.0k |" in section, section  # the three sizes, scaled

@@ -52,7 +52,7 @@ def points(w: pd.DataFrame) -> pd.DataFrame:
               & w[fam.params_metric].notna() & w[fam.activations_metric].notna()]
         for _, r in t.iterrows():
             cuda = r.get("memory_kind") == "cuda_allocated"
-            rows.append({"task": task, "backend": r["backend"], "variant": r.get("variant") or r["method"],
+            rows.append({"task": task, "backend": r["backend"], "variant": r.get("task_variant") or r["method"],
                          "precision": r.get("precision") or "fp32", "status": r["status"],
                          "P": float(r[fam.params_metric]), "A": float(r[fam.activations_metric]),
                          "bytes": float(r["peak_live_bytes"]) + float(r["resident_bytes"]),
@@ -104,7 +104,14 @@ def models(pts: pd.DataFrame) -> pd.DataFrame:
 def _params(p: float) -> str:
     if not math.isfinite(p):
         return "–"
+    if p < 1e5:
+        return f"{p / 1e3:.1f}k"
     return f"{p / 1e9:.2f}B" if p >= 1e9 else f"{p / 1e6:.0f}M" if p >= 1e7 else f"{p / 1e6:.1f}M"
+
+
+def _mib(x: float) -> str:
+    m = x / MIB
+    return f"{m:,.0f}" if m >= 100 else f"{m:.3g}"
 
 
 def fit_table(mod: pd.DataFrame, task: str) -> Table:
@@ -139,7 +146,7 @@ def measured_table(pts: pd.DataFrame, mod: pd.DataFrame, task: str) -> Table:
                 row.append(cell("–"))
                 continue
             r = h.iloc[0]
-            text = f"{r['bytes'] / MIB:,.0f}" + (f" ({r['rss'] / MIB:,.0f})" if math.isfinite(r["rss"]) else "")
+            text = _mib(r["bytes"]) + (f" ({_mib(r['rss'])})" if math.isfinite(r["rss"]) else "")
             if math.isfinite(r["cuda"]):
                 m = mod[(mod["task"] == task) & (mod["backend"] == backend) & (mod["variant"] == variant)
                         & (mod["precision"] == prec)]
