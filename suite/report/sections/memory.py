@@ -168,18 +168,22 @@ def figure(pts: pd.DataFrame, task: str, path) -> Figure | None:
         return None
     plt, _ = figs.pyplot()
     precs = sorted(set(t["precision"]), key=_order)
-    fig, axes = plt.subplots(1, len(precs), figsize=(4.2 * len(precs), 3.6), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(precs), figsize=(4.6 * len(precs), 4.0), sharey=True, squeeze=False)
+    cmap = plt.get_cmap("tab20")
+    colour = {v: cmap(i % 20) for i, v in enumerate(sorted(set(t["variant"])))}  # one colour per method, every panel
     for ax, prec in zip(axes[0], precs, strict=True):
         for (backend, variant), g in t[t["precision"] == prec].groupby(["backend", "variant"]):
             g = g.sort_values("A").drop_duplicates("P").sort_values("P")
             style = "-" if backend == "torch" else "--"
-            ax.plot(g["P"], g["bytes"] / MIB, style, marker="o", markersize=3, label=f"{variant} ({backend})")
+            ax.plot(g["P"], g["bytes"] / MIB, style, marker="o", markersize=3, color=colour[variant],
+                    label=f"{variant} ({backend})")
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel("parameters")
         ax.set_title(prec)
     axes[0][0].set_ylabel("counted MiB per outer step")
-    axes[0][-1].legend(fontsize=6, ncol=2)
+    for ax in axes[0]:
+        ax.legend(fontsize=5.5, ncol=2, loc="upper left")
     fig.suptitle(f"{task}: memory against model size")
     return Figure(figs.save(fig, path), f"{task}: counted bytes (live + resident) against parameters, per precision")
 
