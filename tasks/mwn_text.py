@@ -32,6 +32,7 @@ precision) — with its claims (``tasks/claims/mwn_text.csv``): memory ratios ju
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -159,14 +160,24 @@ VARIANTS = (
 FAMILY = {"layers": 12, "vocab": 30522, "positions": 512, "classes": 2, "sequences": 64, "seq_len": 128}
 
 
-def family_width(n_params: float) -> float:
-    """The width d of the family's model with ``n_params`` parameters: the positive root of
-    ``P(d) = (12 · 12 + 1) d² + (V + positions + 2 + 12 · 12 + 1 + classes) d + classes``
-    (:func:`~mlo_bench.suite.models.transformer.count_params` with ``d_ff = 4d``; a test checks the two agree)."""
+def _family_params(d: int) -> int:
     f = FAMILY
-    a = 12 * f["layers"] + 1
-    b = f["vocab"] + f["positions"] + 2 + 12 * f["layers"] + 1 + f["classes"]
-    c = f["classes"] - n_params
+    return tf.count_params(tf.Shape(f["vocab"], d, f["layers"], 1, 4 * d, f["positions"]), f["classes"])
+
+
+@functools.cache
+def _family_coefficients() -> tuple[float, float, float]:
+    p0, p1, p2 = (_family_params(d) for d in (0, 1, 2))
+    a = (p2 - 2 * p1 + p0) / 2
+    return a, p1 - p0 - a, p0
+
+
+def family_width(n_params: float) -> float:
+    """The width d of the family's model with ``n_params`` parameters: the positive root of the quadratic
+    :func:`~mlo_bench.suite.models.transformer.count_params` is in d (``d_ff = 4d``), its coefficients read off
+    the count at d = 0, 1, 2."""
+    a, b, p0 = _family_coefficients()
+    c = p0 - n_params
     return (-b + math.sqrt(b * b - 4 * a * c)) / (2 * a)
 
 
@@ -188,7 +199,7 @@ PAPER = Paper(
     variants=VARIANTS,
     tables=(PaperTable(
         "Meta-Weight-Net on a transformer text classifier (Betty Table 2, our analogue)",
-        tuple(v.name for v in VARIANTS), column="task.imbalance_factor", column_label="IF",
+        ("baseline", "mwn-fp32", "mwn-fp16", "mwn-bf16"), column="task.imbalance_factor", column_label="IF",
         quality="test_accuracy", cost=("peak_live_bytes", "peak_memory_bytes", "time_total_s"),
         treatments=("task.reweight", "precision.name")),),
     claims="mwn_text.csv",

@@ -46,6 +46,19 @@ def hypergrad_at_best_response(backend, task, method: str, unroll_steps: int = 1
     return backend.tree_to_numpy(hg), top
 
 
+def initial_state(b, task):
+    """``(levels, params, states, batches)`` of ``task`` on backend ``b``: the parameters of seed 0, fresh optimizer
+    states and every level's step-0 batch (the task's data included), as backend arrays."""
+    from mlo_bench.suite.engine import optim
+
+    levels = task.levels()
+    params = b.tree_asarray(task.init_params(np.random.default_rng(0)))
+    states = {lv.name: optim.init(b.ops, lv.optimizer, params[lv.name]) for lv in levels}
+    data = b.tree_asarray(task.data())
+    batches = {lv.name: {**data, **b.tree_asarray(task.batch(lv.name, 0))} for lv in levels}
+    return levels, params, states, batches
+
+
 def rel_error(a, b) -> float:
     a, b = np.ravel(a["w"]), np.ravel(b["w"])
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))

@@ -10,7 +10,7 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import make_backend
+from conftest import initial_state, make_backend
 from test_data import write_cifar
 
 from mlo_bench.suite.certify.verify import max_rel_diff
@@ -115,12 +115,7 @@ def test_weight_net_maps_losses_to_weights_in_0_1():
 def _hypergrad(backend_name, method, dtype="float32", knobs=()):
     plan = prepare(compose([*SMALL, f"backend={backend_name}", f"method={method}", f"dtype={dtype}", *knobs]))
     b = make_backend(backend_name, dtype)
-    task = plan.task_cls(plan.task_cfg, 0)
-    levels = task.levels()
-    params = b.tree_asarray(task.init_params(np.random.default_rng(0)))
-    states = {lv.name: optim.init(b.ops, lv.optimizer, params[lv.name]) for lv in levels}
-    data = b.tree_asarray(task.data())
-    batches = {lv.name: {**data, **b.tree_asarray(task.batch(lv.name, 0))} for lv in levels}
+    levels, params, states, batches = initial_state(b, plan.task_cls(plan.task_cfg, 0))
     # one inner step first, so that the state is not the initialisation (momentum buffers are non-zero)
     g = b.grad(lambda th: levels[1].loss(b.ops, {**params, "classifier": th}, batches["classifier"]))(
         params["classifier"])

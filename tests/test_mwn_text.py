@@ -7,10 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import make_backend
+from conftest import initial_state, make_backend
 
 from mlo_bench.suite.certify.verify import max_rel_diff
-from mlo_bench.suite.engine import optim
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn
 from mlo_bench.suite.models import nn
 from mlo_bench.suite.models import transformer as tf
@@ -86,12 +85,7 @@ def test_under_autocast_activations_stay_in_the_low_precision():
 def _hypergrad(backend_name, method):
     plan = prepare(compose([*SMALL, f"backend={backend_name}", f"method={method}", "dtype=float64"]))
     b = make_backend(backend_name, "float64")
-    task = plan.task_cls(plan.task_cfg, 0)
-    levels = task.levels()
-    params = b.tree_asarray(task.init_params(np.random.default_rng(0)))
-    states = {lv.name: optim.init(b.ops, lv.optimizer, params[lv.name]) for lv in levels}
-    data = b.tree_asarray(task.data())
-    batches = {lv.name: {**data, **b.tree_asarray(task.batch(lv.name, 0))} for lv in levels}
+    levels, params, states, batches = initial_state(b, plan.task_cls(plan.task_cfg, 0))
     hyper = hypergradient_fn(b, plan.method, plan.method_cfg, levels, 1)
     hg = b.tree_to_numpy(b.compile(hyper, (params, states, batches))[0](params, states, batches))
     b.teardown()
