@@ -24,7 +24,7 @@ Metrics: ``val_mse`` (F at the trained θ), ``weight_clean`` / ``weight_noisy`` 
 training examples: reweighting works when the second falls below the first).
 
 Written against the public names only — ``from mlo_bench import Level, Oracle, Task, register`` and
-``mlo_bench.suite.optim.OptimizerConfig`` — and registered through the entry-point group ``mlo_bench.plugins``
+``mlo_bench.suite.engine.optim.OptimizerConfig`` — and registered through the entry-point group ``mlo_bench.plugins``
 (``pyproject.toml``), so ``pip install`` is the whole installation.
 """
 
@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from mlo_bench import Level, Oracle, Task, register
-from mlo_bench.suite.optim import OptimizerConfig
+from mlo_bench.suite.engine.optim import OptimizerConfig
 
 __version__ = "0.1.0"
 
