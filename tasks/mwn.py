@@ -164,6 +164,11 @@ VARIANTS = (
     Variant("darts-5", "darts", {**_REWEIGHT, "inner_steps": 5}, _NAIVE, label="Betty darts, 5 steps"),
 )
 _REWEIGHTING = tuple(v.name for v in VARIANTS if v.name != "erm")
+#: Betty's MWN tutorial in fp16 (its ``Config(fp16=True)``): darts-1 under fp16 autocast with dynamic loss scaling;
+#: not a row of Table 1, only the tutorial's memory claim (judged on a ResNet-32, ``experiment=mwn_precision_memory``)
+TUTORIAL_FP16 = Variant("darts-1-fp16", "darts", {**_REWEIGHT, "precision.name": "fp16"}, _NAIVE,
+                        label="Betty darts, 1 step, fp16",
+                        doc="darts-1 in fp16 autocast with dynamic loss scaling (Betty's tutorial, Config(fp16=True))")
 
 
 def _darts_vs(den: str) -> tuple[Comparison, ...]:
@@ -180,7 +185,7 @@ PAPER = Paper(
         MetricSpec("clamped_classes", None, "count"),
         MetricSpec("noisy_labels", None, "count"),
     ),
-    variants=VARIANTS,
+    variants=(*VARIANTS, TUTORIAL_FP16),
     tables=(PaperTable(
         "Meta-Weight-Net on long-tailed data (Betty Table 1, our analogue)", tuple(v.name for v in VARIANTS),
         column="task.imbalance_factor", column_label="IF", quality="test_accuracy",
@@ -194,8 +199,10 @@ PAPER = Paper(
                        "memory (peak live bytes) and less wall time", _darts_vs("unroll-1")),
         )),),
     claims="mwn.csv",
-    baselines={("betty2023", "1"): "original-unrolled"},
-    settings={f"cifar10-lt-if{k}": {"task.imbalance_factor": k} for k in (50, 100, 200)},
+    baselines={("betty2023", "1"): "original-unrolled", ("betty-tutorial", "tutorial"): "darts-1"},
+    # the tutorial's ResNet-50 on CIFAR-10 stands as the ResNet-32 here (on any data: counted bytes, relative)
+    settings={**{f"cifar10-lt-if{k}": {"task.imbalance_factor": k} for k in (50, 100, 200)},
+              "cifar10-lt-resnet50": {"task.model": "resnet32"}},
     paper_data={"task.dataset": "cifar10"},
     claim_metrics={"test_accuracy": ("test_accuracy",), "peak_memory": ("peak_live_bytes", "peak_memory_bytes"),
                    "wall_time": ("time_total_s",)},

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 
 from mlo_bench.suite.cli import main as cli_main
+from mlo_bench.suite.report import runs as report_runs
 from mlo_bench.suite.report import specs
 from mlo_bench.suite.report import verdicts as V
 from mlo_bench.suite.report.command import main
@@ -243,10 +244,14 @@ def test_each_task_declares_exactly_its_rows_of_the_reference_claims():
     owners = claims.owners()
     assert set(owners.values()) == {"mwn", "quadratic", "weak_supervision", "domain_adaptation", "data_selection",
                                     "darts", "mwn_text"}
-    assert len(owners) == 34 + 24 + 12 + 13 + 3 + 6
+    extra = {c.claim_id: c for c in claims.task_claims()}
+    assert set(extra) == {"betty-tut-mwn-fp32-mem", "betty-tut-mwn-fp16-mem"}, "claims beside the reference list"
+    assert all(c.source == "betty-tutorial" for c in extra.values()) and not set(extra) & set(reference)
+    assert len(owners) == 34 + 24 + 12 + 13 + 3 + 6 + len(extra)
     for task in set(owners.values()):
         for c in claims.parse(specs.claims_file(task).read_text()):
-            assert c == reference[c.claim_id], f"{task}'s claims CSV differs from the reference at {c.claim_id}"
+            assert c == reference.get(c.claim_id, extra.get(c.claim_id)), f"{task}'s claims CSV differs at {c.claim_id}"
+    assert [c.claim_id for c in claims.all_claims()] == [*reference, *extra], "the reference rows first, then the rest"
     shared = Path(__file__).resolve().parents[2] / "shared" / "reference" / "claims.csv"
     if shared.is_file():
         assert claims.parse(shared.read_text()) == claims.load_claims(), "suite/data/claims.csv is the reference"
@@ -296,6 +301,27 @@ def test_claims_never_compare_across_backends():
     records += [_mwn("torch", "darts", s, peak_live_bytes=80.0) for s in range(3)]
     r = next(r for r in claims.evaluate(claims.load_claims(), records) if r.claim.claim_id == "betty-t1-darts1-mem")
     assert r.verdict == V.NOT_MEASURED and "never ran on one backend" in r.why
+
+
+@pytest.mark.parametrize("fp16_bytes,verdict", [(0.6, V.SUPPORTED), (1.2, V.NOT_SUPPORTED)])
+def test_the_tutorials_fp16_memory_claim_is_judged_on_resnet32_runs_per_backend(fp16_bytes, verdict):
+    """Betty's tutorial (6,817 → 4,397 MiB, 0.645×) as a task-declared claim: darts-1-fp16 ÷ darts-1 on ResNet-32
+    runs; an fp16 darts run without a recorded variant is darts-1-fp16, never darts-1; MLP runs do not count."""
+    def run(precision, seed, model="resnet32", live=1.0e6):
+        r = _mwn("torch", "darts", seed, peak_live_bytes=live)
+        r["config"]["task"]["model"] = model
+        r["config"]["precision"] = {"name": precision, "hypergrad": "same"}
+        return r
+
+    records = [run("fp32", s) for s in range(2)] + [run("fp16", s, live=fp16_bytes * 1.0e6) for s in range(2)]
+    records += [run("fp16", s, model="mlp", live=9.0e6) for s in range(2)]  # another setting: left out
+    by = {r.claim.claim_id: r for r in claims.evaluate(claims.all_claims(), records)}
+    r = by["betty-tut-mwn-fp16-mem"]
+    assert r.owner == "mwn" and "0.645" in r.paper and r.verdict == verdict, (r.measured, r.why)
+    assert r.numbers["torch"]["ratio"] == pytest.approx(fp16_bytes) and r.numbers["torch"]["n"] == 2
+    assert by["betty-tut-mwn-fp32-mem"].verdict == V.NOT_COMPARED, "absolute bytes of the paper's GPU"
+    named = {(r.config["precision"]["name"], report_runs.variant_of(r)) for r in report_runs.prepare(records)}
+    assert named == {("fp32", "darts-1"), ("fp16", "darts-1-fp16")}, "an fp16 darts run is never Table 1's darts-1"
 
 
 @pytest.mark.parametrize("accs,verdict", [

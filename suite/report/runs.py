@@ -5,7 +5,8 @@ time figures were taken on a loaded machine.
   :class:`~mlo_bench.suite.contract.paper.Variant` whose method, backends, overrides and backend knobs the run's
   config matches. Keys that some variant of the task overrides are compared for every variant of the task, at
   their run default (:data:`RUN_DEFAULTS`) when a variant does not set them, so ``unroll-1`` never matches a
-  ``lookahead`` run. A record without a key takes its run default (old records: ``ordering`` = ``inner_first``).
+  ``lookahead`` run, nor ``darts-1`` an fp16 run where a sibling variant sets ``precision.name``. A record
+  without a key takes its run default (old records: ``ordering`` = ``inner_first``).
 - **loaded**: the run's 1-minute load average, at its start or end (``provenance.loadavg_start`` /
   ``loadavg_end``), exceeded its CPU count (``provenance.cpu_count``): other work competed for the cores, so its
   wall times are not comparable. ``None`` when the record did not measure its load.
@@ -22,7 +23,7 @@ from mlo_bench.suite.report import specs
 from mlo_bench.suite.report.tidy import COMPARED_KEYS, flatten, load_of, setting_key
 
 #: run keys added after schema 1's first records, and what a record without them ran with
-RUN_DEFAULTS: dict[str, Any] = {"ordering": "inner_first"}
+RUN_DEFAULTS: dict[str, Any] = {"ordering": "inner_first", "precision.name": "fp32"}
 
 
 @dataclass

@@ -1,6 +1,9 @@
 """The paper-claims table: every claim of the reference list (``suite/data/claims.csv``), measured where a task
 declares it (the task's claims CSV, ``Task.paper.claims``) with the task's variants, settings and rules, and a
-verdict computed from the records by :data:`RULE`. Relative claims are compared per backend, paired by seed."""
+verdict computed from the records by :data:`RULE`. Relative claims are compared per backend, paired by seed.
+
+A task's CSV may also hold claims the reference list lacks (figures of a source beside the papers, e.g. Betty's
+tutorial): they follow the reference rows (:func:`all_claims`), judged by the same rules."""
 
 from __future__ import annotations
 
@@ -80,6 +83,28 @@ def load_claims(text: str | None = None) -> list[Claim]:
     if text is None:
         text = resources.files("mlo_bench.suite.data").joinpath("claims.csv").read_text(encoding="utf-8")
     return parse(text)
+
+
+def task_claims() -> list[Claim]:
+    """The claims the registered tasks declare that the reference list lacks, in task order (one-line error on an
+    id that two tasks declare)."""
+    known, out, seen = {c.claim_id for c in load_claims()}, [], {}
+    for task in sorted(specs.tasks()):
+        path = specs.claims_file(task)
+        for c in parse(path.read_text(encoding="utf-8")) if path is not None and path.is_file() else ():
+            if c.claim_id in known:
+                continue
+            if c.claim_id in seen:
+                raise ValueError(f"claim {c.claim_id!r} is declared by tasks {seen[c.claim_id]!r} and {task!r}; "
+                                 "a claim id names one claim")
+            seen[c.claim_id] = task
+            out.append(c)
+    return out
+
+
+def all_claims() -> list[Claim]:
+    """The reference list, then :func:`task_claims`."""
+    return [*load_claims(), *task_claims()]
 
 
 def owners() -> dict[str, str]:
@@ -246,8 +271,10 @@ def _exponent(res: Result, runs: list[Run], task: str, rule: Any, where: dict[st
 def section(results: list[Result]) -> Section:
     counts = Counter(r.verdict for r in results)
     sec = Section("Paper claims")
-    sec.add(Para(f"{len(results)} claims from the papers (`suite/data/claims.csv`; each task declares its own in "
-                 "its claims CSV): " + ", ".join(f"**{counts.get(v, 0)} {v}**" for v in V.VERDICTS) + "."),
+    extra = len(task_claims())
+    sec.add(Para(f"{len(results)} claims: {len(results) - extra} from the papers (`suite/data/claims.csv`; each task "
+                 f"declares its own in its claims CSV), {extra} that tasks add from other sources: "
+                 + ", ".join(f"**{counts.get(v, 0)} {v}**" for v in V.VERDICTS) + "."),
             Para("Verdict rule (computed from the records; which runs stand for a claim is declared by its task's "
                  "`paper`):"), Bullets(RULE))
     header = ["claim", "source", "compared", "paper", "our analogue", "measured (95% interval)", "verdict"]
@@ -268,6 +295,7 @@ def _table_name(table: str) -> str:
 
 
 def part(ctx: Context) -> Rendered:
-    """The "Paper claims" section over the reference list; the count per verdict goes to the closing line."""
-    results = evaluate(load_claims(), ctx.records)
+    """The "Paper claims" section over the reference list and the tasks' own claims; the count per verdict goes to
+    the closing line."""
+    results = evaluate(all_claims(), ctx.records)
     return Rendered([section(results)], facts=Facts(claims=Counter(r.verdict for r in results)))
