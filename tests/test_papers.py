@@ -68,6 +68,21 @@ def test_variant_is_a_hydra_option_for_the_task_and_backend():
     assert "mwn" in (specs.paper("mwn").variants[0].doc + " mwn")
 
 
+def test_a_recorded_variant_picks_among_variants_its_config_matches_alike():
+    """mwn_text's memory variant ``darts`` and Table 2's ``mwn-fp32`` have the same config: the record's name decides;
+    without one the first declared wins; a bf16 run recorded as either stands for neither."""
+    config = {"task": {"name": "mwn_text", "reweight": True}, "method": {"name": "darts"}, "inner_steps": 1,
+              "precision": {"name": "fp32"}, "seed": 0}
+    def run(variant=None, precision="fp32"):
+        rec = {"task": "mwn_text", "backend": "torch", "method": "darts", "seed": 0, "status": "ok", "metrics": {},
+               "config": {**config, "precision": {"name": precision}, **({"variant": variant} if variant else {})}}
+        return prepare_runs([rec])[0]
+
+    assert variant_of(run("darts")) == "darts" and variant_of(run("mwn-fp32")) == "mwn-fp32"
+    assert variant_of(run()) == "mwn-fp32"
+    assert variant_of(run("darts", "bf16")) is None and variant_of(run("mwn-fp32", "bf16")) is None
+
+
 def test_records_are_recognised_as_their_variant():
     runs = prepare_runs(_records(0.8, 3e5, np.random.default_rng(0), seeds=[0]))
     names = {(r.backend, r.flat["task.imbalance_factor"], variant_of(r)) for r in runs}
@@ -75,8 +90,13 @@ def test_records_are_recognised_as_their_variant():
     unroll = next(r for r in runs if variant_of(r) == "unroll-1")
     unroll.flat["ordering"] = "lookahead"
     assert variant_of(unroll) == "original-unrolled", "the ordering tells the original MWN from unroll-1"
+    unroll.config["variant"] = "original-unrolled"
+    assert variant_of(unroll) == "original-unrolled", "a recorded variant its config matches"
     unroll.config["variant"] = "unroll-1"
-    assert variant_of(unroll) == "unroll-1", "a recorded variant key wins"
+    assert variant_of(unroll) is None, "+variant=unroll-1 ordering=lookahead is overridden away from unroll-1"
+    unroll.flat["ordering"] = "inner_first"
+    unroll.flat["precision.name"] = "bf16"
+    assert variant_of(unroll) is None, "nor is a bf16 run Table 1's unroll-1 (a sibling variant sets the precision)"
 
 
 def test_table_has_a_block_per_backend_a_row_per_variant_and_a_column_per_imbalance_factor():

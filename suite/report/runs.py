@@ -1,12 +1,13 @@
 """Records → comparable runs: flat configs, the task variant each run stands for, the seed pairing, and whether its
 time figures were taken on a loaded machine.
 
-- **variant**: the record's own ``variant`` key when it has one (and its method agrees), else the task's declared
-  :class:`~mlo_bench.suite.contract.paper.Variant` whose method, backends, overrides and backend knobs the run's
-  config matches. Keys that some variant of the task overrides are compared for every variant of the task, at
-  their run default (:data:`RUN_DEFAULTS`) when a variant does not set them, so ``unroll-1`` never matches a
-  ``lookahead`` run, nor ``darts-1`` an fp16 run where a sibling variant sets ``precision.name``. A record
-  without a key takes its run default (old records: ``ordering`` = ``inner_first``).
+- **variant**: the task's declared :class:`~mlo_bench.suite.contract.paper.Variant` whose method, backends, overrides
+  and backend knobs the run's config matches; the record's own ``variant`` key, when it has one, picks among
+  variants that match alike, and a run overridden away from its recorded variant stands for none. Keys that some
+  variant of the task overrides are compared for every variant of the task, at their run default
+  (:data:`RUN_DEFAULTS`) when a variant does not set them, so ``unroll-1`` never matches a ``lookahead`` run, nor
+  ``darts-1`` an fp16 run where a sibling variant sets ``precision.name``. A record without a key takes its run
+  default (old records: ``ordering`` = ``inner_first``).
 - **loaded**: the run's 1-minute load average, at its start or end (``provenance.loadavg_start`` /
   ``loadavg_end``), exceeded its CPU count (``provenance.cpu_count``): other work competed for the cores, so its
   wall times are not comparable. ``None`` when the record did not measure its load.
@@ -93,12 +94,12 @@ def variant_of(run: Run) -> str | None:
     for v in declared:
         if v.method != run.method or (v.backends is not None and run.backend not in v.backends):
             continue
-        if recorded is not None:
-            if recorded == v.name:
-                return v.name
+        if recorded is not None and recorded != v.name:
             continue
         if all(equal(run.value(k), want) for k, want in _expected(v, keys, run.backend).items()):
             return v.name
+        if recorded is not None:
+            return None  # run as the variant, then overridden away from it (e.g. ``+variant=darts-1 precision=bf16``)
     return None
 
 
