@@ -226,6 +226,25 @@ def test_the_report_reads_precision_from_the_records_and_computes_its_sentence(t
     assert "beyond it: `exact` (up to 100×)" in text
     only_fp32 = [r for r in records if r["config"]["precision"]["name"] == "fp32"]
     assert section.part(build.context(only_fp32, tidy(only_fp32), tmp_path, [], draw=False)).sections == []
+    # an fp16 hypergradient that overflowed even at scale 1: its error is null, and cg is no longer within 10×
+    nonfinite = record(4, "cg", "fp16", None)
+    nonfinite["metrics"].update(hypergrad_cosine=None, hypergrad_nonfinite=12.0)
+    records.append(nonfinite)
+    out = section.part(build.context(records, tidy(records), tmp_path, [], draw=False))
+    text = " ".join(b.text for b in out.sections[0].blocks if hasattr(b, "text"))
+    assert "`cg` (non-finite)" in text and "measured: none" in text, text
+    table = next(b for b in out.sections[0].blocks if hasattr(b, "rows"))
+    cells = [c for row in table.rows for c in row if getattr(c, "text", None) == "non-finite"]
+    assert len(cells) == 1 and cells[0].tone == "bad"
+
+
+def test_a_non_finite_hypergradient_is_counted_not_scored():
+    from mlo_bench.suite.engine.compare import hypergrad_errors
+
+    ref = {"w": np.ones(4)}
+    assert hypergrad_errors({"w": np.ones(4)}, ref) == {"hypergrad_rel_error": 0.0, "hypergrad_cosine": 1.0}
+    out = hypergrad_errors({"w": np.array([1.0, np.inf, np.nan, 1.0])}, ref)
+    assert out["hypergrad_nonfinite"] == 2.0 and np.isnan(out["hypergrad_rel_error"])
 
 
 @pytest.mark.slow  # four runs through the CLI, each process importing torch: a minute on 2 loaded cores

@@ -225,6 +225,8 @@ STANDARD_METRICS: tuple[MetricSpec, ...] = (
     MetricSpec("outer_loss", "lower", doc="the top level's loss at the end of training"),
     MetricSpec("hypergrad_rel_error", "lower", quality=False, doc="‖h − h*‖ / ‖h*‖ against the reference"),
     MetricSpec("hypergrad_cosine", "higher", quality=False),
+    MetricSpec("hypergrad_nonfinite", None, "count", quality=False,
+               doc="entries of the checked hypergradient that are not finite (then the two above are null)"),
     MetricSpec("time_inner_s", "lower", "s", quality=False),
     MetricSpec("time_hypergrad_s", "lower", "s", quality=False),
     MetricSpec("time_outer_s", "lower", "s", quality=False),

@@ -63,9 +63,15 @@ def max_rel_diff(a: Any, b: Any) -> float:
 
 def hypergrad_errors(h: Any, ref: Any) -> dict[str, float]:
     """``hypergrad_rel_error`` (‖h − ref‖ / ‖ref‖ over the whole tree) and ``hypergrad_cosine``; NaN where a norm is
-    zero."""
+    zero. Where ``h`` has non-finite entries (an fp16 hypergradient that overflows even at loss scale 1) both are NaN
+    (a record holds them as null) and ``hypergrad_nonfinite`` counts the entries, so that a reader never mistakes
+    the missing error for a missing check."""
     a = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(h)])
     b = np.concatenate([np.ravel(x).astype(np.float64) for x in tree_leaves(ref)])
+    bad = int(np.size(a) - np.isfinite(a).sum())
+    if bad:
+        nan = float("nan")
+        return {"hypergrad_rel_error": nan, "hypergrad_cosine": nan, "hypergrad_nonfinite": float(bad)}
     ref_norm, a_norm = np.linalg.norm(b), np.linalg.norm(a)
     return {
         "hypergrad_rel_error": float(np.linalg.norm(a - b) / ref_norm) if ref_norm > 0 else float("nan"),

@@ -21,7 +21,7 @@ from mlo_bench.suite.report.sections import Context, Rendered, rendered
 
 #: a method "survives" a low precision when its hypergradient error stays within this factor of its fp32 error
 WITHIN = 10.0
-METRICS = ("hypergrad_rel_error", "hypergrad_cosine", "peak_live_bytes", "time_step_s")
+METRICS = ("hypergrad_rel_error", "hypergrad_cosine", "peak_live_bytes", "time_step_s", "hypergrad_nonfinite")
 KEYS = ["task", "precision_setting", "backend", "method", "variant"]
 
 
@@ -34,7 +34,10 @@ def medians(w: pd.DataFrame) -> pd.DataFrame:
     experiments measured in fp32 and in at least one other precision."""
     if "precision" not in w or w.empty:
         return pd.DataFrame()
-    ok = w[w["status"] == "ok"]
+    ok = w[w["status"] == "ok"].copy()
+    if "hypergrad_nonfinite" in ok:  # a non-finite hypergradient is an infinite error, never a missing one
+        bad = ok["hypergrad_nonfinite"].fillna(0) > 0
+        ok.loc[bad, "hypergrad_rel_error"] = math.inf
     present = [m for m in METRICS if m in ok]
     if not present or ok.empty:
         return pd.DataFrame()
@@ -44,7 +47,9 @@ def medians(w: pd.DataFrame) -> pd.DataFrame:
 
 
 def _ratio(x: float, base: float) -> float:
-    return x / base if base and math.isfinite(base) and base > 0 and math.isfinite(x) else math.nan
+    """x / base; inf for a non-finite hypergradient (x = inf) against a finite fp32 error."""
+    ok_base = base and math.isfinite(base) and base > 0
+    return (math.inf if x == math.inf else x / base if math.isfinite(x) else math.nan) if ok_base else math.nan
 
 
 def survivors(med: pd.DataFrame, task: str) -> tuple[list[str], dict[str, float]]:
@@ -60,7 +65,7 @@ def survivors(med: pd.DataFrame, task: str) -> tuple[list[str], dict[str, float]
             if base.empty:
                 continue
             ratios += [_ratio(x, float(base.iloc[0])) for x in h.loc[h["precision"] != "fp32", "hypergrad_rel_error"]]
-        ratios = [r for r in ratios if math.isfinite(r)]
+        ratios = [r for r in ratios if not math.isnan(r)]
         if not ratios:
             continue
         if max(ratios) <= WITHIN:
@@ -77,11 +82,14 @@ def sentence(med: pd.DataFrame, task: str) -> str:
     parts = [f"**{task}**: hypergradient error within {WITHIN:g}× of fp32 in every low precision measured: "
              + (", ".join(f"`{m}`" for m in within) or "none")]
     if worst:
-        parts.append("beyond it: " + ", ".join(f"`{m}` (up to {r:,.0f}×)" for m, r in sorted(worst.items())))
+        parts.append("beyond it: " + ", ".join(f"`{m}` (up to {r:,.0f}×)" if math.isfinite(r)
+                                               else f"`{m}` (non-finite)" for m, r in sorted(worst.items())))
     return "; ".join(parts) + "."
 
 
 def _fmt(x: float, kind: str) -> str:
+    if kind == "err" and x == math.inf:
+        return "non-finite"
     if x is None or not math.isfinite(x):
         return "–"
     if kind == "bytes":
@@ -101,7 +109,7 @@ def table(med: pd.DataFrame, task: str) -> Table:
         b = base.iloc[0] if len(base) else None
         err = r.get("hypergrad_rel_error", math.nan)
         ratio = _ratio(err, b["hypergrad_rel_error"]) if b is not None and "hypergrad_rel_error" in r else math.nan
-        tone = "" if not math.isfinite(ratio) or r["precision"] == "fp32" else ("good" if ratio <= WITHIN else "bad")
+        tone = ("" if r["precision"] == "fp32" or math.isnan(ratio) else "good" if ratio <= WITHIN else "bad")
         rel = [_ratio(r.get(m, math.nan), b[m]) if b is not None and m in r else math.nan
                for m in ("peak_live_bytes", "time_step_s")]
         rows.append([cell(r["method"]), cell(r["backend"]), cell(r["precision"]),
@@ -127,7 +135,8 @@ def figure(med: pd.DataFrame, task: str, path) -> Figure | None:
     for (method, backend), g in t.groupby(["method", "backend"]):
         g = g.set_index("precision").reindex(order)
         style = "-" if backend == "torch" else "--" if backend == "jax" else ":"
-        axes[0].plot(order, g["hypergrad_rel_error"], style, marker="o", label=f"{method} ({backend})")
+        err = g["hypergrad_rel_error"].replace(math.inf, math.nan)  # a non-finite hypergradient: a gap in the line
+        axes[0].plot(order, err, style, marker="o", label=f"{method} ({backend})")
         if "hypergrad_cosine" in g:
             axes[1].plot(order, g["hypergrad_cosine"], style, marker="o")
     axes[0].set_yscale("log")
