@@ -264,3 +264,15 @@ def test_the_gpu_check_script_runs_its_matrix_on_the_cpu_path(tmp_path):
     lines = [ln for ln in done.stdout.splitlines() if ln.split()[:2] == ["quadratic", "torch"]]
     assert sorted(ln.split()[3] for ln in lines) == ["bf16", "bf16/full", "fp16", "fp32"], done.stdout[-2000:]
     assert all(" ok " in ln and "(cpu_rss_delta)" in ln for ln in lines)
+
+
+def test_the_precision_table_names_a_tasks_settings_by_the_knobs_that_differ():
+    import pandas as pd
+
+    from mlo_bench.suite.report.sections.precision import setting_labels
+
+    w = pd.DataFrame({"task": ["da"] * 4 + ["q"], "precision_setting": ["a", "a", "b", "b", "c"],
+                      "task.program": ["lbi", "lbi", "reweight", "reweight", None], "task.pair": ["Cl-Ar"] * 4 + [None],
+                      "steps": [100] * 5, "steps_per_s": [1.0, 2.0, 3.0, 4.0, 5.0]})
+    assert setting_labels(w, "da") == {"a": "program=lbi", "b": "program=reweight"}, "metrics never name a setting"
+    assert setting_labels(w, "q") == {}, "one setting: no label"

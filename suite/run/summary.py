@@ -40,6 +40,8 @@ def summary_lines(record: dict[str, Any]) -> list[str]:
         for key in ("hypergrad_rel_error", "hypergrad_cosine"):
             if m.get(key) is not None:
                 lines.append(f"  {key:<20} {m[key]:.3e}")
+        if m.get("hypergrad_nonfinite"):
+            lines.append(f"  hypergradient        non-finite at the check ({m['hypergrad_nonfinite']:.0f} entries)")
         lines.append(
             "  time per outer step  "
             f"inner {_fmt_time(m.get('time_inner_s'))}, hypergrad {_fmt_time(m.get('time_hypergrad_s'))}, "

@@ -99,11 +99,27 @@ def _fmt(x: float, kind: str) -> str:
     return f"{x:.3g}" if kind == "err" else f"{x:.3f}"
 
 
-def table(med: pd.DataFrame, task: str) -> Table:
+#: config columns beside the ``task.*`` knobs whose differences name a task's settings in the table (``program=lbi``)
+SETTING_COLUMNS = ("inner_steps", "steps", "ordering", "dtype")
+
+
+def setting_labels(w: pd.DataFrame, task: str) -> dict[str, str]:
+    """``precision_setting`` → the knobs that tell it from the task's other settings; ``{}`` with one setting."""
+    t = w[w["task"] == task]
+    if "precision_setting" not in t or t["precision_setting"].nunique() < 2:
+        return {}
+    cols = [c for c in t.columns if (c.startswith("task.") and c != "task.name") or c in SETTING_COLUMNS]
+    first = t.groupby("precision_setting")[cols].first()
+    varying = [c for c in cols if first[c].astype(str).nunique() > 1]
+    return {str(k): ", ".join(f"{c.removeprefix('task.')}={row[c]}" for c in varying) for k, row in first.iterrows()}
+
+
+def table(med: pd.DataFrame, task: str, settings: dict[str, str] | None = None) -> Table:
+    settings = settings or {}
     rows = []
     t = med[med["task"] == task].copy()
     t["_o"] = t["precision"].map(_order)
-    for _, r in t.sort_values(["method", "backend", "_o"]).iterrows():
+    for _, r in t.sort_values(["method", "precision_setting", "backend", "_o"]).iterrows():
         base = t[(t["method"] == r["method"]) & (t["backend"] == r["backend"]) & (t["precision"] == "fp32")
                  & (t["precision_setting"] == r["precision_setting"])]
         b = base.iloc[0] if len(base) else None
@@ -112,7 +128,8 @@ def table(med: pd.DataFrame, task: str) -> Table:
         tone = ("" if r["precision"] == "fp32" or math.isnan(ratio) else "good" if ratio <= WITHIN else "bad")
         rel = [_ratio(r.get(m, math.nan), b[m]) if b is not None and m in r else math.nan
                for m in ("peak_live_bytes", "time_step_s")]
-        rows.append([cell(r["method"]), cell(r["backend"]), cell(r["precision"]),
+        setting = settings.get(str(r["precision_setting"]))
+        rows.append([cell(r["method"] + (f" · {setting}" if setting else "")), cell(r["backend"]), cell(r["precision"]),
                      Cell(_fmt(err, "err") + ("" if r["precision"] == "fp32" or not math.isfinite(ratio)
                                               else f" ({ratio:.3g}×)"), tone=tone),
                      cell(_fmt(r.get("hypergrad_cosine", math.nan), "cos")),
@@ -132,8 +149,8 @@ def figure(med: pd.DataFrame, task: str, path) -> Figure | None:
     plt, _ = figs.pyplot()
     order = sorted(set(t["precision"]), key=_order)
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.4))
-    for (method, backend), g in t.groupby(["method", "backend"]):
-        g = g.set_index("precision").reindex(order)
+    for (method, backend, _), g in t.groupby(["method", "backend", "precision_setting"]):
+        g = g.groupby("precision")[[c for c in METRICS if c in g]].median().reindex(order)
         style = "-" if backend == "torch" else "--" if backend == "jax" else ":"
         err = g["hypergrad_rel_error"].replace(math.inf, math.nan)  # a non-finite hypergradient: a gap in the line
         axes[0].plot(order, err, style, marker="o", label=f"{method} ({backend})")
@@ -160,5 +177,5 @@ def part(ctx: Context) -> Rendered:
             fig = figs.safe(figure, med, task, ctx.figures / f"precision_{task}.png")
             if fig is not None:
                 sec.add(fig)
-        sec.add(table(med, task))
+        sec.add(table(med, task, setting_labels(ctx.wide, task)))
     return rendered(sec)
