@@ -27,7 +27,7 @@ FLAG = "--xla_force_host_platform_device_count"
 
 def xla_flags(world_size: int, flags: str) -> str:
     """``flags`` (an ``XLA_FLAGS`` value) asking for ``world_size`` host devices: first, since XLA stops reading its
-    flags at a token without ``--`` (threads' ``intra_op_parallelism_threads=1``)."""
+    flags at a token without ``--`` (a user's ``intra_op_parallelism_threads=1``, say)."""
     kept = [f for f in flags.split() if not f.startswith(FLAG)]
     return " ".join([f"{FLAG}={world_size}", *kept])
 

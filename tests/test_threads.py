@@ -32,6 +32,7 @@ def test_env_for_carries_the_count_and_xla_flags_only_for_one_thread(monkeypatch
     monkeypatch.delenv("XLA_FLAGS", raising=False)
     one, two = threads.env_for(1), threads.env_for(2)
     assert one["OMP_NUM_THREADS"] == "1" and "--xla_cpu_multi_thread_eigen=false" in one["XLA_FLAGS"]
+    assert all(f.startswith("--") for f in one["XLA_FLAGS"].split()), "XLA stops reading at a token without --"
     assert two["MKL_NUM_THREADS"] == "2" and "XLA_FLAGS" not in two
     assert threads.env_for(0) == {}
     monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false")

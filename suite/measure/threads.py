@@ -8,9 +8,11 @@
 - ``OMP_NUM_THREADS`` / ``MKL_NUM_THREADS`` / ``OPENBLAS_NUM_THREADS`` in the environment, for libraries loaded later
   and for child processes (an isolated worker gets them from its parent before it starts);
 - XLA (jax on CPU): only through ``XLA_FLAGS`` read when jax is first imported, so only when jax is not imported
-  yet. For N = 1 the flags are ``--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1`` (XLA's CPU
-  kernels run on the calling thread); for N > 1 XLA keeps its own pool (one thread per core), which no flag of this
-  jaxlib sizes. What was applied is returned and recorded (``provenance.threads``), ``xla`` included.
+  yet. For N = 1 the flag is ``--xla_cpu_multi_thread_eigen=false`` (XLA's CPU kernels run on the calling thread;
+  the often-copied companion ``intra_op_parallelism_threads=1`` is not an XLA flag, and a token without ``--`` makes
+  XLA stop reading the flags after it: checked with ``--xla_dump_to`` placed after it, which then dumped nothing);
+  for N > 1 XLA keeps its own pool (one thread per core), which no flag of this jaxlib sizes. What was applied is
+  returned and recorded (``provenance.threads``), ``xla`` included.
 
 ``threads=0`` leaves every library at its own default (torch: one thread per core) and records it. A plain-dict
 config without the key runs at 0, as configs written before the key existed did (``RunKey.absent``,
@@ -35,7 +37,7 @@ from mlo_bench.suite.conf.keys import run_key
 #: the ``threads`` key's default (declared in :mod:`mlo_bench.suite.conf.keys`)
 DEFAULT = run_key("threads").default
 ENV = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")
-XLA_ONE = ("--xla_cpu_multi_thread_eigen=false", "intra_op_parallelism_threads=1")
+XLA_ONE = ("--xla_cpu_multi_thread_eigen=false",)
 
 _limits: Any = None  # the threadpoolctl controller: kept so the limits stay in force
 
