@@ -8,6 +8,12 @@ runs is listed in ``methods`` with the library call that computes it (``override
 recorded, not hidden). ``known_issues`` names a method whose released implementation is known to be wrong: verify
 still runs it (the certificate must catch it) and prints the reason beside the failing row.
 
+Mixed precision (``precision=bf16|fp16``, docs/precision.md): a peer's losses are the suite's levels under its base
+backend's autocast (torch) or jmp policy (jax), and every optimizer step, its library's included, takes gradients the
+suite has already unscaled and is skipped by the suite where they are not finite. ``precision_refusals`` names a
+precision × method whose library code sidesteps that — for fp16, a solver that turns an overflow into a finite
+result or raises on it, so the loss scale never sees it — recorded ``unsupported`` with the reason.
+
 A missing library is an availability reason that carries the install command (``mlo-bench list``). ``versions()``
 records the library's version, which path ran (``peer_path``, e.g. torchopt's pure-Python fallback on torch 2.13) and
 the library properties the peer measured on its library at set-up (``peer_notes``: what the library does differently
@@ -31,6 +37,11 @@ EXTRA = 'pip install -e ".[peers]"'
 #: knobs of the suite's methods that the libraries do not have, at the value that matches what the library runs:
 #: cg / neumann started from the last solution (method state), cg stopped at negative curvature
 SUITE_ONLY_KNOBS: dict[str, Any] = {"warm_start": False, "negative_curvature": "continue"}
+#: why a library's cg that stops on a NaN residual (TorchOpt's solve_cg, JAXopt's through jax.scipy's cg) cannot run
+#: under the suite's fp16 loss scale (backends/torchopt.py, jaxopt.py)
+CG_HIDES_OVERFLOW = ("its cg loop stops when the residual is NaN and returns the iterate it had (zero for a non-finite "
+                     "cotangent or Hessian-vector product), so an fp16 overflow would be a finite hypergradient the "
+                     "suite's loss scale never skips")
 
 
 #: ``tree`` with its leaves (in :func:`tree_leaves` order) replaced by ``leaves``
@@ -50,6 +61,9 @@ class Peer:
     features: ClassVar[dict[str, str]] = {}
     #: method -> a known defect of the released library that verify reports beside the row
     known_issues: ClassVar[dict[str, str]] = {}
+    #: ``(precision, method)`` -> why the library's own code for that method bypasses the suite's low-precision path
+    #: or its fp16 loss scale (method ``None``: every method); recorded ``unsupported`` (:meth:`precision_refusal`)
+    precision_refusals: ClassVar[dict[tuple[str, str | None], str]] = {}
 
     @classmethod
     def check_available(cls) -> None:
@@ -79,6 +93,18 @@ class Peer:
 
     def known_issue(self, method: str) -> str | None:
         return self.known_issues.get(method)
+
+    def precision_refusal(self, precision: str, method: str | None = None) -> str | None:
+        """:attr:`precision_refusals`' reason for ``precision`` (every method's, then ``method``'s), else the torch or
+        jax backend's answer: a peer's losses run under the suite's autocast or jmp policy and its optimizer steps
+        take the suite's unscaled gradients, unless the library's own code for the method sidesteps them."""
+        why = self.precision_refusals.get((precision, None))
+        if why:
+            return f"precision={precision} on {self.dist}: {why}"
+        why = self.precision_refusals.get((precision, method)) if method is not None else None
+        if why:
+            return f"precision={precision} × method={method} on {self.dist}: {why}"
+        return super().precision_refusal(precision, method)  # type: ignore[misc]
 
     #: a peer runs one rank: its hypergradient goes through its library, whose derivatives the suite's data-parallel
     #: reductions (backends/_torch_dist.py) never see; ``parallel_reason`` says what the library itself offers

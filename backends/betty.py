@@ -132,7 +132,7 @@ class BettyBackend(Peer, TorchBackend):
     def path(self) -> str:
         return "betty.hypergradient on ImplicitProblems (the suite's loop drives training)"
 
-    def precision_refusal(self, precision: str) -> str | None:
+    def precision_refusal(self, precision: str, method: str | None = None) -> str | None:
         """Betty's half precision is ``Config(fp16=True)``: a ``torch.cuda.amp.GradScaler`` in its own training loop
         (CUDA only), which this adapter does not drive (the suite's loop does): refused, with that reason."""
         where = "CUDA-only" if getattr(self, "device", "cpu") != "cuda" else "inside Betty's own Engine loop"

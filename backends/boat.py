@@ -45,6 +45,15 @@ cotangent v in CG / NS / FD, the whole hypergradient in RAD), returns zeros for 
 run would go on with a zero hypergradient. When v (or RAD's θ_K) is not finite the adapter hands back NaN, so the
 runner records ``diverged`` as on every engine.
 
+Mixed precision (docs/precision.md): BOAT's objectives are the suite's level losses under the torch backend's
+autocast, and its CG / NS / FD are linear in the (loss-scaled) cotangent — FD's radius r/‖v‖ is the same for v and
+S·v — so they run in bf16 and fp16 as the torch backend's methods do. ``unroll`` in fp16 is refused: RAD takes the
+whole hypergradient through ``grad_unused_zero``, so a NaN pullback through the fp16 steps (cotangent finite, θ_K
+finite) becomes a zero hypergradient the loss scale never sees (cotangent 1e6 on the quadratic: NaN on the higher
+engine, zeros through RAD; tests/test_peers_precision.py). In a run the steps are pulled back by the runner, so only
+the hypergradient check goes through RAD: with ``precision.growth_interval=1`` (MWN demo, 50 steps) it recorded
+error 1 (a zero hypergradient) where higher, on the same trajectory, recorded none.
+
 Not the suite's methods (``unsupported`` with the reason, :data:`FEATURES`): BOAT's other hyper-gradient operations
 (IAD, PTT, RGT, FOA, IGA), its gradient-mapping ops that change the lower steps (GDA, DI, DM; NGD, the plain lower
 loop, is the suite's own), its first-order solvers (VSO, VFO, MESO, PGDO), which run their own lower loop and step the
@@ -173,6 +182,9 @@ class BoatBackend(HigherBackend):
                                                     if method == "unroll" else "")
                for method, (op, _) in OPS.items()}
     features = FEATURES
+    precision_refusals = {("fp16", "unroll"): "BOAT's RAD takes the hypergradient through grad_unused_zero, which "
+                                              "returns zeros for a NaN gradient, so an fp16 overflow in the pullback "
+                                              "is a zero hypergradient the suite's loss scale never sees"}
 
     def library_vjp(self, method: str):
         return _boat_vjp(method)

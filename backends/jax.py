@@ -213,7 +213,7 @@ class JaxBackend(MeshMixin, Backend):
 
 
     # mixed precision (suite/engine/precision.py)
-    def precision_refusal(self, precision: str) -> str | None:
+    def precision_refusal(self, precision: str, method: str | None = None) -> str | None:
         """``None`` where ``jmp`` imports (the ``jax`` extra installs it)."""
         try:
             import jmp  # noqa: F401

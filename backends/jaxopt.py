@@ -10,6 +10,13 @@ JAXopt solves the transposed system with ``solve`` and applies −∂²f/∂λ�
 - ``exact``: ``solve=jaxopt.linear_solve.solve_lu`` on the flattened pytree (JAXopt materialises the matrix from
   matvecs, then LU).
 
+Mixed precision (docs/precision.md): the optimality condition is the suite's level loss under the jax backend's jmp
+policy; ``exact`` runs in bf16 and fp16 as the jax backend does (LU carries a NaN through). ``cg`` in fp16 is refused:
+``solve_cg`` is ``jax.scipy.sparse.linalg.cg``, whose loop runs while ``rs > atol²`` — false for a NaN residual — and
+returns the iterate it had, zero for an inf or NaN cotangent (tests/test_peers_precision.py); a forced overflow
+(``task=quadratic precision=fp16 precision.init_scale=1e6 steps=20``) diverges at step 18 where the jax backend's cg
+skips 7 inner and 11 hypergradient steps and ends at its fp16 error (1.25e-3 against the oracle).
+
 JAXopt has no Neumann solver and no unrolled optimizers of its own (its iterative solvers unroll, the suite's optimizer
 steps are not them): every other method is ``unsupported`` here.
 """
@@ -19,7 +26,7 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from mlo_bench.backends._peers import Peer
+from mlo_bench.backends._peers import CG_HIDES_OVERFLOW, Peer
 from mlo_bench.backends.jax import JaxBackend
 from mlo_bench.suite.plugins.registry import register
 
@@ -67,6 +74,8 @@ class JaxoptBackend(Peer, JaxBackend):
     library, dist = "jaxopt", "jaxopt"
     methods = {"cg": "jaxopt.implicit_diff.custom_root + linear_solve.solve_cg",
                "exact": "jaxopt.implicit_diff.custom_root + linear_solve.solve_lu (dense)"}
+    precision_refusals = {("fp16", "cg"): f"jaxopt.linear_solve.solve_cg (jax.scipy.sparse.linalg.cg): "
+                                          f"{CG_HIDES_OVERFLOW}"}
 
     def library_vjp(self, method: str):
         return _jaxopt_vjp(method)

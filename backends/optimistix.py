@@ -28,6 +28,13 @@ outer steps, where the jax backend's cg runs all 100; in float64 (ε 5e8× small
 (``mlo-bench run -m +peers_case=mwn_demo backend=optimistix,jax method=cg dtype=float32,float64``, 2-core CPU at
 load 10–12: 0.56 s for the 100 steps, compile 32.7 s apart; jax × cg 0.58 s, compile 17.1 s).
 
+Mixed precision (docs/precision.md): the minimised function is the suite's level loss under the jax backend's jmp
+policy, so bf16 runs as on the jax backend. fp16 is refused for both methods: lineax's ``linear_solve`` (called with
+``throw=True`` by ``ImplicitAdjoint``) raises on any non-finite solution, so an fp16 overflow — a skipped step and a
+lowered scale under the suite's loss scaling — ends the run ``error`` (``task=quadratic precision=fp16
+precision.init_scale=1e6``: optimistix cg and exact end ``error`` in their first step, jax and jaxopt × exact skip 7
+inner and 11 hypergradient steps and finish).
+
 Optimistix has no Neumann series, no finite-difference step and no unrolled optimizers of the suite's kind (its
 solvers' iterates are differentiated implicitly, not unrolled): every other method is ``unsupported`` here.
 """
@@ -82,6 +89,9 @@ class OptimistixBackend(Peer, JaxBackend):
     library, dist = "optimistix", "optimistix"
     methods = {"cg": "optimistix.minimise + ImplicitAdjoint(lineax.CG)",
                "exact": "optimistix.minimise + ImplicitAdjoint(lineax.LU) (dense)"}
+    precision_refusals = {("fp16", None): "ImplicitAdjoint's lineax.linear_solve raises on a non-finite solution (an "
+                                          "equinox runtime error in the jitted step), so an fp16 overflow ends the run "
+                                          "instead of being skipped by the suite's loss scale"}
 
     def library_vjp(self, method: str):
         return _optimistix_vjp(method)

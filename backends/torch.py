@@ -309,7 +309,7 @@ class TorchBackend(Backend):
         return self.torch.linalg.solve(a, b)
 
     # mixed precision (suite/engine/precision.py)
-    def precision_refusal(self, precision: str) -> str | None:
+    def precision_refusal(self, precision: str, method: str | None = None) -> str | None:
         """``None`` where ``torch.amp.is_autocast_available`` for the device (asked before ``setup`` too: cpu then)."""
         import torch
 

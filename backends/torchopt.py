@@ -29,6 +29,14 @@ Two TorchOpt 0.7.3 properties the adapter works around (each checked against the
   exact), which keeps its own formula in float64. Left as it was, the upper level's Adam moved every torchopt method's
   parameters by ~8e-6 after 5 outer steps (verify's tolerance is 1e-6).
 
+Mixed precision (docs/precision.md): the optimality condition is the suite's level loss, so under the torch
+backend's autocast, and TorchOpt's optimizers take the gradients the suite has unscaled; ``neumann``, ``exact`` and
+``unroll`` run in bf16 and fp16 as the torch backend does. ``cg`` in fp16 is refused (``_peers.CG_HIDES_OVERFLOW``):
+``solve_cg`` (a port of jax.scipy's cg loop) runs while ``rs > atol²``, which is false for a NaN residual, and returns
+the iterate it had — for an inf or NaN cotangent, or a NaN Hessian-vector product, the zero it started from (the
+response VJP is then finite where the torch backend's is NaN; tests/test_peers_precision.py), so an fp16 overflow
+would be a finite, wrong hypergradient that the loss scale never skips.
+
 On torch 2.13 TorchOpt's compiled ops (``torchopt._C``) do not load and it falls back to pure Python; the path that
 ran is recorded in provenance (``peer_path``). Everything else (arrays, timing, memory) is the torch backend's.
 """
@@ -38,7 +46,7 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-from mlo_bench.backends._peers import Peer, rebuild
+from mlo_bench.backends._peers import CG_HIDES_OVERFLOW, Peer, rebuild
 from mlo_bench.backends.torch import TorchBackend, TorchOps
 from mlo_bench.suite.engine.optim import learning_rate
 from mlo_bench.suite.engine.trees import ravel, tree_leaves
@@ -153,6 +161,7 @@ class TorchoptBackend(Peer, TorchBackend):
                "neumann": "torchopt.diff.implicit.custom_root + linear_solve.solve_inv(ns=True)",
                "exact": "torchopt.diff.implicit.custom_root + linear_solve.solve_inv (dense)",
                "unroll": "torchopt.sgd / torchopt.adam functional updates, differentiated with torch.func"}
+    precision_refusals = {("fp16", "cg"): f"torchopt.linear_solve.solve_cg: {CG_HIDES_OVERFLOW}"}
 
     def setup(self, dtype: str, device: str, seed: int) -> None:
         super().setup(dtype, device, seed)

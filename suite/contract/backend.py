@@ -167,10 +167,12 @@ class Backend(ABC):
         the backend cannot count them."""
         return None
 
-    def precision_refusal(self, precision: str) -> str | None:
+    def precision_refusal(self, precision: str, method: str | None = None) -> str | None:
         """Why this backend cannot compute in ``precision`` (``bf16`` | ``fp16``; recorded ``unsupported``), or
-        ``None``: a backend that overrides :meth:`low_precision` overrides this too. Asked before ``setup`` (the
-        plan's admission) and again after it."""
+        ``None``: a backend that overrides :meth:`low_precision` overrides this too. ``method``: the run's method,
+        for a refusal that depends on it (a peer library whose own code for that method bypasses the suite's
+        low-precision path or its fp16 loss scale); ``None``: asked of the backend as a whole, which then refuses only
+        what it refuses for every method. Asked before ``setup`` (the plan's admission) and again after it."""
         return f"backend {self.name} has no mixed-precision path (precision={precision})"
 
     def low_precision(self, loss: Callable[..., Any], precision: str) -> Callable[..., Any]:

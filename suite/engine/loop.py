@@ -79,7 +79,7 @@ class Run:
         #: the levels as the inner phase trains them and as the hypergradient differentiates them (precision.py;
         #: ``self.levels``: full precision, for the monitoring loss and the references)
         self.precision = plan.precision or precision.FP32
-        reason = precision.refusal(backend, self.precision)
+        reason = precision.refusal(backend, self.precision, plan.method.name)
         if reason:
             raise Unsupported(reason)
         self.train_levels = precision.in_precision(backend, self.levels, self.precision.name)

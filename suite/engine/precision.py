@@ -119,11 +119,11 @@ def check(precision: Precision, dtype: str) -> str | None:
     return None
 
 
-def refusal(backend: Any, precision: Precision) -> str | None:
-    """Why ``backend`` cannot compute in ``precision`` (recorded ``unsupported``), or ``None``."""
+def refusal(backend: Any, precision: Precision, method: str | None = None) -> str | None:
+    """Why ``backend`` cannot compute in ``precision`` (recorded ``unsupported``) for ``method``, or ``None``."""
     if not precision.low:
         return None
-    return backend.precision_refusal(precision.name)
+    return backend.precision_refusal(precision.name, method)
 
 
 def in_precision(backend: Any, levels: list[Any], name: str) -> list[Any]:

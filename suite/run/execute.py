@@ -63,7 +63,7 @@ def admission(plan: Plan, backend: Any = None) -> Admission:
             backend = backend if backend is not None else plan.backend_cls(plan.backend_cfg)
             refused = backend.refusal(plan.method.name, plan.method_cfg)
             if refused is None and plan.precision is not None and plan.precision.low:
-                refused = backend.precision_refusal(plan.precision.name)
+                refused = backend.precision_refusal(plan.precision.name, plan.method.name)
         plan.admission = Admission(unavailable, refused)
     return plan.admission
 
