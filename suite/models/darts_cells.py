@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from mlo_bench.suite.models.nn import normalise
+
 Params = dict[str, np.ndarray]
 PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_3x3", "sep_conv_5x5",
               "dil_conv_3x3", "dil_conv_5x5", "conv_3x3")
@@ -34,15 +36,12 @@ PRIMITIVES = ("none", "max_pool_3x3", "avg_pool_3x3", "skip_connect", "sep_conv_
 DARTS_PRIMITIVES = PRIMITIVES[:8]
 _CONVS = {"sep_conv_3x3": (3, 1, True), "sep_conv_5x5": (5, 1, True), "dil_conv_3x3": (3, 2, True),
           "dil_conv_5x5": (5, 2, True), "conv_3x3": (3, 1, False)}  # kernel, dilation, depthwise-separable
-BN_EPS = 1e-5
 
 
 def bn(ops: Any, x: Any) -> Any:
-    """Batch norm of NCHW ``x`` without affine parameters, with the batch's statistics (biased variance)."""
-    mu = ops.mean(x, axis=(0, 2, 3))[None, :, None, None]
-    centred = x - mu
-    var = ops.mean(centred * centred, axis=(0, 2, 3))[None, :, None, None]
-    return centred / ops.sqrt(var + BN_EPS)
+    """Batch norm of NCHW ``x`` without affine parameters, with the batch's statistics (biased variance;
+    synchronised across data-parallel ranks: :func:`mlo_bench.suite.models.nn.normalise`)."""
+    return normalise(ops, x)
 
 
 def _uniform(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:

@@ -125,12 +125,30 @@ def cnn(in_channels: int, size: int, n_classes: int, channels: tuple[int, int] =
 BN_EPS = 1e-5
 
 
+def normalise(ops: Any, x: Any) -> Any:
+    """``x`` (NCHW) centred and scaled per channel by the batch's own statistics (biased variance, as torch in
+    training), without affine parameters.
+
+    Synchronised across data-parallel ranks (SyncBN): where the ops supply ``all_sum`` (ranks are processes,
+    :mod:`mlo_bench.suite.models.batch`) the per-channel sums and the count are summed over the ranks, so the
+    statistics are the whole batch's and an N-rank run computes the one-rank numbers (two differentiable
+    all-reduces of C values per layer and evaluation); elsewhere they are the plain means, bit for bit."""
+    all_sum = getattr(ops, "all_sum", None)
+    if all_sum is None:
+        mu = ops.mean(x, axis=(0, 2, 3))[None, :, None, None]
+        centred = x - mu
+        var = ops.mean(centred * centred, axis=(0, 2, 3))[None, :, None, None]
+    else:
+        count = all_sum(ops.stop_gradient(ops.sum(ops.ones_like(x), axis=(0, 2, 3))))
+        mu = (all_sum(ops.sum(x, axis=(0, 2, 3))) / count)[None, :, None, None]
+        centred = x - mu
+        var = (all_sum(ops.sum(centred * centred, axis=(0, 2, 3))) / count)[None, :, None, None]
+    return centred / ops.sqrt(var + BN_EPS)
+
+
 def batch_norm(ops: Any, x: Any, gamma: Any, beta: Any) -> Any:
-    """Batch normalisation of NCHW ``x`` with the batch's own statistics (biased variance, as torch in training)."""
-    mu = ops.mean(x, axis=(0, 2, 3))[None, :, None, None]
-    centred = x - mu
-    var = ops.mean(centred * centred, axis=(0, 2, 3))[None, :, None, None]
-    return centred / ops.sqrt(var + BN_EPS) * gamma[None, :, None, None] + beta[None, :, None, None]
+    """Batch normalisation of NCHW ``x`` (:func:`normalise`, synchronised across ranks), then the affine map."""
+    return normalise(ops, x) * gamma[None, :, None, None] + beta[None, :, None, None]
 
 
 def _kaiming(rng: np.random.Generator, c_out: int, c_in: int, k: int) -> np.ndarray:
