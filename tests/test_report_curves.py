@@ -19,6 +19,13 @@ TASK = "darts"  # any registered task that declares curves; the report itself ne
 def _record(variant: str, method: str, seed: int, backend: str = "torch", steps: int = 4) -> dict:
     config = {"task": {"name": TASK, "channels": 4}, "backend": {"name": backend}, "method": {"name": method},
               "seed": seed, "steps": steps, "inner_steps": 1, "eval_every": 2, "variant": variant}
+    declared = next(v for v in specs.paper(TASK).variants if v.name == variant)
+    for key, value in declared.overrides.items():  # as +variant=NAME applies them (a record is what it ran)
+        *parents, leaf = key.split(".")
+        node = config
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
     return {"schema": 1, "run_id": None, "task": TASK, "backend": backend, "method": method, "seed": seed,
             "status": "ok", "reason": None, "config": config, "config_hash": f"{variant}-{seed}",
             "metrics": {"outer_loss": 1.0, "derived_accuracy": 0.5, "skip_share": 0.0},
