@@ -120,7 +120,8 @@ def test_a_bad_libsvm_file_is_one_line_naming_the_key_and_exit_2(tmp_path, capsy
 
 
 @pytest.mark.parametrize("solver", SOLVERS)
-@pytest.mark.parametrize("problem_name,task", [("quadratic", "bilevel_quadratic"), ("logreg", "logreg_hyper")])
+@pytest.mark.parametrize("problem_name,task", [("quadratic", "bilevel_quadratic"), ("logreg", "logreg_hyper"),
+                                               ("datacleaning", "data_cleaning")])
 def test_the_experiments_cases_compose_to_benchmark_bilevels_settings(solver, problem_name, task):
     cfg = compose(["+experiment=bilevel_solvers", f"+bilevel_problem={problem_name}", f"+bilevel_solver={solver}",
                    "results_dir=/tmp/unused"])
