@@ -39,6 +39,8 @@ def test_count_jobs():
     assert count_jobs(["method=cg,exact", "seed=0,1,2", "task.d=5"], None) == 6
     assert count_jobs(["seed=0,1"], {"method": "a,b,c", "seed": "0"}) == 6, "command line wins over sweeper params"
     assert count_jobs(["seed=range(4)"], None) == 4
+    experiment = {"+bilevel_problem": "quadratic,logreg,datacleaning", "+bilevel_solver": "soba,amigo", "seed": "0,1"}
+    assert count_jobs(["+bilevel_problem=logreg"], experiment) == 4, "a +key given again replaces the experiment's"
 
 
 @pytest.mark.parametrize("launcher", [

@@ -47,8 +47,8 @@ def _sweeps(task_overrides: list[str], sweeper_params: dict[str, Any] | None) ->
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
     merged: dict[str, str] = {}
-    for key, value in (sweeper_params or {}).items():
-        merged[str(key)] = f"{key}={value}"
+    for key, value in (sweeper_params or {}).items():  # an experiment's ``+bilevel_problem``: the same key as a
+        merged[str(key).lstrip("+~")] = f"{key}={value}"  # command line's, which replaces it
     for item in task_overrides:
         merged[item.split("=", 1)[0].lstrip("+~")] = item
     parser = OverridesParser.create()
