@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.suite.contract import MemoryFamily, MetricSpec, Paper, PaperTable, Task, Variant
+from mlo_bench.suite.contract import ClaimRule, MemoryFamily, MetricSpec, Paper, PaperTable, Task, Variant
 from mlo_bench.suite.engine.optim import OptimizerConfig
 from mlo_bench.suite.models import nn
 from mlo_bench.suite.models import transformer as tf
@@ -209,6 +209,11 @@ PAPER = Paper(
               "sst-bert-base": {"task.size": "base"}},
     paper_data={"task.dataset": "sst"},
     claim_metrics={"test_accuracy": ("test_accuracy",), "peak_memory": ("peak_live_bytes", "peak_memory_bytes")},
+    # "MWN fp32: out of memory" where fp16 fit in 10,511 MiB: a side, not a figure (the paper does not name its GPU)
+    rules={"betty-t2-mwn32-oom": ClaimRule(
+        "ratio", "peak_memory", "mwn-fp32", "mwn-fp16",
+        "MWN fp32 vs MWN fp16 peak memory: fp32 ran out of memory where fp16 fit (10,511 MiB): more than 1×",
+        math.inf, {"task.size": "base"})},
     memory=MemoryFamily(family_activations, "BERT-shaped (12 layers, heads d/64, MLP 4d, 30,522-token vocabulary) at "
                         "the paper preset's batches, 32 + 32 sequences of 128 tokens"),
 )

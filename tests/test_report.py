@@ -245,8 +245,9 @@ def test_each_task_declares_exactly_its_rows_of_the_reference_claims():
     assert set(owners.values()) == {"mwn", "quadratic", "weak_supervision", "domain_adaptation", "data_selection",
                                     "darts", "mwn_text"}
     extra = {c.claim_id: c for c in claims.task_claims()}
-    assert set(extra) == {"betty-tut-mwn-fp32-mem", "betty-tut-mwn-fp16-mem"}, "claims beside the reference list"
-    assert all(c.source == "betty-tutorial" for c in extra.values()) and not set(extra) & set(reference)
+    assert set(extra) == {"betty-tut-mwn-fp32-mem", "betty-tut-mwn-fp16-mem", "betty-t2-mwn32-oom"}, \
+        "claims beside the reference list"
+    assert {c.source for c in extra.values()} == {"betty-tutorial", "betty2023"} and not set(extra) & set(reference)
     assert len(owners) == 34 + 24 + 12 + 13 + 3 + 6 + len(extra)
     for task in set(owners.values()):
         for c in claims.parse(specs.claims_file(task).read_text()):
@@ -322,6 +323,22 @@ def test_the_tutorials_fp16_memory_claim_is_judged_on_resnet32_runs_per_backend(
     assert by["betty-tut-mwn-fp32-mem"].verdict == V.NOT_COMPARED, "absolute bytes of the paper's GPU"
     named = {(r.config["precision"]["name"], report_runs.variant_of(r)) for r in report_runs.prepare(records)}
     assert named == {("fp32", "darts-1"), ("fp16", "darts-1-fp16")}, "an fp16 darts run is never Table 1's darts-1"
+
+
+@pytest.mark.parametrize("fp32_mib,verdict", [(12000, V.SUPPORTED), (9000, V.NOT_SUPPORTED)])
+def test_table_2s_out_of_memory_row_is_a_side_of_one(fp32_mib, verdict):
+    """"MWN fp32: out of memory" where fp16 fit: mwn-fp32 ÷ mwn-fp16 counted bytes above 1 at base, per backend."""
+    def run(variant, precision, seed, mib):
+        config = {"task": {"name": "mwn_text", "size": "base", "reweight": True}, "backend": {"name": "jax"},
+                  "method": {"name": "darts"}, "seed": seed, "steps": 2, "inner_steps": 1, "variant": variant,
+                  "precision": {"name": precision}}
+        return {"task": "mwn_text", "backend": "jax", "method": "darts", "seed": seed, "status": "ok",
+                "config": config, "metrics": {"peak_live_bytes": mib * 2.0**20}}
+
+    records = [run("mwn-fp32", "fp32", s, fp32_mib) for s in (0, 1)]
+    records += [run("mwn-fp16", "fp16", s, 10511) for s in (0, 1)]
+    r = next(r for r in claims.evaluate(claims.all_claims(), records) if r.claim.claim_id == "betty-t2-mwn32-oom")
+    assert r.verdict == verdict and "more than 1×" in r.paper and r.owner == "mwn_text", (r.paper, r.measured, r.why)
 
 
 @pytest.mark.parametrize("accs,verdict", [

@@ -134,7 +134,8 @@ class ClaimRule:
     """How one claim of the task's claims CSV is measured, when it is not "variant against the table's baseline":
     ``kind`` ``ratio`` (mean ratio of ``metric`` between variants ``num`` and ``den``, paper value ``expected``) or
     ``exponent`` (log–log slope of ``metric`` in the task's size knob; the claim: num's exponent exceeds den's).
-    ``where``: flat config filters."""
+    ``where``: flat config filters. ``expected`` ``math.inf`` (or 0): the paper states only the side of 1, not a
+    figure (Betty Table 2's "MWN fp32: out of memory" where fp16 fits)."""
 
     kind: str
     metric: str

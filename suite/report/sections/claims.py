@@ -195,7 +195,9 @@ def evaluate_one(c: Claim, runs: list[Run], task: str | None, index: dict[tuple,
         res = Result(c, rule.text, paper, f"{task}: {rule.num} {'÷' if rule.kind == 'ratio' else 'vs'} {rule.den}"
                      + (f" [{_where(where)}]" if where else ""), owner=task)
         if rule.kind == "ratio":
-            res.paper = f"{c.value} {c.unit} → {rule.expected:.3f}×"
+            side = (f"{rule.expected:.3f}×" if math.isfinite(rule.expected) and rule.expected > 0
+                    else "more than 1×" if rule.expected > 1 else "less than 1×")
+            res.paper = f"{c.value} {c.unit}".strip() + f" → {side}"
             return _ratio(res, runs, task, rule.num, rule.den, where, rule.metric, rule.expected)
         return _exponent(res, runs, task, rule, where)
     baseline = p.baselines.get((c.source, c.table))
