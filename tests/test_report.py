@@ -341,6 +341,27 @@ def test_table_2s_out_of_memory_row_is_a_side_of_one(fp32_mib, verdict):
     assert r.verdict == verdict and "more than 1×" in r.paper and r.owner == "mwn_text", (r.paper, r.measured, r.why)
 
 
+@pytest.mark.parametrize("steps,verdict", [(2, V.NOT_MEASURED), (10, V.SUPPORTED), (100, V.SUPPORTED)])
+def test_quality_claims_leave_out_probe_runs_shorter_than_a_tenth_of_the_default_steps(steps, verdict):
+    """Table 2's accuracy row (no-difference rule) from mwn_text runs: 2-step memory probes are left out (its default
+    is 100 steps), trained runs are judged; a memory row is judged on the probes all the same."""
+    def run(variant, method, precision, seed, acc):
+        config = {"task": {"name": "mwn_text", "size": "base", "imbalance_factor": 20, "reweight": method != "none"},
+                  "backend": {"name": "jax"}, "method": {"name": method}, "seed": seed, "steps": steps,
+                  "inner_steps": 1, "variant": variant, "precision": {"name": precision}}
+        return {"task": "mwn_text", "backend": "jax", "method": method, "seed": seed, "status": "ok", "config": config,
+                "metrics": {"test_accuracy": acc, "peak_live_bytes": 1e9 if method == "none" else 1.6e9}}
+
+    records = [run("baseline", "none", "fp32", s, 0.80 + 0.001 * s) for s in (0, 1, 2)]
+    records += [run("mwn-fp16", "darts", "fp16", s, 0.80 + 0.001 * s) for s in (0, 1, 2)]
+    by = {r.claim.claim_id: r for r in claims.evaluate(claims.all_claims(), records)}
+    acc = by["betty-t2-mwn16-if20"]
+    assert acc.verdict == verdict, (acc.measured, acc.why)
+    if verdict == V.NOT_MEASURED:
+        assert "6 run(s) shorter than 1/10 of the task's default steps" in acc.why
+    assert by["betty-t2-mwn16-mem"].verdict == V.SUPPORTED, "cost claims read the probes"
+
+
 @pytest.mark.parametrize("accs,verdict", [
     ([0.751, 0.753, 0.755], V.SUPPORTED),      # the paper's 75.21% lies in our interval
     ([0.60, 0.61, 0.62], V.NOT_SUPPORTED),     # far below

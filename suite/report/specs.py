@@ -28,6 +28,20 @@ def paper(task: str) -> Paper:
     return getattr(cls, "paper", None) or Paper()
 
 
+def default_steps(task: str, task_config: dict) -> int | None:
+    """The task's ``default_steps`` for a record's task config (a namespace of it: the classmethods read plain
+    knobs such as ``levels``), ``None`` for a task not registered here or a config it cannot read."""
+    import types
+
+    cls = tasks().get(task)
+    if cls is None:
+        return None
+    try:
+        return int(cls.default_steps(types.SimpleNamespace(**(task_config or {}))))
+    except Exception:  # noqa: BLE001 - an old or foreign record: no guard rather than no report
+        return None
+
+
 def spec(task: str | None, metric: str) -> MetricSpec | None:
     """The task's spec of ``metric``, else the runner's standard one, else ``None`` (undeclared)."""
     if task is not None:

@@ -22,6 +22,9 @@ from mlo_bench.suite.report.runs import Run, equal, group_key, loaded, metric_va
 from mlo_bench.suite.report.sections import Context, Facts, Rendered, papers
 from mlo_bench.suite.report.sections import complexity_fit as complexity
 
+#: a run shorter than 1/SHORT_FRACTION of its task's default steps is a probe, not a trained result
+SHORT_FRACTION = 10
+
 RULE = [
     "**Relative claims** (a variant against its table's baseline, e.g. darts-1 vs original-unrolled memory "
     "2051/2381 = 0.861×): on each backend where both variants ran, in their shared setting, the per-seed ratios "
@@ -37,6 +40,9 @@ RULE = [
     "**Exponent claims** (O(d²) vs O(d³)): least-squares slope of log(metric) on log(size) per side, over the "
     "complexity section's range, 95% intervals: supported when the materialised side's interval lies wholly above "
     "the other's, not supported when wholly below, inconclusive when they overlap.",
+    "**Trained runs only** for a claim on a quality metric (accuracy, loss): runs of fewer than "
+    f"1/{SHORT_FRACTION:g} of the task's default steps (memory and time probes, e.g. 2 steps at BERT-base) are left "
+    "out of it.",
     f"**{V.NOT_COMPARED}**: left out by design — absolute time and memory of the paper's hardware (their ratios are "
     f"compared in the other rows). **{V.NOT_MEASURED}**: no ok run for a side, or no task in the suite declares "
     "the claim yet.",
@@ -122,6 +128,21 @@ def _select(runs: list[Run], task: str, variant: str, where: dict[str, Any]) -> 
             and all(k in r.flat and equal(r.flat[k], v) for k, v in where.items())]
 
 
+def trained(runs: list[Run], task: str, metric: str) -> tuple[list[Run], int]:
+    """``runs`` without the probes (fewer than 1/:data:`SHORT_FRACTION` of the task's default steps) where ``metric``
+    is a quality metric of the task; and how many were left out."""
+    m = specs.spec(task, metric)
+    if m is None or not m.quality:
+        return runs, 0
+    kept = []
+    for r in runs:
+        default, steps = specs.default_steps(task, r.config.get("task") or {}), r.config.get("steps")
+        short = isinstance(steps, int | float) and default is not None and steps * SHORT_FRACTION < default
+        if not short:
+            kept.append(r)
+    return kept, len(runs) - len(kept)
+
+
 def _metric(task: str, claim_metric: str, runs: list[Run]) -> str:
     candidates = specs.paper(task).claim_metrics.get(claim_metric, (claim_metric,))
     return next((m for m in candidates if any(metric_value(r, m) is not None for r in runs)), candidates[0])
@@ -156,9 +177,14 @@ def _ratio(res: Result, runs: list[Run], task: str, num: str, den: str, where: d
            expected: float) -> Result:
     a, b = _select(runs, task, num, where), _select(runs, task, den, where)
     metric = _metric(task, claim_metric, a + b)
+    (a, short_a), (b, short_b) = trained(a, task, metric), trained(b, task, metric)
     found = per_backend(task, a, b, metric, expected)
     if not found:
         missing = [n for n, rs in ((num, a), (den, b)) if not rs]
+        if missing and short_a + short_b:
+            res.why = (f"no trained run of {task}/{', '.join(missing)}: {short_a + short_b} run(s) shorter than "
+                       f"1/{SHORT_FRACTION:g} of the task's default steps left out")
+            return res
         busy = specs.timed(task, metric) and any(all(loaded(r.provenance) for r in rs) for rs in (a, b))
         res.why = (f"no ok run of {task}/{', '.join(missing)}" + (f" with {_where(where)}" if where else "")
                    if missing else "every run of a side was timed under load (left out of time verdicts)" if busy
@@ -225,6 +251,7 @@ def evaluate_one(c: Claim, runs: list[Run], task: str | None, index: dict[tuple,
 
 
 def _absolute(res: Result, chosen: list[Run], metric: str, expected: float) -> Result:
+    chosen, _ = trained(chosen, res.owner, metric) if res.owner else (chosen, 0)
     chosen = [r for r in chosen if metric_value(r, metric) is not None]
     if not chosen:
         res.why = "no ok run on the paper's data"
