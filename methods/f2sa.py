@@ -27,8 +27,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mlo_bench.suite.contract import Method
+from mlo_bench.suite.engine.implicit import edge_top_loss
 from mlo_bench.suite.engine.linear_solvers import fori_loop
-from mlo_bench.suite.engine.trees import tree_leaves, tree_map, tree_sub, tree_vdot
+from mlo_bench.suite.engine.trees import tree_leaves, tree_map
 from mlo_bench.suite.plugins.registry import register
 
 
@@ -67,14 +68,8 @@ class F2SA(Method):
         zero = ops.sum(ops.zeros_like(tree_leaves(lower)[0])) * 0.0
         return {"y": tree_map(lambda a: a * 1.0, lower), "lmbda": zero + cfg.lmbda0, "t": zero}
 
-    def _outer(self, backend, r, v):
-        if r.outer_loss is not None:
-            return r.outer_loss
-        ops, theta = backend.ops, r.lower
-        return lambda y, lam: tree_vdot(ops, v, tree_sub(y, theta))
-
     def _step(self, backend, r, v, cfg, state):
-        g, f, lmbda, t = self._outer(backend, r, v), r.loss, state["lmbda"], state["t"]
+        g, f, lmbda, t = edge_top_loss(backend, r, v), r.loss, state["lmbda"], state["t"]
         lr = cfg.penalty_lr / (t + 1.0) ** cfg.penalty_power
         grad_y = backend.grad(lambda y, lam: g(y, lam) + lmbda * f(y, lam))
 

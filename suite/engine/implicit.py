@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from mlo_bench.suite.contract.method import Method, Response
-from mlo_bench.suite.engine.trees import tree_map, tree_vdot
+from mlo_bench.suite.engine.trees import tree_map, tree_sub, tree_vdot
 
 Tree = Any
 
@@ -61,3 +61,14 @@ class MatrixFreeSolve(Method):
 
     def response_vjp(self, backend: Any, r: Response, v: Tree, cfg: Any) -> Tree:
         return mixed_vjp(backend, r, self.solve(backend, hessian_matvec(backend, r), v, cfg, None))
+
+
+def edge_top_loss(backend: Any, r: Response, v: Tree):
+    """The top loss g(θ, λ) of this edge for the first-order solvers (``f2sa``, ``bome``), which evaluate it away
+    from the current lower level: ``r.outer_loss`` on the edge below the top level; on an edge deeper in the chain the
+    top loss is not a function of the edge's two levels, and g is replaced by its linearisation ⟨v, θ' − θ⟩ at the
+    lower level's current θ (v: the vector pushed down the chain)."""
+    if r.outer_loss is not None:
+        return r.outer_loss
+    ops, theta = backend.ops, r.lower
+    return lambda y, lam: tree_vdot(ops, v, tree_sub(y, theta))
