@@ -12,7 +12,8 @@ E[H_i] has the spectrum [μ, L] (``task.mu``: the inner problem's conditioning L
 {0} ∪ [μ, 1], the cross terms' singular values log-spaced on [μ, ``L_cross``]. A problem whose value function is not
 strongly convex (its Hessian's least eigenvalue < 1e-12) is drawn again from the next key, up to 20 times, as
 benchmark_bilevel does. The problem is drawn from ``task.problem_seed``; the run's seed draws the minibatches
-(``task.batch_size`` samples without replacement per level and step), so seeds are repetitions of one problem.
+(``task.batch_size`` samples without replacement per level and step; 0: the whole sample, deterministic), so seeds
+are repetitions of one problem.
 
 Closed form (full batch, float64): with A, B, C, a, c the inner means (½yᵀAy + ½xᵀBx + xᵀCy + a·y + c·x),
 y*(x) = M x + m, M = −A⁻¹Cᵀ, m = −A⁻¹a; the value function h(x) = g(y*(x), x) is the quadratic
@@ -34,6 +35,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.models.batch import draw
 from mlo_bench.suite.plugins.registry import register
 
 
@@ -52,9 +54,11 @@ class BilevelQuadraticConfig:
     outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
 
     def validate(self) -> None:
-        for key in ("dim_inner", "dim_outer", "n_inner", "n_outer", "batch_size"):
+        for key in ("dim_inner", "dim_outer", "n_inner", "n_outer"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1 (got {getattr(self, key)})")
+        if self.batch_size < 0:
+            raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         if self.batch_size > min(self.n_inner, self.n_outer):
             raise ValueError(f"task.batch_size must be <= task.n_inner and task.n_outer (got {self.batch_size})")
         if not 0 < self.mu <= self.L:
@@ -206,14 +210,14 @@ class BilevelQuadratic(Task):
     def batch(self, level: str, step: int):
         prefix, n, tag = ("in_", self.cfg.n_inner, 1) if level == "inner" else ("out_", self.cfg.n_outer, 2)
         rng = np.random.default_rng([self.seed, tag, step])
-        return {prefix + "idx": rng.choice(n, size=self.cfg.batch_size, replace=False)}
+        return {prefix + "idx": draw(rng, n, self.cfg.batch_size)}
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)
 
     def supports(self, method: str) -> str | None:
         cfg = self.cfg
-        if method == "exact" and cfg.batch_size < cfg.dim_inner:
+        if method == "exact" and 0 < cfg.batch_size < cfg.dim_inner:
             return (f"a minibatch Hessian is a sum of task.batch_size={cfg.batch_size} rank-one terms in "
                     f"task.dim_inner={cfg.dim_inner} dimensions: singular, so exact's dense solve is undefined "
                     "(task.batch_size >= task.dim_inner makes it defined)")

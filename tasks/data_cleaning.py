@@ -18,7 +18,8 @@ constant pixel keeps scale 1, as scikit-learn's ``StandardScaler``). A fraction 
 examples, drawn from ``task.problem_seed``, get a label redrawn uniformly from the 10 classes (as there: about a tenth
 of them keep their true label); the validation and test labels are clean. An example is *corrupted* when its label is
 wrong (47.1% of the training split at the defaults). The run's seed draws only the minibatches (each step
-``task.batch_size`` examples without replacement per level), so seeds are repetitions of one problem.
+``task.batch_size`` examples without replacement per level; 0: the whole split), so seeds are repetitions of one
+problem.
 
 Ground truth, float64, outside the training clock: θ*(λ) by Newton's method with conjugate-gradient steps on f
 (strongly convex), warm-started from the previous solve, to ‖∇_θ f‖ < 1e-12; h(λ) = g(θ*(λ)) and, by the implicit
@@ -61,7 +62,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
-from mlo_bench.suite.models.batch import batch_mean
+from mlo_bench.suite.models.batch import batch_mean, draw
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import images
 
@@ -86,9 +87,11 @@ class DataCleaningConfig:
             raise ValueError(f"task.corruption must be in [0, 1] (got {self.corruption})")
         if not self.reg > 0:
             raise ValueError(f"task.reg must be > 0: it makes the inner problem strongly convex (got {self.reg})")
-        for key in ("n_train", "n_val", "batch_size"):
+        for key in ("n_train", "n_val"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1 (got {getattr(self, key)})")
+        if self.batch_size < 0:
+            raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         if self.n_train + self.n_val >= N_DIGITS:
             raise ValueError(f"task.n_train + task.n_val must be < {N_DIGITS}, the digits, to leave a test split "
                              f"(got {self.n_train} + {self.n_val})")
@@ -291,7 +294,7 @@ class DataCleaning(Task):
     def batch(self, level: str, step: int):
         key, n, tag = ("train_idx", self.cfg.n_train, 1) if level == "inner" else ("val_idx", self.cfg.n_val, 2)
         rng = np.random.default_rng([self.seed, tag, step])
-        return {key: rng.choice(n, size=self.cfg.batch_size, replace=False)}
+        return {key: draw(rng, n, self.cfg.batch_size)}
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)

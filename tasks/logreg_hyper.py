@@ -9,7 +9,7 @@ with one hyperparameter per feature (``task.reg=per_feature``, benchmark_bilevel
 the training split, split in halves by ``task.problem_seed``; the default) or ``libsvm`` (``task.train_path`` and
 ``task.val_path``: LIBSVM files such as ijcnn1 / ijcnn1.t or a covtype.binary split;
 :mod:`mlo_bench.tasks.data.libsvm`).
-Minibatches of ``task.batch_size`` examples per level and step (drawn from the run's seed); init as
+Minibatches of ``task.batch_size`` examples per level and step (drawn from the run's seed; 0: the whole split); init as
 benchmark_bilevel's: w ~ N(0, I), x = log U(0, 1).
 
 Ground truth, float64, once per problem (cached on its knobs): y*(x) by Newton's method on f (strongly convex) to
@@ -30,6 +30,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
+from mlo_bench.suite.models.batch import draw
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import checks, libsvm
 
@@ -54,8 +55,8 @@ class LogRegConfig:
             raise ValueError(f"task.data must be one of {', '.join(DATA)} (got {self.data!r})")
         if self.reg not in REGS:
             raise ValueError(f"task.reg must be one of {', '.join(REGS)} (got {self.reg!r})")
-        if self.batch_size < 1:
-            raise ValueError(f"task.batch_size must be >= 1 (got {self.batch_size})")
+        if self.batch_size < 0:
+            raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         self.inner.validate("task.inner")
         self.outer.validate("task.outer")
         if self.data == "libsvm":
@@ -225,7 +226,7 @@ class LogRegHyper(Task):
     def batch(self, level: str, step: int):
         key, n, tag = ("train_idx", len(self.pb.b), 1) if level == "inner" else ("val_idx", len(self.pb.b_val), 2)
         rng = np.random.default_rng([self.seed, tag, step])
-        return {key: rng.choice(n, size=min(self.cfg.batch_size, n), replace=False)}
+        return {key: draw(rng, n, self.cfg.batch_size)}
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)

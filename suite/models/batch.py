@@ -33,3 +33,11 @@ def batch_max(ops: Any, x: Any) -> Any:
     all_max = getattr(ops, "all_max", None)
     top = ops.stop_gradient(ops.max(x))
     return top if all_max is None else all_max(top)
+
+
+def draw(rng: Any, n: int, size: int) -> Any:
+    """``size`` of ``n`` example indices without replacement (numpy ``rng``), or with ``size`` 0 the whole sample in
+    order — the deterministic (full-batch) setting, e.g. for BOME as benchmark_bilevel runs it."""
+    import numpy as np
+
+    return np.arange(n) if size == 0 else rng.choice(n, size=min(size, n), replace=False)
