@@ -117,6 +117,10 @@ class JaxOps:
     #: so the loops are traced fully unrolled for the count (the same arithmetic, every iteration visible)
     unroll_loops = False
 
+    def cond(self, pred, true_fn, false_fn, operand):
+        """``lax.cond``: one compiled program holds both branches and runs one (``srba``'s full-batch restarts)."""
+        return self.lax.cond(pred, true_fn, false_fn, operand)
+
     def fori_loop(self, lower, upper, body, init):
         """Traced once (``lax.fori_loop``): compile time does not grow with a solver's iteration count."""
         return self.lax.fori_loop(lower, upper, body, init, unroll=True if self.unroll_loops else None)

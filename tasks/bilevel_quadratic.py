@@ -35,7 +35,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
-from mlo_bench.suite.models.batch import draw
+from mlo_bench.suite.models.batch import check_sampler, level_batch, n_batches
 from mlo_bench.suite.plugins.registry import register
 
 
@@ -49,6 +49,7 @@ class BilevelQuadraticConfig:
     L: float = 1.0
     L_cross: float = 0.1
     batch_size: int = 64
+    sampler: str = "draw"
     problem_seed: int = 2442
     inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
     outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
@@ -57,6 +58,7 @@ class BilevelQuadraticConfig:
         for key in ("dim_inner", "dim_outer", "n_inner", "n_outer"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1 (got {getattr(self, key)})")
+        check_sampler(self.sampler)
         if self.batch_size < 0:
             raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         if self.batch_size > min(self.n_inner, self.n_outer):
@@ -138,7 +140,7 @@ def _problem(key: tuple) -> Problem:
 
 def problem(cfg: BilevelQuadraticConfig) -> Problem:
     """The problem of these knobs, drawn and solved once per process."""
-    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size")}
+    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size", "sampler")}
     return _problem(tuple(sorted(values.items())))
 
 
@@ -198,8 +200,13 @@ class BilevelQuadratic(Task):
                        **{"out_" + k: v for k, v in self.pb.outer.items()}}
 
     def levels(self) -> list[Level]:
-        return [Level("outer", _loss("out_"), self.cfg.outer),
-                Level("inner", _loss("in_"), self.cfg.inner, parent="outer", data="inner")]
+        cfg = self.cfg
+        return [Level("outer", _loss("out_"), cfg.outer, batches=self._batches(cfg.n_outer)),
+                Level("inner", _loss("in_"), cfg.inner, parent="outer", data="inner",
+                      batches=self._batches(cfg.n_inner))]
+
+    def _batches(self, n: int) -> int | None:
+        return n_batches(n, self.cfg.batch_size) if self.cfg.sampler == "epoch" else None
 
     def init_params(self, rng: np.random.Generator):
         return {"outer": {"x": np.zeros(self.cfg.dim_outer)}, "inner": {"y": np.zeros(self.cfg.dim_inner)}}
@@ -209,8 +216,7 @@ class BilevelQuadratic(Task):
 
     def batch(self, level: str, step: int):
         prefix, n, tag = ("in_", self.cfg.n_inner, 1) if level == "inner" else ("out_", self.cfg.n_outer, 2)
-        rng = np.random.default_rng([self.seed, tag, step])
-        return {prefix + "idx": draw(rng, n, self.cfg.batch_size)}
+        return level_batch(self.cfg.sampler, prefix + "idx", [self.seed, tag], n, self.cfg.batch_size, step)
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)

@@ -62,7 +62,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
-from mlo_bench.suite.models.batch import batch_mean, draw
+from mlo_bench.suite.models.batch import batch_mean, check_sampler, level_batch, n_batches
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import images
 
@@ -78,6 +78,7 @@ class DataCleaningConfig:
     n_train: int = 1000
     n_val: int = 250
     batch_size: int = 64
+    sampler: str = "draw"
     problem_seed: int = 0
     inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
     outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=1000.0))
@@ -90,6 +91,7 @@ class DataCleaningConfig:
         for key in ("n_train", "n_val"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.{key} must be >= 1 (got {getattr(self, key)})")
+        check_sampler(self.sampler)
         if self.batch_size < 0:
             raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         if self.n_train + self.n_val >= N_DIGITS:
@@ -204,7 +206,7 @@ def _problem(key: tuple) -> Problem:
 
 def problem(cfg: DataCleaningConfig) -> Problem:
     """The problem of these knobs, loaded once per process."""
-    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size")}
+    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size", "sampler")}
     return _problem(tuple(sorted(values.items())))
 
 
@@ -281,8 +283,11 @@ class DataCleaning(Task):
         return batch_mean(ops, weights * _ce(ops, x, y, theta)) + self.cfg.reg * ops.sum(theta * theta)
 
     def levels(self) -> list[Level]:
-        return [Level("outer", outer_loss, self.cfg.outer),
-                Level("inner", self.inner_loss, self.cfg.inner, parent="outer", data="train")]
+        cfg = self.cfg
+        size = cfg.batch_size if cfg.sampler == "epoch" else None
+        return [Level("outer", outer_loss, cfg.outer, batches=None if size is None else n_batches(cfg.n_val, size)),
+                Level("inner", self.inner_loss, cfg.inner, parent="outer", data="train",
+                      batches=None if size is None else n_batches(cfg.n_train, size))]
 
     def init_params(self, rng: np.random.Generator):
         return {"outer": {"logits": np.full(self.cfg.n_train, INIT_LOGIT)},
@@ -293,8 +298,7 @@ class DataCleaning(Task):
 
     def batch(self, level: str, step: int):
         key, n, tag = ("train_idx", self.cfg.n_train, 1) if level == "inner" else ("val_idx", self.cfg.n_val, 2)
-        rng = np.random.default_rng([self.seed, tag, step])
-        return {key: draw(rng, n, self.cfg.batch_size)}
+        return level_batch(self.cfg.sampler, key, [self.seed, tag], n, self.cfg.batch_size, step)
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)

@@ -30,7 +30,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Level, MetricSpec, Oracle, Paper, Task
 from mlo_bench.suite.engine.optim import OptimizerConfig
-from mlo_bench.suite.models.batch import draw
+from mlo_bench.suite.models.batch import check_sampler, level_batch, n_batches
 from mlo_bench.suite.plugins.registry import register
 from mlo_bench.tasks.data import checks, libsvm
 
@@ -46,6 +46,7 @@ class LogRegConfig:
     val_path: str | None = None
     reg: str = "per_feature"
     batch_size: int = 64
+    sampler: str = "draw"
     problem_seed: int = 0
     inner: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
     outer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(name="sgd", lr=0.1))
@@ -55,6 +56,7 @@ class LogRegConfig:
             raise ValueError(f"task.data must be one of {', '.join(DATA)} (got {self.data!r})")
         if self.reg not in REGS:
             raise ValueError(f"task.reg must be one of {', '.join(REGS)} (got {self.reg!r})")
+        check_sampler(self.sampler)
         if self.batch_size < 0:
             raise ValueError(f"task.batch_size must be >= 1, or 0 for the whole sample (got {self.batch_size})")
         self.inner.validate("task.inner")
@@ -145,7 +147,7 @@ def _problem(key: tuple) -> Problem:
 
 def problem(cfg: LogRegConfig) -> Problem:
     """The problem of these knobs, loaded and solved once per process."""
-    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size")}
+    values = {k: v for k, v in asdict(cfg).items() if k not in ("inner", "outer", "batch_size", "sampler")}
     return _problem(tuple(sorted(values.items())))
 
 
@@ -213,8 +215,11 @@ class LogRegHyper(Task):
         self.arrays = {"train": pb.a, "train_y": pb.b, "val": pb.a_val, "val_y": pb.b_val}
 
     def levels(self) -> list[Level]:
-        return [Level("outer", outer_loss, self.cfg.outer),
-                Level("inner", inner_loss, self.cfg.inner, parent="outer", data="train")]
+        size = self.cfg.batch_size if self.cfg.sampler == "epoch" else None
+        counts = {n: None if size is None else n_batches(n, size) for n in (len(self.pb.b), len(self.pb.b_val))}
+        return [Level("outer", outer_loss, self.cfg.outer, batches=counts[len(self.pb.b_val)]),
+                Level("inner", inner_loss, self.cfg.inner, parent="outer", data="train",
+                      batches=counts[len(self.pb.b)])]
 
     def init_params(self, rng: np.random.Generator):
         w = rng.standard_normal(self.pb.d)
@@ -225,8 +230,7 @@ class LogRegHyper(Task):
 
     def batch(self, level: str, step: int):
         key, n, tag = ("train_idx", len(self.pb.b), 1) if level == "inner" else ("val_idx", len(self.pb.b_val), 2)
-        rng = np.random.default_rng([self.seed, tag, step])
-        return {key: draw(rng, n, self.cfg.batch_size)}
+        return level_batch(self.cfg.sampler, key, [self.seed, tag], n, self.cfg.batch_size, step)
 
     def oracle(self) -> Oracle:
         return _Oracle(self.pb)

@@ -1,6 +1,7 @@
-"""The stochastic bilevel solvers (soba, ma_soba, amigo, stocbio, f2sa) on benchopt's problems (bilevel_quadratic,
-logreg_hyper): they approach x* on the quadratic, torch and jax agree after 10 steps in float64, the ground truths
-are right (finite differences; the suite's ``exact``), and the libsvm loader reads and refuses files in one line."""
+"""The stochastic bilevel solvers (soba, ma_soba, amigo, stocbio, f2sa, bome, saba, srba) on benchopt's problems
+(bilevel_quadratic, logreg_hyper, data_cleaning): they approach x* on the quadratic, torch and jax agree after 10
+steps in float64, the ground truths are right (finite differences; the suite's ``exact``), and the libsvm loader
+reads and refuses files in one line."""
 
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.bilevel_quadratic import BilevelQuadraticConfig, problem
 from mlo_bench.tasks.data import libsvm
 
-SOLVERS = ["soba", "ma_soba", "amigo", "stocbio", "f2sa", "bome"]
+SOLVERS = ["soba", "ma_soba", "amigo", "stocbio", "f2sa", "bome", "saba", "srba"]
 #: benchmark_bilevel's inner steps per outer step (n_inner_steps) for each solver
-INNER = {"soba": 1, "ma_soba": 1, "amigo": 10, "stocbio": 10, "f2sa": 10, "bome": 10}
+INNER = {"soba": 1, "ma_soba": 1, "amigo": 10, "stocbio": 10, "f2sa": 10, "bome": 10, "saba": 1, "srba": 1}
 SMALL = {"dim_inner": 20, "dim_outer": 5, "n_inner": 256, "n_outer": 256}
 SMALL_ARGS = ["task=bilevel_quadratic", *(f"task.{k}={v}" for k, v in SMALL.items())]
 
@@ -36,7 +37,8 @@ def test_the_quadratic_closed_form_is_the_value_functions_gradient_and_minimum()
     assert all(pb.value(pb.x_star + 0.1 * d) > pb.h_star for d in np.eye(5))
 
 
-@pytest.mark.parametrize("solver", [s for s in SOLVERS if s != "bome"])  # bome: full batches, below
+#: bome: full batches, below; saba and srba against soba on the epoch sampler: tests/test_variance_reduced.py
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s not in ("bome", "saba", "srba")])
 def test_each_solver_approaches_x_star_on_the_quadratic(tmp_path, solver):
     """600 outer steps at the defaults (stocbio: α = 1, in benchmark_bilevel's grid; its default 0.1 with 10 terms
     underestimates H⁻¹ tenfold at μ = 0.1 and stalls): h(x) − h* falls below 0.3 of its value at x = 0. Measured
@@ -64,7 +66,7 @@ def test_bome_approaches_x_star_on_the_quadratic_with_full_batches(tmp_path):
 
 def test_torch_and_jax_agree_on_every_solver_after_10_steps(capsys):
     pytest.importorskip("jax")
-    code = main(["verify", *SMALL_ARGS, "dtype=float64", "--steps", "10", "backend=torch,jax",
+    code = main(["verify", *SMALL_ARGS, "task.sampler=epoch", "dtype=float64", "--steps", "10", "backend=torch,jax",
                  f"method={','.join(SOLVERS)}"])
     out = capsys.readouterr().out
     assert code == 0, out
@@ -141,15 +143,23 @@ def test_the_experiments_cases_compose_to_benchmark_bilevels_settings(solver, pr
     assert plan.method.name == solver and cfg.task.name == task and cfg.dtype == "float64"
     assert plan.inner_steps == INNER[solver] and plan.steps == 1000 and cfg.eval_every == 50
     assert (cfg.task.batch_size == 0) == (solver == "bome"), "bome alone runs full batch, as benchmark_bilevel's"
+    assert cfg.task.sampler == "epoch"
 
 
-def test_bome_is_not_in_the_minibatch_sweep():
-    """Hydra composes a multirun's base config before its sweep picks the problem, so a solver config that sets a
-    task key fails there: bome runs with its problem named first (docs/solvers.md)."""
+def test_every_solver_is_in_the_sweep_and_every_problem_draws_as_benchmark_bilevel():
+    """One sweep runs every solver, bome's full batches included (its solver config sets task.batch_size; measured:
+    a two-problem × soba,bome multirun composes each job's config with it), on the epoch sampler of every problem."""
     from pathlib import Path
 
+    from mlo_bench.suite.plugins import registry as reg
+
     text = (Path(__file__).resolve().parents[1] / "suite" / "conf" / "experiment" / "bilevel_solvers.yaml").read_text()
-    assert "+bilevel_solver: soba,ma_soba,amigo,stocbio,f2sa\n" in text
+    swept = text.split("+bilevel_solver: ")[1].splitlines()[0].split(",")
+    assert sorted(swept) == sorted(SOLVERS) and set(swept) <= set(reg.names("method"))
+    for name in ("quadratic", "logreg", "datacleaning"):
+        cfg = compose(["+experiment=bilevel_solvers", f"+bilevel_problem={name}", "+bilevel_solver=saba",
+                       "results_dir=/tmp/unused"])
+        assert cfg.task.sampler == "epoch"
 
 
 def test_batch_size_zero_is_the_whole_sample_and_negative_is_one_line(tmp_path):

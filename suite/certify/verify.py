@@ -58,6 +58,7 @@ from mlo_bench.suite.certify.options import (  # noqa: F401 - re-exported: the c
     parse,
 )
 from mlo_bench.suite.engine.compare import max_rel_diff  # noqa: F401 - the rule's value, as tests compare trees
+from mlo_bench.suite.engine.levels import task_refusal
 from mlo_bench.suite.plugins import registry
 
 
@@ -149,7 +150,7 @@ def run(opts: Options, out: Any = None) -> int:
         pairs: list[tuple[str, str]] = []
         skipped: dict[tuple[str, str], list[str]] = {}  # (backend, reason) -> methods
         for method in methods:
-            why = task.supports(method)
+            why = task.supports(method) or task_refusal(plans[reference, method], task)
             if why:
                 notes.append(f"method {method} skipped: task {task.name} does not support it ({why})")
                 continue

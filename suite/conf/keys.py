@@ -128,7 +128,7 @@ TOP_LEVEL_KEYS = tuple(BY_NAME)
 
 #: the same rule as :data:`UNLESS_DEFAULT` for fields of nested config groups, at any depth (an optimizer's
 #: ``eps_root``, cg's ``negative_curvature``: added after records were written with the same configs)
-NESTED_UNLESS_DEFAULT = {"eps_root": 0.0, "negative_curvature": "continue"}
+NESTED_UNLESS_DEFAULT = {"eps_root": 0.0, "negative_curvature": "continue", "sampler": "draw"}
 #: nested fields that change no number a run produces, left out of the hash at any value (``parallel.timeout_s``)
 NESTED_UNHASHED = ("timeout_s",)
 

@@ -35,6 +35,10 @@ class Response:
     - ``outer_loss(lower, upper)``: the top level's loss g as a function of this edge's two levels (the others held
       fixed) on the top level's batch — set on the edge whose upper level is the top one, ``None`` deeper. First-order
       and averaging solvers (``f2sa``, ``ma_soba``) evaluate g and its gradients at points other than the current one.
+    - ``batch_id`` / ``outer_batch_id``: the number of the lower level's / the top level's batch in its fixed
+      partition (``Level.batches``; a 0-d integer array), ``None`` where batches are drawn freely.
+    - ``whole_loss`` / ``whole_outer_loss``: f and g (as ``loss`` / ``outer_loss``) on the whole data — set for a
+      method that ``steps_lower`` (``srba``'s periodic full-batch directions), ``None`` otherwise.
     """
 
     loss: Any
@@ -47,6 +51,10 @@ class Response:
     method_state: Tree = None
     optimizer: Any = None
     outer_loss: Any = None
+    batch_id: Any = None
+    outer_batch_id: Any = None
+    whole_loss: Any = None
+    whole_outer_loss: Any = None
 
 
 class Method:
@@ -83,6 +91,17 @@ class Method:
         baseline run with the task's own knobs); the runner skips the hypergradient and outer phases.
       - ``materialises`` (default ``False``): the method forms the lower level's d×d Hessian, O(d³) per
         hypergradient (``exact``; ``budget.max_d_materialised`` applies).
+      - ``steps_lower`` (default ``False``): the method moves the lower level itself, in the hypergradient phase —
+        the variance-reduced solvers (``saba``, ``srba``), whose lower step is built from the same stochastic
+        oracles as the rest of their update. The runner then takes none of the level's own optimizer steps (no inner
+        phase), the method's state holds the level's parameters under ``"lower"`` (its ``init`` copies them), and
+        after each hypergradient the runner sets the level's parameters from the state. Such a method is stateful,
+        takes one step per outer step (``inner_steps`` must be 1) on a task of two levels, one rank, and sees the
+        whole data too (``Response.whole_loss``); any other setting is ``unsupported`` with the reason
+        (:func:`mlo_bench.suite.engine.levels.lower_step_refusal`).
+      - ``init_reads_batches`` (default ``False``): ``init`` takes the keyword ``batches`` — ``{"lower": n, "upper":
+        m}``, the fixed minibatches of the edge's two levels (``Level.batches``); a run whose levels are not
+        partitioned is ``unsupported`` (``task.sampler=epoch`` partitions benchopt's problems).
 
     A third-party method class that does not subclass :class:`Method` is given these defaults for the capabilities it
     does not set when it is registered (:func:`mlo_bench.suite.plugins.registry.register`).
@@ -95,11 +114,14 @@ class Method:
     unrolls: ClassVar[bool] = False
     computes_hypergradient: ClassVar[bool] = True
     materialises: ClassVar[bool] = False
+    steps_lower: ClassVar[bool] = False
+    init_reads_batches: ClassVar[bool] = False
     #: capability → the type of a method's attribute (``Callable``: a method with the documented signature;
     #: ``init`` / ``update`` may also be ``None``)
     CAPABILITIES: ClassVar[dict[str, Any]] = {
         "init": (Callable, type(None)), "update": (Callable, type(None)), "init_reads_upper": bool, "unrolls": bool,
-        "computes_hypergradient": bool, "materialises": bool, "gradients": Callable,
+        "computes_hypergradient": bool, "materialises": bool, "gradients": Callable, "steps_lower": bool,
+        "init_reads_batches": bool,
     }
 
     def gradients(self, cfg: Any, unroll_steps: int) -> float | None:

@@ -88,3 +88,5 @@ class Ops(Protocol):
     # optional: ``fori_loop(lower, upper, body, init)`` with ``body(i, carry) -> carry``; a backend that traces
     # (JAX) supplies it so iterative solvers compile once;
     # otherwise :func:`mlo_bench.suite.engine.linear_solvers.fori_loop` loops in Python.
+    # optional: ``cond(pred, true_fn, false_fn, operand)``, one branch run on a 0-d boolean; a tracing backend supplies
+    # it (``lax.cond``), otherwise :func:`mlo_bench.suite.engine.linear_solvers.cond` branches in Python.

@@ -51,6 +51,11 @@ class Level:
     - ``steps``: this level's optimizer steps per outer step (``None``: the run's ``inner_steps``; the run key
       ``level_steps.<name>=N`` overrides both). Ignored for the top level, which takes one step per outer step.
     - ``select``: a :class:`Selection` when the levels above choose this level's examples each step.
+    - ``batches``: the number of fixed minibatches the level's data is split into, when its per-step batches are
+      drawn from such a partition epoch by epoch and each carries its number under
+      :data:`mlo_bench.suite.models.batch.BATCH_ID` (benchmark_bilevel's sampler, ``task.sampler=epoch``:
+      :func:`mlo_bench.suite.models.batch.epoch_batch`); ``None``: drawn freely. A variance-reduced method keeps one
+      memory slot per batch (``saba``).
     """
 
     name: str
@@ -60,6 +65,7 @@ class Level:
     data: str | None = None
     steps: int | None = None
     select: Selection | None = None
+    batches: int | None = None
 
 
 class Oracle(ABC):

@@ -25,6 +25,7 @@ from mlo_bench.suite.engine import optim, precision
 from mlo_bench.suite.engine.levels import chain as chain_order
 from mlo_bench.suite.engine.levels import level_loss, level_step
 from mlo_bench.suite.engine.trees import tree_add
+from mlo_bench.suite.models.batch import BATCH_ID, WHOLE
 
 Tree = Any
 ResponseVJP = Callable[[Any, Response, Tree, Any], Tree]
@@ -37,9 +38,11 @@ def steps_of(steps: Steps, level: str) -> int:
 
 
 def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: dict[str, Tree], batch: Any,
-             steps: Steps, method_state: Tree = None, top: Level | None = None, top_batch: Any = None) -> Response:
+             steps: Steps, method_state: Tree = None, top: Level | None = None, top_batch: Any = None,
+             whole: Any = None) -> Response:
     """What a method sees of ``level`` (its edge to ``level.parent``) at this state; ``top`` (the top level, with its
-    batch ``top_batch``) gives ``Response.outer_loss`` when it is ``level``'s parent."""
+    batch ``top_batch``) gives ``Response.outer_loss`` when it is ``level``'s parent; ``whole`` (the whole data,
+    where the run puts it among the batches: :data:`~mlo_bench.suite.models.batch.WHOLE`) the ``whole_*`` losses."""
     ops, parent = backend.ops, level.parent
     return Response(
         loss=level_loss(ops, level, params, batch, parent),
@@ -52,7 +55,15 @@ def response(backend: Any, level: Level, params: dict[str, Tree], opt_states: di
         method_state=method_state,
         optimizer=level.optimizer,
         outer_loss=_outer_loss(ops, level, params, top, top_batch),
+        batch_id=_batch_id(batch),
+        outer_batch_id=_batch_id(top_batch),
+        whole_loss=None if whole is None else level_loss(ops, level, params, whole, parent),
+        whole_outer_loss=None if whole is None else _outer_loss(ops, level, params, top, whole),
     )
+
+
+def _batch_id(batch: Any) -> Any:
+    return batch.get(BATCH_ID) if isinstance(batch, Mapping) else None
 
 
 def _outer_loss(ops: Any, level: Level, params: dict[str, Tree], top: Level | None, top_batch: Any) -> Callable | None:
@@ -87,7 +98,7 @@ def hypergradient(
     for level in reversed(levels[1:]):
         state = (method_states or {}).get(level.name)
         r = response(backend, level, params, opt_states, batches.get(level.name), unroll_steps, state, top,
-                     batches.get(top.name))
+                     batches.get(top.name), batches.get(WHOLE))
         v = tree_add(direct[level.parent], response_vjp(backend, r, v, method_cfg))
     return v
 
@@ -106,9 +117,13 @@ def init_method_state(backend: Any, method: Any, method_cfg: Any, levels: list[L
     """``{level: state}`` for a stateful method (from each lower level's parameters), ``{}`` otherwise."""
     if not is_stateful(backend, method):
         return {}
+    by_name = {lv.name: lv for lv in levels}
+
     def init(lv: Level) -> Tree:
-        upper = {"upper": params[lv.parent]} if getattr(method, "init_reads_upper", False) else {}
-        return method.init(backend, params[lv.name], method_cfg, **upper)
+        extra = {"upper": params[lv.parent]} if getattr(method, "init_reads_upper", False) else {}
+        if getattr(method, "init_reads_batches", False):
+            extra["batches"] = {"lower": lv.batches, "upper": by_name[lv.parent].batches}
+        return method.init(backend, params[lv.name], method_cfg, **extra)
 
     return {lv.name: init(lv) for lv in levels if lv.parent is not None}
 

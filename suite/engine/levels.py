@@ -105,3 +105,39 @@ def level_step(ops: Any, level: Any, params: dict[str, Tree], batch: Any, parent
         return precision.update(ops, level.optimizer, g(lower, upper), state, lower)
 
     return step
+
+
+def lower_step_refusal(method: Any, levels: list[Any], steps: Mapping[str, int], plan: Any) -> str | None:
+    """Why a run cannot use ``method`` as it moves or reads the lower level (``Method.steps_lower``,
+    ``Method.init_reads_batches``), or ``None``: ``levels`` in chain order, ``steps`` the lower levels' steps per outer
+    step, ``plan`` the run's (``world_size``, ``ordering``, ``precision``)."""
+    name = method.name
+    if getattr(method, "init_reads_batches", False) and any(lv.batches is None for lv in levels):
+        return (f"{name} keeps per-minibatch state: it needs each level's data split into fixed minibatches, which "
+                "this task does not declare (Level.batches; task.sampler=epoch on benchopt's problems)")
+    if not getattr(method, "steps_lower", False):
+        return None
+    if len(levels) != 2:
+        return f"{name} moves the lower level itself: it runs on a task of two levels (this one has {len(levels)})"
+    (lower, count), = steps.items()
+    opt = levels[1].optimizer
+    if opt.name != "sgd" or opt.momentum or opt.weight_decay or opt.milestones:
+        return (f"{name} steps the lower level by plain SGD at its optimizer's lr: the task's lower optimizer is "
+                f"{opt.name} (momentum {opt.momentum}, weight decay {opt.weight_decay}, milestones {opt.milestones})")
+    if count != 1:
+        return f"{name} takes one step of the lower level per outer step: inner_steps must be 1 (got {count})"
+    if getattr(plan, "world_size", 1) != 1:
+        return f"{name} moves the lower level itself: one rank only (parallel.world_size={plan.world_size})"
+    if getattr(plan, "ordering", "inner_first") != "inner_first":
+        return f"{name} moves the lower level itself: ordering must be inner_first (got {plan.ordering})"
+    prec = getattr(plan, "precision", None)
+    if prec is not None and getattr(prec, "name", "fp32") == "fp16":
+        return f"{name}'s own lower step is not loss-scaled: precision=fp16 is not supported (fp32 and bf16 are)"
+    return None
+
+
+def task_refusal(plan: Any, task: Any) -> str | None:
+    """:func:`lower_step_refusal` for ``plan``'s method on ``task``'s levels, before any run (``mlo-bench verify``
+    skips such a method as it skips one the task does not support)."""
+    levels = chain(task.levels())
+    return lower_step_refusal(plan.method, levels, steps_per_level(levels, plan.inner_steps, plan.level_steps), plan)

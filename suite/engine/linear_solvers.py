@@ -33,6 +33,16 @@ def fori_loop(ops: Any, iterations: int, body: Callable[[int, Any], Any], init: 
     return carry
 
 
+def cond(ops: Any, pred: Any, true_fn: Callable[[Any], Any], false_fn: Callable[[Any], Any], operand: Any) -> Any:
+    """``true_fn(operand)`` where the 0-d boolean ``pred`` holds, else ``false_fn(operand)``, only the branch taken
+    computed: the backend's ``ops.cond`` where it has one (``jax.lax.cond``: both branches traced, one run), Python's
+    ``if`` on the value otherwise (an eager backend)."""
+    branch = getattr(ops, "cond", None)
+    if branch is not None:
+        return branch(pred, true_fn, false_fn, operand)
+    return true_fn(operand) if bool(pred) else false_fn(operand)
+
+
 def cg(ops: Any, matvec: Callable[[Tree], Tree], b: Tree, iterations: int, x0: Tree | None = None,
        stop_on_negative_curvature: bool = False) -> Tree:
     """``iterations`` steps of conjugate gradient on ``A x = b`` from ``x0`` (default ``x = 0``; a warm start passes

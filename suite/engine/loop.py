@@ -4,7 +4,7 @@ Per outer step t: ``select`` (a selecting level's candidates scored by the level
 selects), then the step itself, :func:`mlo_bench.suite.engine.outer_step.outer_step` (its phases ``inner``,
 ``hypergrad`` and ``outer`` in the run's ordering, ``inner_first`` or ``lookahead``; what a method that unrolls or
 computes no hypergradient does there is said there). ``inner_step_evals`` — lower-level optimizer steps evaluated per
-outer step — is Σ steps, and 2·Σ steps for a method that unrolls in ``lookahead`` (its virtual run, then the real one).
+outer step — is Σ steps, 2·Σ steps for a method that unrolls in ``lookahead``, 0 for one that ``steps_lower``.
 
 Each phase is timed on its own, synchronised before the clock is read; figures are medians over outer steps after the
 first (warm-up) one; compile time is measured apart (``compile_s``). ``eval_every=N`` computes the task's metrics every
@@ -15,8 +15,7 @@ last step, before the evaluation: :class:`~mlo_bench.suite.run.interrupt.Interru
 outer loss at the boundary, ``steps_done``, the phases' medians).
 
 A run is set up once, by :func:`start` (the task and its levels, the initial state, every function compiled, the step
-chosen: fused or phase by phase), shared by :func:`train` and the step benchmark
-(:mod:`mlo_bench.suite.measure.stepbench`).
+chosen: fused or phase by phase), shared by :func:`train` and :mod:`mlo_bench.suite.measure.stepbench`.
 """
 
 from __future__ import annotations
@@ -30,7 +29,7 @@ from mlo_bench.suite.engine import optim, precision
 from mlo_bench.suite.engine.compare import hypergrad_errors
 from mlo_bench.suite.engine.compiled_step import Fused, eligible, wanted
 from mlo_bench.suite.engine.hypergradient import hypergradient_fn, init_method_state, stateful_hypergradient_fn
-from mlo_bench.suite.engine.levels import chain, steps_per_level
+from mlo_bench.suite.engine.levels import chain, lower_step_refusal, steps_per_level
 from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
 from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
 from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
@@ -71,15 +70,14 @@ class Run:
         self.plan, self.backend, ops = plan, backend, backend.ops
         self.stages = stages if stages is not None else Stages()  #: wall seconds per stage (the profile's)
         self.task = task = take_task(plan)
-        reason = task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
-        if reason:
-            raise Unsupported(reason)
         self.levels = chain(task.levels())
         self.steps = steps_per_level(self.levels, plan.inner_steps, plan.level_steps)
         #: the levels as the inner phase trains them and as the hypergradient differentiates them (precision.py;
         #: ``self.levels``: full precision, for the monitoring loss and the references)
         self.precision = plan.precision or precision.FP32
-        reason = precision.refusal(backend, self.precision, plan.method.name)
+        reason = (task.supports(plan.method.name) or task.supports_on(backend, plan.method.name)
+                  or precision.refusal(backend, self.precision, plan.method.name)
+                  or lower_step_refusal(plan.method, self.levels, self.steps, plan))
         if reason:
             raise Unsupported(reason)
         self.train_levels = precision.in_precision(backend, self.levels, self.precision.name)
@@ -91,9 +89,11 @@ class Run:
         self.trains_upper = method.computes_hypergradient
         self.unrolls = self.trains_upper and method.unrolls
         self.lookahead = plan.ordering == "lookahead"
-        self.shape = Shape(self.top, self.trains_upper, self.unrolls, self.lookahead)
         self.init = task.init_params(np.random.default_rng(plan.seed))
         self.data = backend.tree_asarray(task.data())
+        self.steps_lower = self.trains_upper and method.steps_lower  # no inner phase: Method.steps_lower
+        keys = frozenset(self.data if isinstance(self.data, dict) else ())
+        self.shape = Shape(self.top, self.trains_upper, self.unrolls, self.lookahead, self.steps_lower, keys)
         self.batches = Batches(task, backend, self.data, self.levels, self.steps)
         self.check_fn = hypergradient_fn(backend, method, plan.method_cfg, self.hyper_levels, self.steps)
         self.hyper_fn = stateful_hypergradient_fn(backend, method, plan.method_cfg, self.hyper_levels, self.steps)
@@ -105,7 +105,7 @@ class Run:
         #: the step's phases uncompiled (traced whole by the fused step; called plain for peak_live_bytes) …
         self.plain = Phases(self.phase, self.outer_fn, self.hyper_fn, self.forward, self.backward)
         self.compiled: Phases | None = None  #: … and compiled one by one (:meth:`compile`), as the loop times them
-        evals = sum(self.steps.values())
+        evals = 0 if self.steps_lower else sum(self.steps.values())
         self.inner_step_evals = evals * (2 if self.unrolls and self.lookahead else 1)
 
     def steps_taken(self, outer_steps: int) -> dict[str, int]:
@@ -126,7 +126,7 @@ class Run:
         rounds0, _ = self.batches.rounds(0, params)
         top0 = self.batches.top(0)
         self.rounds_c = {}
-        for rnd in rounds0:
+        for rnd in [] if self.steps_lower else rounds0:
             active = frozenset(rnd)
             if active not in self.rounds_c:
                 self.rounds_c[active], s = b.compile(round_fn(b, self.lower, active), (params, states, rnd))

@@ -2,11 +2,12 @@
 
 :func:`outer_step` is the order of a step's phases for every kind of run (``ordering=inner_first``, the default:
 ``inner`` — each lower level's own optimizer steps, round by round — then ``hypergrad`` at the state reached, then
-``outer``, the top level's update; ``ordering=lookahead``, the original Meta-Weight-Net algorithm: the hypergradient
-from θ_t first — for a method that unrolls, through a virtual run of this step's inner steps — the top level updated,
-then the real inner steps with the new upper parameters). A method that ``unrolls`` runs its inner phase with the graph
-kept (:attr:`Phases.forward`) and pulls back through it (:attr:`Phases.backward`); a method that computes no
-hypergradient (``none``) runs the inner phase alone.
+``outer``, the top level's update — a method that moves the lower level itself, ``Method.steps_lower``, has no
+inner phase: its hypergradient phase steps the lower level too; ``ordering=lookahead``, the original Meta-Weight-Net
+algorithm: the hypergradient from θ_t first — for a method that unrolls, through a virtual run of this step's inner
+steps — the top level updated, then the real inner steps with the new upper parameters). A method that ``unrolls``
+runs its inner phase with the graph kept (:attr:`Phases.forward`) and pulls back through it (:attr:`Phases.backward`);
+a method that computes no hypergradient (``none``) runs the inner phase alone.
 
 The same function is run
 
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from mlo_bench.suite.engine.step_phases import Round, first_batches, last_batches
+from mlo_bench.suite.models.batch import WHOLE
 
 Tree = Any
 
@@ -37,12 +39,20 @@ class Shape:
     trains_upper: bool
     unrolls: bool
     lookahead: bool
+    #: the method moves the lower level itself (``Method.steps_lower``): no inner phase, the lower level's parameters
+    #: taken from the method's state after the hypergradient, the whole data (these keys of the batches, the task's
+    #: ``data()``) among its batches
+    steps_lower: bool = False
+    data_keys: frozenset[str] = frozenset()
 
     def hyper_batches(self, rounds: list[Round], top_batch: Any) -> dict[str, Any]:
         """Each level's batch for the hypergradient: a lower level's first (lookahead) or last (after the inner
-        phase) one of this step, the top level's own."""
+        phase) one of this step, the top level's own; for a method that moves the lower level, the whole data too."""
         pick = first_batches if self.lookahead else last_batches
-        return pick(rounds, self.top, top_batch)
+        out = pick(rounds, self.top, top_batch)
+        if self.steps_lower:
+            out[WHOLE] = {k: v for k, v in top_batch.items() if k in self.data_keys}
+        return out
 
 
 @dataclass(frozen=True)
@@ -73,7 +83,7 @@ def outer_step(shape: Shape, fns: Phases, params: dict[str, Tree], states: dict[
             params, states, pull = call("inner", fns.forward, params, states, rounds)
             hg = call("hypergrad", fns.backward, pull, params, states, top_batch)
             del pull
-        else:
+        elif not shape.steps_lower:
             params, states = call("inner", fns.inner, params, states, rounds)
     if shape.trains_upper and hg is None:
         if shape.unrolls:  # lookahead: a virtual run of this step's inner steps from θ_t, differentiated
@@ -85,6 +95,8 @@ def outer_step(shape: Shape, fns: Phases, params: dict[str, Tree], states: dict[
         else:
             hb = shape.hyper_batches(rounds, top_batch)
             hg, mstate = call("hypergrad", fns.hyper, params, states, hb, mstate)
+            if shape.steps_lower:
+                params = {**params, **{name: state["lower"] for name, state in mstate.items()}}
     if hg is not None:
         if seen is not None:
             seen(hg)
