@@ -12,8 +12,10 @@ E[H_i] has the spectrum [μ, L] (``task.mu``: the inner problem's conditioning L
 {0} ∪ [μ, 1], the cross terms' singular values log-spaced on [μ, ``L_cross``]. A problem whose value function is not
 strongly convex (its Hessian's least eigenvalue < 1e-12) is drawn again from the next key, up to 20 times, as
 benchmark_bilevel does. The problem is drawn from ``task.problem_seed``; the run's seed draws the minibatches
-(``task.batch_size`` samples without replacement per level and step; 0: the whole sample, deterministic), so seeds
-are repetitions of one problem.
+(``task.batch_size`` samples without replacement per level and step; 0: the whole sample, deterministic;
+``task.sampler=epoch``: benchmark_bilevel's fixed minibatches visited once per epoch in a drawn order, each with its
+number, :func:`mlo_bench.suite.models.batch.epoch_batch`, which ``saba`` and ``srba`` need), so seeds are
+repetitions of one problem.
 
 Closed form (full batch, float64): with A, B, C, a, c the inner means (½yᵀAy + ½xᵀBx + xᵀCy + a·y + c·x),
 y*(x) = M x + m, M = −A⁻¹Cᵀ, m = −A⁻¹a; the value function h(x) = g(y*(x), x) is the quadratic

@@ -18,8 +18,8 @@ constant pixel keeps scale 1, as scikit-learn's ``StandardScaler``). A fraction 
 examples, drawn from ``task.problem_seed``, get a label redrawn uniformly from the 10 classes (as there: about a tenth
 of them keep their true label); the validation and test labels are clean. An example is *corrupted* when its label is
 wrong (47.1% of the training split at the defaults). The run's seed draws only the minibatches (each step
-``task.batch_size`` examples without replacement per level; 0: the whole split), so seeds are repetitions of one
-problem.
+``task.batch_size`` examples without replacement per level; 0: the whole split; ``task.sampler=epoch``:
+benchmark_bilevel's fixed minibatches, as ``logreg_hyper``'s), so seeds are repetitions of one problem.
 
 Ground truth, float64, outside the training clock: θ*(λ) by Newton's method with conjugate-gradient steps on f
 (strongly convex), warm-started from the previous solve, to ‖∇_θ f‖ < 1e-12; h(λ) = g(θ*(λ)) and, by the implicit

@@ -9,7 +9,9 @@ with one hyperparameter per feature (``task.reg=per_feature``, benchmark_bilevel
 the training split, split in halves by ``task.problem_seed``; the default) or ``libsvm`` (``task.train_path`` and
 ``task.val_path``: LIBSVM files such as ijcnn1 / ijcnn1.t or a covtype.binary split;
 :mod:`mlo_bench.tasks.data.libsvm`).
-Minibatches of ``task.batch_size`` examples per level and step (drawn from the run's seed; 0: the whole split); init as
+Minibatches of ``task.batch_size`` examples per level and step (drawn from the run's seed; 0: the whole split;
+``task.sampler``: ``draw`` afresh each step, or ``epoch``, benchmark_bilevel's fixed minibatches visited once per
+epoch, :func:`mlo_bench.suite.models.batch.epoch_batch`, which ``saba`` / ``srba`` need); init as
 benchmark_bilevel's: w ~ N(0, I), x = log U(0, 1).
 
 Ground truth, float64, once per problem (cached on its knobs): y*(x) by Newton's method on f (strongly convex) to

@@ -1,4 +1,4 @@
-"""The stochastic bilevel solvers (soba, ma_soba, amigo, stocbio, f2sa, bome, saba, srba) on benchopt's problems
+"""The stochastic bilevel solvers (soba, ma_soba, amigo, stocbio, f2sa, bome, saba, srba, mrbo) on benchopt's problems
 (bilevel_quadratic, logreg_hyper, data_cleaning): they approach x* on the quadratic, torch and jax agree after 10
 steps in float64, the ground truths are right (finite differences; the suite's ``exact``), and the libsvm loader
 reads and refuses files in one line."""
@@ -16,9 +16,9 @@ from mlo_bench.suite.run.plan import prepare
 from mlo_bench.tasks.bilevel_quadratic import BilevelQuadraticConfig, problem
 from mlo_bench.tasks.data import libsvm
 
-SOLVERS = ["soba", "ma_soba", "amigo", "stocbio", "f2sa", "bome", "saba", "srba"]
+SOLVERS = ["soba", "ma_soba", "amigo", "stocbio", "f2sa", "bome", "saba", "srba", "mrbo"]
 #: benchmark_bilevel's inner steps per outer step (n_inner_steps) for each solver
-INNER = {"soba": 1, "ma_soba": 1, "amigo": 10, "stocbio": 10, "f2sa": 10, "bome": 10, "saba": 1, "srba": 1}
+INNER = {"soba": 1, "ma_soba": 1, "amigo": 10, "stocbio": 10, "f2sa": 10, "bome": 10, "saba": 1, "srba": 1, "mrbo": 1}
 SMALL = {"dim_inner": 20, "dim_outer": 5, "n_inner": 256, "n_outer": 256}
 SMALL_ARGS = ["task=bilevel_quadratic", *(f"task.{k}={v}" for k, v in SMALL.items())]
 
@@ -37,8 +37,9 @@ def test_the_quadratic_closed_form_is_the_value_functions_gradient_and_minimum()
     assert all(pb.value(pb.x_star + 0.1 * d) > pb.h_star for d in np.eye(5))
 
 
-#: bome: full batches, below; saba and srba against soba on the epoch sampler: tests/test_variance_reduced.py
-@pytest.mark.parametrize("solver", [s for s in SOLVERS if s not in ("bome", "saba", "srba")])
+#: bome: full batches, below; saba and srba against soba on the epoch sampler, mrbo against numpy's recurrence:
+#: tests/test_variance_reduced.py (mrbo's decaying steps leave it above this bound at 600 steps: docs/solvers.md)
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s not in ("bome", "saba", "srba", "mrbo")])
 def test_each_solver_approaches_x_star_on_the_quadratic(tmp_path, solver):
     """600 outer steps at the defaults (stocbio: α = 1, in benchmark_bilevel's grid; its default 0.1 with 10 terms
     underestimates H⁻¹ tenfold at μ = 0.1 and stalls): h(x) − h* falls below 0.3 of its value at x = 0. Measured

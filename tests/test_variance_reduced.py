@@ -1,6 +1,7 @@
-"""The variance-reduced solvers (``saba``, ``srba``), which move the lower level themselves (``Method.steps_lower``):
-at one minibatch (the whole sample) both are full-batch SOBA in Jacobi order step for step — checked against a numpy
-recurrence on the quadratic's closed-form means; benchmark_bilevel's epoch sampler; SAGA's memory; the refusals."""
+"""The solvers that move the lower level themselves (``Method.steps_lower``: ``saba``, ``srba``, ``mrbo``): at one
+minibatch (the whole sample) saba and srba are full-batch SOBA in Jacobi order step for step, and mrbo at η = 1 is
+gradient descent on both levels at its decaying steps — each checked against a numpy recurrence on the quadratic's
+closed-form means; benchmark_bilevel's epoch sampler; SAGA's memory; the refusals."""
 
 from __future__ import annotations
 
@@ -47,6 +48,34 @@ def test_at_one_minibatch_each_is_full_batch_soba_in_jacobi_order(tmp_path, meth
     assert record["status"] == "ok", record.get("reason") or record.get("traceback")
     np.testing.assert_allclose(capture["params"]["outer"]["x"], _jacobi_soba(40), rtol=1e-10, atol=1e-12)
     assert record["metrics"]["inner_step_evals"] == 0, "the lower level took no step of its own optimizer"
+
+
+def _mrbo_full_batch(steps: int, rho: float = 0.1, gamma: float = 0.1, alpha: float = 0.1, terms: int = 10):
+    """MRBO at η = 1 on the whole sample: its momentum estimators are then the oracles themselves, so y and x take
+    gradient steps (x along ∇_x g − C z, z StocBiO's series) from the same point at ρ / γ over (t+1)^(1/3)."""
+    pb = problem(BilevelQuadraticConfig(**SMALL))
+    a, _, c, lin, _ = _means(pb.inner)
+    ao, bo, co, lino, lino_x = _means(pb.outer)
+    y, x = np.zeros(SMALL["dim_inner"]), np.zeros(SMALL["dim_outer"])
+    for t in range(steps):
+        gy_f, gy_g, gx_g = a @ y + c.T @ x + lin, ao @ y + co.T @ x + lino, bo @ x + co @ y + lino_x
+        z, term = np.zeros_like(y), alpha * gy_g
+        for _ in range(terms):
+            z, term = z + term, term - alpha * (a @ term)
+        decay = (t + 1.0) ** (1 / 3)
+        y, x = y - rho / decay * gy_f, x - gamma / decay * (gx_g - c @ z)
+    return x
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_mrbo_at_eta_one_on_one_minibatch_is_gradient_descent_at_its_steps(tmp_path, backend):
+    if backend == "jax":
+        pytest.importorskip("jax")
+    capture: dict = {}
+    record = _run(tmp_path, "method=mrbo", "method.eta=1", f"backend={backend}", "task.batch_size=0", "steps=30",
+                  "eval_every=30", capture=capture)
+    assert record["status"] == "ok", record.get("reason") or record.get("traceback")
+    np.testing.assert_allclose(capture["params"]["outer"]["x"], _mrbo_full_batch(30), rtol=1e-10, atol=1e-12)
 
 
 @pytest.mark.parametrize("method", ["saba", "srba"])
@@ -101,3 +130,12 @@ def test_saga_estimate_is_unbiased_and_its_mean_tracks_the_table():
 def test_a_setting_it_cannot_run_is_unsupported_with_the_reason(tmp_path, args, reason):
     record = _run(tmp_path, "method=saba", "backend=torch", "steps=2", *args)
     assert record["status"] == "unsupported" and reason in record["reason"], record.get("reason")
+
+
+def test_the_sampler_enters_the_hash_only_away_from_draw():
+    from mlo_bench.suite.run.records import config_hash
+
+    base = {"task": {"name": "bilevel_quadratic", "batch_size": 64}}
+    draw = {"task": {**base["task"], "sampler": "draw"}}
+    epoch = {"task": {**base["task"], "sampler": "epoch"}}
+    assert config_hash(draw) == config_hash(base) != config_hash(epoch)

@@ -57,6 +57,8 @@ def test_float64_certificate_passes(capsys, tmp_path, monkeypatch):
     assert partitioned >= {"saba", "srba"}
     assert all(f"method {m} skipped: task quadratic does not support it ({m} keeps per-minibatch state" in out
                for m in partitioned), out
+    skipped = {m for m in registry.names("method") if f"method {m} skipped: task quadratic" in out}
+    assert skipped == partitioned, "every other method runs here (mrbo too: it needs no fixed minibatches)"
     if registry.availability("backend", "jax") is None:
         passed = {m for (b, m), r in rows.items() if b == "jax" and r == "pass"}
         assert passed == set(registry.names("method")) - partitioned
