@@ -148,6 +148,14 @@ class DistributedMixin:
         self._all_sum = lambda x: all_sum.apply(x, comm)
         self.ops = DistributedOps(self.ops, self._all_sum, comm.all_max)
 
+    def any_rank(self, flag: bool) -> bool:
+        """Whether ``flag`` holds on any rank (a max all-reduce of one integer, outside the counted collectives: it
+        is the step boundary's stop decision, :func:`mlo_bench.suite.run.interrupt.agreeing`, not the method's)."""
+        torch = self.torch
+        t = torch.tensor([int(flag)], device=self._dev if self.device == "cuda" else "cpu")
+        torch.distributed.all_reduce(t, op=torch.distributed.ReduceOp.MAX)
+        return bool(t.item())
+
     # rule 2: derivatives w.r.t. the replicated inputs, averaged over the ranks -----------------------------------
     def _mean(self, tree: Any) -> Any:
         n = float(self.world_size)

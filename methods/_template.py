@@ -17,7 +17,8 @@ from mlo_bench.suite.plugins.registry import register  # noqa: F401
 class TemplateMethod(Method):
     name = "template"
     # Capabilities, where the method has them (defaults and meaning: mlo_bench.suite.contract.Method): unrolls,
-    # computes_hypergradient, materialises, gradients(cfg, unroll_steps), init / update (method state).
+    # computes_hypergradient, materialises, gradients(cfg, unroll_steps), init / update (method state),
+    # init_reads_upper, steps_lower (the method moves the lower level itself), init_reads_batches.
 
     @dataclass
     class Config:

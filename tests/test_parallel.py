@@ -225,6 +225,43 @@ def test_a_rank_killed_or_hung_ends_as_one_error_record(tmp_path, monkeypatch, f
     assert len(list((tmp_path / "runs").glob("*/record.json"))) == 1
 
 
+def _children(pid: int) -> list[int]:
+    kids = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def test_ctrl_c_to_the_parent_alone_stops_the_ranks_together_as_one_interrupted_record(tmp_path):
+    """SIGINT to the process that started the ranks (not its group): it forwards the stop once, the ranks agree on it
+    at the next step boundary (interrupt.agreeing) and end together; one ``interrupted`` record with rank 0's steps
+    done, exit 130, and no rank left running."""
+    import signal
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "mlo_bench.suite.cli", "run", "task=bilevel_quadratic",
+                             "method=soba", "inner_steps=1", "steps=1000000", "parallel.world_size=2",
+                             "parallel.timeout_s=30", "isolate=false", "progress=false", f"results_dir={tmp_path}"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    ranks, deadline = [], time.monotonic() + 120
+    while len(ranks) < 2 and time.monotonic() < deadline and proc.poll() is None:
+        ranks = [k for k in _children(proc.pid) if "spawn_main" in Path(f"/proc/{k}/cmdline").read_text()]
+        time.sleep(0.5)
+    assert len(ranks) == 2, proc.communicate()[1][-2000:] if proc.poll() is not None else "no ranks started"
+    time.sleep(15)  # past the ranks' set-up, into the step loop
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-3000:]
+    (path,) = (tmp_path / "runs").glob("*/record.json")
+    record = json.loads(path.read_text())
+    assert record["status"] == "interrupted", record.get("reason")
+    assert 0 < record["metrics"]["steps_done"] < 1000000 and record["metrics"]["world_size"] == 2
+    assert "another rank" not in record["reason"], "rank 0 was signalled too"
+    for pid in ranks:
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)
+
+
 @pytest.mark.slow
 def test_two_rank_mwn_demo_from_the_cli(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "mlo_bench.suite.cli", "run", "task=mwn", "+preset=demo", "steps=5",

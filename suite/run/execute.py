@@ -255,12 +255,15 @@ def train_rank(rank: int, world_size: int, init_method: str, timeout_s: float, c
     trace: list[dict[str, Any]] = []
     capture: dict[str, Any] = {}
     status, reason, tb = "ok", None, None
-    try:
-        set_up(plan, backend)
-        try:
-            train(plan, backend, metrics, trace, capture)
-        finally:
-            backend.teardown()
+    try:  # a stop signal is noted, and the ranks agree on it at each step boundary (suite/run/interrupt.py)
+        with interrupt.handling():
+            set_up(plan, backend)
+            interrupt.agreeing(getattr(backend, "any_rank", None))
+            try:
+                train(plan, backend, metrics, trace, capture)
+            finally:
+                interrupt.agreeing(None)
+                backend.teardown()
     except (Exception, KeyboardInterrupt) as exc:  # noqa: BLE001 - every failure is a result
         status, reason, tb = outcome(exc, metrics)
     result = {"rank": rank, "status": status, "reason": reason, "traceback": tb, "metrics": metrics,

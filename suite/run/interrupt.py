@@ -10,7 +10,10 @@ handler is installed (a library call of :func:`~mlo_bench.suite.run.execute.exec
 changes: :func:`check` never raises and Ctrl-C is Python's ``KeyboardInterrupt``.
 
 An isolated worker runs in a process group of its own (a terminal's Ctrl-C reaches the parent only); the parent
-forwards the signal, once, and waits for the worker's record (:mod:`mlo_bench.suite.run.isolate`). A worker whose parent
+forwards the signal, once, and waits for the worker's record (:mod:`mlo_bench.suite.run.isolate`). The ranks of a
+data-parallel run (:mod:`mlo_bench.suite.run.ranks`) likewise: the process that started them forwards a stop it was
+asked once, each rank notes it, and the ranks agree at every boundary (:func:`agreeing`), so they stop together and
+rank 0's measurements make an ``interrupted`` record. A worker whose parent
 is gone (killed by SIGKILL) stops at its next boundary as if signalled (:func:`watch_parent`).
 
 An ``interrupted`` record is not a finished one: ``resume`` runs the config again (it is not in
@@ -28,7 +31,8 @@ from collections.abc import Iterator
 EXIT_CODE = 130
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-_state: dict[str, object] = {"installed": False, "signal": None, "count": 0, "parent": None, "escalate": True}
+_state: dict[str, object] = {"installed": False, "signal": None, "count": 0, "parent": None, "escalate": True,
+                             "agree": None}
 
 
 class Interrupted(Exception):
@@ -94,9 +98,21 @@ def requested() -> str | None:
     return None
 
 
+def agreeing(fn: object) -> None:
+    """Make every :func:`check` a decision of all the ranks of a data-parallel run: ``fn(stop) -> bool`` is true when
+    any rank asks to stop (a collective: :meth:`mlo_bench.backends._torch_dist.DistributedMixin.any_rank`), so the
+    ranks stop at the same boundary — one rank stopping alone would leave the others waiting in its next collective
+    until ``parallel.timeout_s``. ``None`` forgets it."""
+    _state["agree"] = fn
+
+
 def check(step: int) -> None:
-    """At a step boundary (``step`` outer steps done): raise :class:`Interrupted` if a stop was asked."""
+    """At a step boundary (``step`` outer steps done): raise :class:`Interrupted` if a stop was asked (on any rank,
+    where :func:`agreeing` was given one)."""
     why = requested()
+    agree = _state["agree"]
+    if agree is not None and agree(why is not None) and not why:
+        why = "a stop asked of another rank"
     if why:
         raise Interrupted(step, why)
 

@@ -8,7 +8,9 @@ Faults end as results, within a bounded time, never a hang: a rank that dies (it
 not answer within ``parallel.timeout_s`` after another rank finished (hung: every collective also times out after
 ``parallel.timeout_s``, so the ranks waiting on it end too) makes the run ``error`` naming the rank; the other ranks
 are then killed and exactly one record is written, by the caller (:func:`mlo_bench.suite.run.execute.execute`).
-A rank whose parent died stops at once (a watchdog thread), so no rank outlives a killed worker.
+A rank whose parent died stops at once (a watchdog thread), so no rank outlives a killed worker. A stop asked of the
+process that started the ranks (Ctrl-C, SIGTERM; :mod:`mlo_bench.suite.run.interrupt`) is forwarded to them once:
+they agree on it at the next step boundary and end ``interrupted`` together, rank 0's measurements so far kept.
 
 Beyond one machine: the processes here are one node's. torch's own launcher spans nodes — ``torchrun --nnodes=M
 --nproc-per-node=K --rdzv-backend=c10d --rdzv-endpoint=HOST:PORT`` sets ``RANK`` / ``WORLD_SIZE`` / ``MASTER_ADDR``
@@ -28,6 +30,8 @@ import time
 import traceback
 from collections.abc import Callable
 from typing import Any
+
+from mlo_bench.suite.run import interrupt
 
 GRACE_S = 5.0  #: seconds added to ``parallel.timeout_s`` before a silent rank is called hung
 
@@ -49,8 +53,10 @@ def _watch_parent(parent: int) -> None:
 def _entry(target: Callable, rank: int, world: int, init_method: str, timeout_s: float, args: tuple,
            out: Any, parent: int) -> None:
     _watch_parent(parent)
-    try:
-        out.put((rank, True, target(rank, world, init_method, timeout_s, *args)))
+    try:  # a stop signal is only noted here (a terminal's Ctrl-C and the parent's forwarded one are one stop)
+        with interrupt.handling(), interrupt.forwarding():
+            result = target(rank, world, init_method, timeout_s, *args)
+        out.put((rank, True, result))
     except BaseException:  # noqa: BLE001 - reported to the parent, which names the rank
         out.put((rank, False, traceback.format_exc()))
 
@@ -79,10 +85,16 @@ def launch(world_size: int, target: Callable, args: tuple, timeout_s: float) -> 
     done: dict[int, tuple[bool, Any]] = {}
     dead: dict[int, int | None] = {}
     first_end: float | None = None
+    forwarded = False
     try:
         for p in procs:
             p.start()
         while len(done) + len(dead) < world_size:
+            if not forwarded and interrupt.requested():  # asked to stop: the ranks stop at a boundary, together
+                forwarded = True
+                for p in procs:
+                    if p.is_alive():
+                        os.kill(p.pid, signal.SIGINT)
             try:
                 rank, ok, payload = out.get(timeout=0.2)
                 done[rank] = (ok, payload)

@@ -132,15 +132,21 @@ def figure(task: str, metric: str, data: dict[str, pd.DataFrame], path: Path) ->
     from mlo_bench.suite.report.render.figures import pyplot, save
 
     plt, sns = pyplot()
-    colors = dict(zip(data, sns.color_palette("colorblind", max(len(data), 3)), strict=False))
+    # a colour per method, a line style per backend: with nine solvers on two backends, 18 colours would repeat
+    methods = sorted({label.split(" · ")[-1] for label in data})
+    backends = sorted({label.split(" · ")[0] for label in data})
+    palette = dict(zip(methods, sns.color_palette("tab10" if len(methods) <= 10 else "husl", max(len(methods), 3)),
+                       strict=False))
+    styles = dict(zip(backends, ["-", "--", ":", "-."] * (1 + len(backends) // 4), strict=False))
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.6), squeeze=False)
     for ax, x, xlabel in ((axes[0][0], "time_s", "time (s, training clock)"), (axes[0][1], "calls", "oracle calls")):
         for label, c in data.items():
             c = c[(c["median"] > 0) & c[x].notna() & (c[x] > 0)]
             if c.empty:
                 continue
-            ax.plot(c[x], c["median"], lw=1.4, color=colors[label], label=label)
-            ax.fill_between(c[x], c["lo"].clip(lower=1e-300), c["hi"], color=colors[label], alpha=0.15, lw=0)
+            color, style = palette[label.split(" · ")[-1]], styles[label.split(" · ")[0]]
+            ax.plot(c[x], c["median"], lw=1.4, color=color, ls=style, label=label)
+            ax.fill_between(c[x], c["lo"].clip(lower=1e-300), c["hi"], color=color, alpha=0.12, lw=0)
         ax.set_xscale("log")
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
@@ -148,7 +154,7 @@ def figure(task: str, metric: str, data: dict[str, pd.DataFrame], path: Path) ->
     axes[0][1].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), frameon=False, fontsize=8)
     fig.tight_layout()
     caption = (f"`{task}`: `{metric}` against time and oracle calls, median over seeds, band 20–80% quantiles; "
-               "one line per backend · method at its best config.")
+               "one line per backend · method at its best config (colour: method; line style: backend).")
     return Figure(save(fig, path), caption)
 
 
