@@ -23,7 +23,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine import variance_reduction as vr
 from mlo_bench.suite.engine.implicit import edge_top_loss
 from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_sub, tree_zeros_like
@@ -31,11 +30,8 @@ from mlo_bench.suite.plugins.registry import register
 
 
 @register("method")
-class SABA(Method):
+class SABA(vr.VarianceReduced):
     name = "saba"
-    steps_lower = True
-    init_reads_upper = True
-    init_reads_batches = True
 
     @dataclass
     class Config:
@@ -73,8 +69,3 @@ class SABA(Method):
         new = {**state, "lower": tree_axpy(-r.optimizer.lr, d["y"], r.lower),
                "z": tree_axpy(-cfg.rho, d["z"], state["z"]), "memory": memory}
         return tree_sub(d["x"], o["grad_x_g"]), new
-
-    def response_vjp(self, backend, r, v, cfg):
-        o = vr.oracles(backend, r.loss, edge_top_loss(backend, r, v), r.lower, r.upper,
-                       tree_zeros_like(backend.ops, r.lower))
-        return tree_sub(vr.directions(o)["x"], o["grad_x_g"])

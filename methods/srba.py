@@ -24,7 +24,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from mlo_bench.suite.contract import Method
 from mlo_bench.suite.engine import variance_reduction as vr
 from mlo_bench.suite.engine.implicit import edge_top_loss
 from mlo_bench.suite.engine.linear_solvers import cond
@@ -36,11 +35,8 @@ PERIOD_FRAC = 128
 
 
 @register("method")
-class SRBA(Method):
+class SRBA(vr.VarianceReduced):
     name = "srba"
-    steps_lower = True
-    init_reads_upper = True
-    init_reads_batches = True
 
     @dataclass
     class Config:
@@ -91,8 +87,3 @@ class SRBA(Method):
                "prev": {"y": r.lower, "x": r.upper, "z": state["z"]}, "d": d,
                "k": ops.where(k >= state["period"], k * 0.0, k)}
         return tree_sub(d["x"], grad_x_g), new
-
-    def response_vjp(self, backend, r, v, cfg):
-        o = vr.oracles(backend, r.loss, edge_top_loss(backend, r, v), r.lower, r.upper,
-                       tree_zeros_like(backend.ops, r.lower))
-        return tree_sub(vr.directions(o)["x"], o["grad_x_g"])

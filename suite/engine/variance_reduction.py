@@ -19,7 +19,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_sub, tree_vdot
+from mlo_bench.suite.contract.method import Method
+from mlo_bench.suite.engine.implicit import edge_top_loss
+from mlo_bench.suite.engine.trees import tree_axpy, tree_map, tree_sub, tree_vdot, tree_zeros_like
 
 Tree = Any
 #: the oracles of one step, by name; the first three read the lower level's batch, the last two the top level's
@@ -74,3 +76,18 @@ def saga(ops: Any, g: Tree, mem: dict[str, Tree], hot: Any) -> tuple[Tree, dict[
     estimate = tree_map(lambda d, m: d + m, diff, mem["mean"])
     table = tree_map(lambda t, d: t + col * ops.reshape(d, (1, -1)), mem["table"], diff)
     return estimate, {"table": table, "mean": tree_axpy(1.0 / n, diff, mem["mean"])}
+
+
+class VarianceReduced(Method):
+    """The shape ``saba`` and ``srba`` share: they move the lower level themselves, read the upper level's shape and
+    the levels' fixed minibatches at ``init``, and their cold ``response_vjp`` is the first Jacobi step's from z = 0
+    with empty memories — ∇_x g − ∂²_xy f · 0 − ∇_x g = 0 (the chain adds the top loss's own ∇_x g back)."""
+
+    steps_lower = True
+    init_reads_upper = True
+    init_reads_batches = True
+
+    def response_vjp(self, backend: Any, r: Any, v: Tree, cfg: Any) -> Tree:
+        zero = tree_zeros_like(backend.ops, r.lower)
+        o = oracles(backend, r.loss, edge_top_loss(backend, r, v), r.lower, r.upper, zero)
+        return tree_sub(directions(o)["x"], o["grad_x_g"])
