@@ -178,7 +178,10 @@ PAPER = Paper(
         MetricSpec("inner_distance", "lower", doc="‖y − y*(x)‖² of the run's lower level"),
     ),
     curves=("suboptimality", "hypergrad_sq_norm"),
-    convergence={"suboptimality": 2e-2},
+    #: 1.1% of h(0) − h* at the defaults (0.087): at 2e-2 every solver but f2sa, stocbio and mrbo reached it within
+    #: 0.1–2.4 s and the ranking hid what variance reduction buys (saba ends at 1.6e-5, soba at 9.6e-4: 540 runs,
+    #: docs/solvers.md)
+    convergence={"suboptimality": 1e-3},
 )
 
 

@@ -104,8 +104,11 @@ def test_nested_hash_defaults_are_the_config_classes_defaults():
     from mlo_bench.suite.plugins import registry
 
     cg = registry.get("method", "cg").Config()
+    stochastic = ("bilevel_quadratic", "logreg_hyper", "data_cleaning")
+    samplers = {registry.get("task", t).Config().sampler for t in stochastic}
+    assert samplers == {"draw"}
     assert keys.NESTED_UNLESS_DEFAULT == {"eps_root": OptimizerConfig().eps_root,
-                                          "negative_curvature": cg.negative_curvature}
+                                          "negative_curvature": cg.negative_curvature, "sampler": "draw"}
 
 
 def test_a_plain_dict_config_runs_each_missing_key_as_declared():
