@@ -73,3 +73,28 @@ def test_the_report_has_the_section_and_its_figure(results, tmp_path):
     assert f"{TASK}: convergence of the solvers" in md and "ranked by the time" in md
     assert (out / "figures" / f"{TASK.replace('_', '-')}-suboptimality-convergence.png").exists() or list(
         (out / "figures").glob("*convergence*.png"))
+
+
+def test_the_figure_colours_by_method_and_styles_by_backend(tmp_path, monkeypatch):
+    """Nine solvers on two backends: a colour per method (18 colours would repeat), a line style per backend."""
+    import pandas as pd
+    from matplotlib.figure import Figure as MplFigure
+
+    from mlo_bench.suite.report.sections import convergence
+
+    drawn = {}
+    original = MplFigure.savefig
+
+    def savefig(self, *args, **kwargs):
+        drawn["fig"] = self
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(MplFigure, "savefig", savefig)
+    curve = pd.DataFrame({"step": [1, 2], "median": [1.0, 0.5], "lo": [0.9, 0.4], "hi": [1.1, 0.6],
+                          "time_s": [0.1, 0.2], "calls": [10, 20], "n": [3, 3]})
+    data = {f"{b} · {m}": curve for b in ("jax", "torch") for m in ("saba", "soba", "srba")}
+    convergence.figure("t", "suboptimality", data, tmp_path / "f.png")
+    lines = {ln.get_label(): ln for ln in drawn["fig"].axes[0].get_lines()}
+    color, style = (lambda label: lines[label].get_color()), (lambda label: lines[label].get_linestyle())
+    assert color("jax · saba") == color("torch · saba") != color("jax · soba")
+    assert style("jax · saba") == style("jax · srba") != style("torch · saba")
