@@ -98,3 +98,15 @@ def test_the_figure_colours_by_method_and_styles_by_backend(tmp_path, monkeypatc
     color, style = (lambda label: lines[label].get_color()), (lambda label: lines[label].get_linestyle())
     assert color("jax · saba") == color("torch · saba") != color("jax · soba")
     assert style("jax · saba") == style("jax · srba") != style("torch · saba")
+
+
+def test_a_repeat_of_a_config_and_seed_counts_once(results, tmp_path):
+    """A grid point equal to the experiment's defaults, in another results directory, repeats its seeds: each seed
+    of a config counts once (the later run), so the median is over distinct seeds."""
+    for seed in range(3):
+        _write(tmp_path, "amigo", seed, [1e-1, 1e-2, 1e-3 * (0.5 + 0.25 * seed), 1e-4], dt=0.1, per_step=(10, 12))
+    records = read_records([results, tmp_path])
+    best, configs = convergence.lines(TASK, records)
+    assert configs["jax · amigo"] == 1 and len(best["jax · amigo"]) == 5
+    c = convergence.curve(best["jax · amigo"], "suboptimality", convergence.record_paths(records))
+    assert c.iloc[2]["n"] == 5 and c.iloc[2]["median"] == pytest.approx(1e-3)

@@ -1,17 +1,17 @@
-"""Convergence of stochastic solvers: the trace metrics a task declares in ``Paper.convergence`` (each with a
-tolerance) against time and against oracle calls, as benchopt draws them.
+"""Convergence of stochastic solvers: the trace metrics a task declares in ``Paper.convergence`` (each with a tolerance)
+against time and against oracle calls, as benchopt draws them.
 
-For each such task: the ok runs with a trace, one line per backend × method. Where a backend × method was run at
-several configs (a grid of step sizes — the same config apart from the seed is one config), the line is the config
-whose median over seeds of the first metric's last value is lowest (the best of the grid, as benchopt's users pick
-it); the others are counted. At each measured step: the median over seeds of the metric with its 20–80% quantile
-band, at the median over seeds of the run's training-clock time there (``elapsed_s``: the task's metrics are computed
-outside the clock) and at the oracle calls of that many outer steps — per outer step, the lower-level gradients
-(``inner_step_evals``) plus the hypergradient's gradient-like passes (``gradient_count``: the method's declared
-``gradients`` per edge + the top loss's gradient; lines without a count are left off that axis). A table and one
-computed sentence rank the lines by the time at which the median first reaches the tolerance. Nothing here names a
-task.
-"""
+For each such task: the ok runs with a trace, one line per backend × method. Where a backend × method was run at several
+configs (a grid of step sizes — the same config apart from the seed is one config), the line is the config whose median
+over seeds of the first metric's last value is lowest (the best of the grid, as benchopt's users pick it); the others
+are counted. A config is one run per seed (a repeat of the same config and seed, e.g. a grid point equal to the
+experiment's defaults in another results directory, counts once: the later run). At each measured step: the median over
+seeds of the metric with its 20–80% quantile band, at the median over seeds of the run's training-clock time there
+(``elapsed_s``: the task's metrics are computed outside the clock) and at the oracle calls of that many outer steps —
+per outer step, the lower-level gradients (``inner_step_evals``) plus the hypergradient's gradient-like passes
+(``gradient_count``: the method's declared ``gradients`` per edge + the top loss's gradient; lines without a count are
+left off that axis). A table and one computed sentence rank the lines by the time at which the median first reaches the
+tolerance. Nothing here names a task."""
 
 from __future__ import annotations
 
@@ -70,17 +70,18 @@ def lines(task: str, records: list[dict[str, Any]]) -> tuple[dict[str, list[Run]
     """Per ``backend · method``: the runs of its best config (see the module docstring), and how many configs it had."""
     metric = next(iter(specs.paper(task).convergence))
     paths = record_paths(records)
-    by: dict[str, dict[str, list[Run]]] = {}
-    for run in prepare(records):
-        if run.task == task:
-            by.setdefault(f"{run.backend} · {run.method}", {}).setdefault(_config_key(run), []).append(run)
+    by: dict[str, dict[str, dict[Any, Run]]] = {}
+    for run in sorted((r for r in prepare(records) if r.task == task), key=lambda r: r.run_id):
+        # one run per seed of a config: a grid's point that repeats the experiment's defaults (another results
+        # directory, so not resumed) would otherwise count its seeds twice; the later run is kept
+        by.setdefault(f"{run.backend} · {run.method}", {}).setdefault(_config_key(run), {})[str(run.seed)] = run
     best, configs = {}, {}
     for label in sorted(by):
         def final(runs: list[Run]) -> float:
             c = curve(runs, metric, paths)
             return float(c["median"].iloc[-1]) if len(c) else math.inf
 
-        best[label] = min(by[label].values(), key=final)
+        best[label] = min((list(seeds.values()) for seeds in by[label].values()), key=final)
         configs[label] = len(by[label])
     return best, configs
 
