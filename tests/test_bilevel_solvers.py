@@ -37,14 +37,15 @@ def test_the_quadratic_closed_form_is_the_value_functions_gradient_and_minimum()
     assert all(pb.value(pb.x_star + 0.1 * d) > pb.h_star for d in np.eye(5))
 
 
-#: bome: full batches, below; saba and srba against soba on the epoch sampler, mrbo against numpy's recurrence:
-#: tests/test_variance_reduced.py (mrbo's decaying steps leave it above this bound at 600 steps: docs/solvers.md)
-@pytest.mark.parametrize("solver", [s for s in SOLVERS if s not in ("bome", "saba", "srba", "mrbo")])
+#: bome: full batches, below; saba and srba against soba on the epoch sampler: tests/test_variance_reduced.py
+@pytest.mark.parametrize("solver", [s for s in SOLVERS if s not in ("bome", "saba", "srba")])
 def test_each_solver_approaches_x_star_on_the_quadratic(tmp_path, solver):
-    """600 outer steps at the defaults (stocbio: α = 1, in benchmark_bilevel's grid; its default 0.1 with 10 terms
-    underestimates H⁻¹ tenfold at μ = 0.1 and stalls): h(x) − h* falls below 0.3 of its value at x = 0. Measured
-    (jax float64, seed 0): soba 0.19, ma_soba 0.08, amigo 0.016, stocbio 0.09, f2sa 0.20 of it."""
-    knobs = ["method.alpha=1.0"] if solver == "stocbio" else []
+    """600 outer steps at the defaults (stocbio and mrbo: α = 1, in benchmark_bilevel's grid; the default 0.1 with
+    10 terms of their series underestimates H⁻¹ tenfold at μ = 0.1 and stalls: mrbo ends at 1.4× the initial gap):
+    h(x) − h* falls below 0.3 of its value at x = 0. Measured (jax float64, seed 0): soba 0.19, ma_soba 0.08, amigo
+    0.016, stocbio 0.09, f2sa 0.20, mrbo 0.27 of it (mrbo on the epoch sampler, its decaying steps the slowest)."""
+    knobs = ["method.alpha=1.0"] if solver in ("stocbio", "mrbo") else []
+    knobs += ["task.sampler=epoch"] if solver == "mrbo" else []
     record = _run(tmp_path, *SMALL_ARGS, "backend=jax", f"method={solver}", f"inner_steps={INNER[solver]}",
                   "steps=600", "eval_every=600", "hypergrad_check=false", *knobs)
     assert record["status"] == "ok", record.get("reason")
