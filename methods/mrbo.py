@@ -65,20 +65,20 @@ class MRBO(Method):
                 "d_y": tree_map(ops.zeros_like, lower), "d_x": tree_map(ops.zeros_like, upper), "t": zero}
 
     def _estimates(self, backend, r, g, cfg):
-        """(∇_y f, h) at the response's point: h = ∇_x g − ∂²_xy f · z with StocBiO's series z."""
+        """(∇_y f, h, ∇_x g) at the response's point: h = ∇_x g − ∂²_xy f · z with StocBiO's series z."""
         grads = backend.grad(lambda p: g(p["y"], p["x"]))({"y": r.lower, "x": r.upper})
         z = neumann(backend.ops, hessian_matvec(backend, r), grads["y"], cfg.iterations - 1, cfg.alpha)
         grad_y_f = backend.grad(lambda th: r.loss(th, r.upper))(r.lower)
-        return grad_y_f, tree_add(grads["x"], mixed_vjp(backend, r, z))
+        return grad_y_f, tree_add(grads["x"], mixed_vjp(backend, r, z)), grads["x"]
 
     def _step(self, backend, r, v, cfg, state):
         g, t = edge_top_loss(backend, r, v), state["t"]
         prev = dataclasses.replace(r, lower=state["prev"]["y"], upper=state["prev"]["x"])
-        (gy, h), (gy_old, h_old) = self._estimates(backend, r, g, cfg), self._estimates(backend, prev, g, cfg)
+        gy, h, grad_x_g = self._estimates(backend, r, g, cfg)
+        gy_old, h_old, _ = self._estimates(backend, prev, g, cfg)
         keep = 1.0 - cfg.eta / (t + 1.0) ** (2 / 3)
         d_y = tree_add(gy, tree_scale(keep, tree_sub(state["d_y"], gy_old)))
         d_x = tree_add(h, tree_scale(keep, tree_sub(state["d_x"], h_old)))
-        grad_x_g = backend.grad(lambda lam: g(r.lower, lam))(r.upper)
         lr = r.optimizer.lr / (t + 1.0) ** (1 / 3)
         new = {"lower": tree_axpy(-lr, d_y, r.lower), "prev": {"y": r.lower, "x": r.upper},
                "d_y": d_y, "d_x": d_x, "t": t + 1.0}

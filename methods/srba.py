@@ -68,19 +68,19 @@ class SRBA(vr.VarianceReduced):
         g = edge_top_loss(backend, r, v)
         here = (r.lower, r.upper, state["z"])
 
-        def restart(_):
+        def restart(_):  # the directions on the whole data; ∇_x g on this step's batch for the chain's direct term
             f_all = r.whole_loss if r.whole_loss is not None else r.loss
             g_all = r.whole_outer_loss if r.whole_outer_loss is not None else g
-            return vr.directions(vr.oracles(backend, f_all, g_all, *here))
+            grad_x_g = backend.grad(lambda lam: g(r.lower, lam))(r.upper)
+            return vr.directions(vr.oracles(backend, f_all, g_all, *here)), grad_x_g
 
         def recursive(_):
             prev = state["prev"]
-            now = vr.directions(vr.oracles(backend, r.loss, g, *here))
+            o = vr.oracles(backend, r.loss, g, *here)
             before = vr.directions(vr.oracles(backend, r.loss, g, prev["y"], prev["x"], prev["z"]))
-            return tree_add(state["d"], tree_sub(now, before))
+            return tree_add(state["d"], tree_sub(vr.directions(o), before)), o["grad_x_g"]
 
-        d = cond(ops, state["k"] == 0, restart, recursive, None)
-        grad_x_g = backend.grad(lambda lam: g(r.lower, lam))(r.upper)
+        d, grad_x_g = cond(ops, state["k"] == 0, restart, recursive, None)
         k = state["k"] + 1.0
         new = {**state, "lower": tree_axpy(-r.optimizer.lr, d["y"], r.lower),
                "z": tree_axpy(-cfg.rho, d["z"], state["z"]),
