@@ -265,12 +265,12 @@ def train(plan: Plan, backend: Any, metrics: dict[str, Any], trace: list[dict[st
     start_s = time.perf_counter()
     try:
         for t in range(plan.steps):
-            if interrupt.requested():  # a step boundary: stop here, keeping the loss reached (run/interrupt.py)
+            if why := interrupt.decided():  # a step boundary: stop here, keeping the loss reached (run/interrupt.py)
                 if t and t not in rows:
                     rows[t] = {"outer_loss": float(backend.to_numpy(run.loss_c(params, last_top))),
                                "elapsed_s": time.perf_counter() - start_s - eval_s}
                     metrics["outer_loss"] = rows[t]["outer_loss"]
-                interrupt.check(t)
+                raise interrupt.Interrupted(t, why)
             tick = time.perf_counter()
             params, states, mstate, rounds, top_batch, hb = step(t, params, states, mstate, timer, capture)
             timer.samples.setdefault("step", []).append(time.perf_counter() - tick)

@@ -102,17 +102,24 @@ def agreeing(fn: object) -> None:
     """Make every :func:`check` a decision of all the ranks of a data-parallel run: ``fn(stop) -> bool`` is true when
     any rank asks to stop (a collective: :meth:`mlo_bench.backends._torch_dist.DistributedMixin.any_rank`), so the
     ranks stop at the same boundary — one rank stopping alone would leave the others waiting in its next collective
-    until ``parallel.timeout_s``. ``None`` forgets it."""
+    until ``parallel.timeout_s``. The training loop then asks at every boundary, not only when this rank was
+    signalled (one integer all-reduce per outer step, outside the timed phases). ``None`` forgets it."""
     _state["agree"] = fn
 
 
-def check(step: int) -> None:
-    """At a step boundary (``step`` outer steps done): raise :class:`Interrupted` if a stop was asked (on any rank,
-    where :func:`agreeing` was given one)."""
+def decided() -> str | None:
+    """At a step boundary: why to stop (:func:`requested`, or on any rank where :func:`agreeing` was given one), or
+    ``None``. With an agreement every rank must call it at every boundary: it is a collective."""
     why = requested()
     agree = _state["agree"]
     if agree is not None and agree(why is not None) and not why:
         why = "a stop asked of another rank"
+    return why
+
+
+def check(step: int) -> None:
+    """At a step boundary (``step`` outer steps done): raise :class:`Interrupted` if a stop was :func:`decided`."""
+    why = decided()
     if why:
         raise Interrupted(step, why)
 
