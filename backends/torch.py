@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.backends._torch_counting import flop_formulas, flop_mode, live_bytes_mode
+from mlo_bench.backends._torch_counting import counted, flop_formulas, flop_mode, live_bytes_mode
 from mlo_bench.suite.contract import Backend
 from mlo_bench.suite.engine.trees import tree_leaves, tree_map, tree_unflatten
 from mlo_bench.suite.measure.instruments import CpuPeakRSS
@@ -360,12 +360,12 @@ class TorchBackend(Backend):
         from torch.utils._pytree import tree_leaves
 
         # Views of the arguments (e.g. ``A.T`` of the task's data) share the arguments' storage: not allocated by fn.
-        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args)
-                  if isinstance(t, self.torch.Tensor)}
-        tracker = live_bytes_mode(self.torch, exclude=inputs)
-        with tracker:
-            self.block(fn(*args))
-        return tracker.peak
+        def tracker(args):
+            inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args)
+                      if isinstance(t, self.torch.Tensor)}
+            return live_bytes_mode(self.torch, exclude=inputs)
+
+        return counted(self.torch, fn, args, tracker).peak
 
     def count_flops(self, fn, args):
         """FLOPs of ``fn(*args)`` with the formulas of ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
@@ -378,10 +378,7 @@ class TorchBackend(Backend):
         from torch.utils.flop_counter import FlopCounterMode
 
         formulas = FlopCounterMode(display=False, custom_mapping=flop_formulas(self.torch)).flop_registry
-        counter = flop_mode(formulas)
-        with counter:
-            self.block(fn(*args))
-        return int(counter.total)
+        return int(counted(self.torch, fn, args, lambda _: flop_mode(formulas)).total)
 
     def versions(self) -> dict[str, str]:
         info = {"torch": self.torch.__version__, "torch_threads": str(self.torch.get_num_threads())}
