@@ -138,7 +138,9 @@ def counted(torch: Any, fn: Any, args: tuple, mode_for: Any) -> Any:
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._pytree import tree_leaves, tree_map
 
-    size = sum(int(t.untyped_storage().nbytes()) for t in tree_leaves(args) if isinstance(t, torch.Tensor))
+    storages = {t.untyped_storage().data_ptr(): t.untyped_storage().nbytes() for t in tree_leaves(args)
+                if isinstance(t, torch.Tensor)}  # views of one storage count it once
+    size = sum(storages.values())
     if size >= FAKE_FROM_BYTES:
         try:
             fake = FakeTensorMode(allow_non_fake_inputs=True)

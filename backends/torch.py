@@ -365,7 +365,9 @@ class TorchBackend(Backend):
                       if isinstance(t, self.torch.Tensor)}
             return live_bytes_mode(self.torch, exclude=inputs)
 
-        return counted(self.torch, fn, args, tracker).peak
+        peak = counted(self.torch, fn, args, tracker).peak
+        self.block(None)  # a real count's kernels finish here, not inside the first timed phase
+        return peak
 
     def count_flops(self, fn, args):
         """FLOPs of ``fn(*args)`` with the formulas of ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,
@@ -378,7 +380,9 @@ class TorchBackend(Backend):
         from torch.utils.flop_counter import FlopCounterMode
 
         formulas = FlopCounterMode(display=False, custom_mapping=flop_formulas(self.torch)).flop_registry
-        return int(counted(self.torch, fn, args, lambda _: flop_mode(formulas)).total)
+        total = int(counted(self.torch, fn, args, lambda _: flop_mode(formulas)).total)
+        self.block(None)
+        return total
 
     def versions(self) -> dict[str, str]:
         info = {"torch": self.torch.__version__, "torch_threads": str(self.torch.get_num_threads())}
