@@ -239,3 +239,9 @@ def test_a_throughput_claim_on_loaded_runs_says_so():
     assert quiet.verdict != V.NOT_MEASURED, quiet.why
     [busy] = [r for r in claims.evaluate(table, _ds_records(load=5.0)) if r.claim.claim_id == "grangier-speed-dds"]
     assert busy.verdict == V.NOT_MEASURED and "under load" in busy.why
+    loaded = claims.evaluate(table, _ds_records(load=5.0))
+    [headline] = [b.text for b in claims.section(loaded).blocks[:1]]
+    n = sum(r.verdict == V.NOT_MEASURED and r.why == claims.LOADED_WHY for r in loaded)
+    assert n >= 1 and f"not measured** ({n} of them time claims whose runs were all timed under load)" in headline
+    [quiet_line] = [b.text for b in claims.section(claims.evaluate(table, _ds_records())).blocks[:1]]
+    assert "timed under load" not in quiet_line, "a quiet machine's headline names no loaded claim"

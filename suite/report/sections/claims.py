@@ -22,6 +22,8 @@ from mlo_bench.suite.report.runs import Run, equal, group_key, loaded, metric_va
 from mlo_bench.suite.report.sections import Context, Facts, Rendered, papers
 from mlo_bench.suite.report.sections import complexity_fit as complexity
 
+#: why a time claim is not measured when each of its runs on one side was timed under load
+LOADED_WHY = "every run of a side was timed under load (left out of time verdicts)"
 #: a run shorter than 1/SHORT_FRACTION of its task's default steps is a probe, not a trained result
 SHORT_FRACTION = 10
 
@@ -44,8 +46,9 @@ RULE = [
     f"1/{SHORT_FRACTION:g} of the task's default steps (memory and time probes, e.g. 2 steps at BERT-base) are left "
     "out of it.",
     f"**{V.NOT_COMPARED}**: left out by design — absolute time and memory of the paper's hardware (their ratios are "
-    f"compared in the other rows). **{V.NOT_MEASURED}**: no ok run for a side, or no task in the suite declares "
-    "the claim yet.",
+    f"compared in the other rows). **{V.NOT_MEASURED}**: no ok run for a side, every run of a side timed under "
+    "load (time claims only: a loaded machine moves them here, see Timing), or no task in the suite declares the "
+    "claim yet.",
 ]
 
 
@@ -187,7 +190,7 @@ def _ratio(res: Result, runs: list[Run], task: str, num: str, den: str, where: d
             return res
         busy = specs.timed(task, metric) and any(all(loaded(r.provenance) for r in rs) for rs in (a, b))
         res.why = (f"no ok run of {task}/{', '.join(missing)}" + (f" with {_where(where)}" if where else "")
-                   if missing else "every run of a side was timed under load (left out of time verdicts)" if busy
+                   if missing else LOADED_WHY if busy
                    else "the two variants never ran on one backend in one setting")
         return res
     res.verdict, why = V.agree({b_: v for b_, (_, v) in found.items()})
@@ -301,9 +304,12 @@ def section(results: list[Result]) -> Section:
     counts = Counter(r.verdict for r in results)
     sec = Section("Paper claims")
     extra = len(task_claims())
+    busy = sum(r.verdict == V.NOT_MEASURED and r.why == LOADED_WHY for r in results)
+    tally = [f"**{counts.get(v, 0)} {v}**" + (f" ({busy} of them time claims whose runs were all timed under load)"
+                                              if v == V.NOT_MEASURED and busy else "") for v in V.VERDICTS]
     sec.add(Para(f"{len(results)} claims: {len(results) - extra} from the papers (`suite/data/claims.csv`; each task "
                  f"declares its own in its claims CSV), {extra} that tasks add from other sources: "
-                 + ", ".join(f"**{counts.get(v, 0)} {v}**" for v in V.VERDICTS) + "."),
+                 + ", ".join(tally) + "."),
             Para("Verdict rule (computed from the records; which runs stand for a claim is declared by its task's "
                  "`paper`):"), Bullets(RULE))
     header = ["claim", "source", "compared", "paper", "our analogue", "measured (95% interval)", "verdict"]
