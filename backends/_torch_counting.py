@@ -126,7 +126,22 @@ def live_bytes_mode(torch: Any, exclude: set[int] = frozenset()) -> Any:
 FAKE_FROM_BYTES = 512 * 2**20
 
 
-def counted(torch: Any, fn: Any, args: tuple, mode_for: Any) -> Any:
+def live_peak(torch: Any, fn: Any, args: tuple, fake_only: bool = False) -> int | None:
+    """Peak bytes alive while ``fn(*args)`` runs beyond its arguments (:func:`live_bytes_mode`), counted by
+    :func:`counted`. Views of the arguments (e.g. ``A.T`` of the task's data) share the arguments' storage: not
+    allocated by ``fn``."""
+    from torch.multiprocessing.reductions import StorageWeakRef
+    from torch.utils._pytree import tree_leaves
+
+    def tracker(args):
+        inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args) if isinstance(t, torch.Tensor)}
+        return live_bytes_mode(torch, exclude=inputs)
+
+    mode = counted(torch, fn, args, tracker, fake_only)
+    return None if mode is None else mode.peak
+
+
+def counted(torch: Any, fn: Any, args: tuple, mode_for: Any, fake_only: bool = False) -> Any:
     """Run ``fn(*args)`` under the counting mode ``mode_for(args)`` returns, and return that mode — on fake tensors
     where the program allows (``FakeTensorMode``: every op allocates a storage of the real size, dtype and device
     and computes nothing), else on the real arguments. Counts are those of a real run (the tests compare both on
@@ -134,7 +149,8 @@ def counted(torch: Any, fn: Any, args: tuple, mode_for: Any) -> Any:
     a data-dependent shape or branch) cannot run on fake tensors; it is counted for real, as before, at the cost of
     one real call. The real call's cost is what this saves where arguments are large (:data:`FAKE_FROM_BYTES`), and
     on a GPU a fake count allocates nothing; no RNG is drawn from on fake tensors, so what follows is unchanged.
-    The mode returned says which it ran on (``mode.on``: ``"fake"`` | ``"real"``)."""
+    The mode returned says which it ran on (``mode.on``: ``"fake"`` | ``"real"``); with ``fake_only``, ``None``
+    where the fake run is not taken (small arguments) or fails — nothing real runs."""
     from torch._subclasses.fake_tensor import FakeTensorMode
     from torch.utils._pytree import tree_leaves, tree_map
 
@@ -152,6 +168,8 @@ def counted(torch: Any, fn: Any, args: tuple, mode_for: Any) -> Any:
             return mode
         except Exception:  # noqa: BLE001 — whatever stops a fake run, the real run below counts it or raises it
             pass
+    if fake_only:
+        return None
     mode = mode_for(args)
     with mode:
         fn(*args)

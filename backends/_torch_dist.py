@@ -18,10 +18,10 @@ Where the reductions go, per method (each method's docstring says the same): ``c
 iteration (each Hessian-vector product, rule 2) plus the loss sums inside it (rule 1); ``darts``: each of its two
 perturbed gradients (rule 2); ``unroll``: each inner step's gradient, forward (rule 2) and again on the way back
 through the trajectory (the adjoint of every collective, rule 1); ``soba`` / ``sama``: their state is updated from
-reduced derivatives, so it stays replicated; ``exact``: the Hessian, d products (rule 2). DDP's bucketing is not
-used: DDP reduces ``param.grad`` filled by ``.backward()`` on an ``nn.Module``; the suite's levels are pure
-functions whose gradients come from ``torch.autograd.grad`` (with ``create_graph`` where differentiated again),
-which DDP's reducer never sees.
+reduced derivatives, so it stays replicated; ``exact``: the Hessian, the collectives inside its ``jacrev`` batched
+over its d products, then one mean (rule 2). DDP's bucketing is not used: DDP reduces ``param.grad`` filled by
+``.backward()`` on an ``nn.Module``; the suite's levels are pure functions whose gradients come from
+``torch.autograd.grad`` (with ``create_graph`` where differentiated again), which DDP's reducer never sees.
 
 ``time_comm_s``: wall seconds inside the collectives (CUDA synchronised before and after), apart from compute.
 
@@ -100,16 +100,25 @@ class Comm:
 
 def _all_sum_fn(torch: Any) -> type:
     class AllSum(torch.autograd.Function):
-        """``Σ_ranks x``; backward: ``Σ_ranks`` of the cotangent (the true adjoint), itself differentiable."""
+        """``Σ_ranks x``; backward: ``Σ_ranks`` of the cotangent (the true adjoint), itself differentiable. Written
+        for torch.func (``setup_context``) with a batching rule: under ``vmap`` — ``jacrev``'s batch of cotangents —
+        the whole batch is one all-reduce (the sum is elementwise), so a d×d Hessian costs a few collectives, not d."""
 
         @staticmethod
-        def forward(ctx: Any, x: Any, comm: Comm) -> Any:
-            ctx.comm = comm
+        def forward(x: Any, comm: Comm) -> Any:
             return comm.all_reduce(x)
+
+        @staticmethod
+        def setup_context(ctx: Any, inputs: tuple[Any, Comm], output: Any) -> None:
+            ctx.comm = inputs[1]
 
         @staticmethod
         def backward(ctx: Any, g: Any) -> Any:
             return AllSum.apply(g, ctx.comm), None
+
+        @staticmethod
+        def vmap(info: Any, in_dims: tuple[int | None, None], x: Any, comm: Comm) -> tuple[Any, int | None]:
+            return AllSum.apply(x, comm), in_dims[0]
 
     return AllSum
 
@@ -177,11 +186,12 @@ class DistributedMixin:
         return None if op is None else (lambda v: self._mean(op(v)))
 
     def hessian(self, f, x):
-        """The d×d Hessian over the flat ``x``, column by column from reduced Hessian-vector products (torch.func's
-        ``jacrev`` would vmap the collective)."""
-        op = self.hvp_operator(f, x) or (lambda v: self.hvp(f, x, v))
-        eye = self.torch.eye(x.shape[0], dtype=x.dtype, device=x.device)
-        return self.torch.stack([op(eye[i]) for i in range(x.shape[0])], dim=1)
+        """The d×d Hessian over the flat ``x``: the backend's own (torch: ``jacrev`` of the gradient, its d
+        cotangents batched by vmap, so each collective inside runs once on the batch — :func:`_all_sum_fn`), then
+        averaged over the ranks (rule 2) in one all-reduce of d² numbers. Measured (mwn demo × exact, d = 1,210,
+        float64, 2 ranks, 2 steps, load 2–4): 44 collectives per outer step instead of 1,253 (one per column
+        before), the hypergradient 0.4–0.8 s instead of 15.7 s."""
+        return self._mean(super().hessian(f, x))
 
     # batches ------------------------------------------------------------------------------------------------------
     def shard_batch(self, extra: dict[str, Any]) -> dict[str, Any]:

@@ -303,6 +303,11 @@ class JaxBackend(MeshMixin, Backend):
             return max(0, int(stats["peak_bytes_in_use"]) - self._gpu_baseline)
         return self._cpu_mem.peak_bytes()
 
+    def free_memory_bytes(self) -> int | None:
+        """On a GPU, XLA's pool left: ``bytes_limit − bytes_in_use`` (suite/measure/headroom.py); ``None`` on CPU."""
+        stats = (self._dev.memory_stats() or {}) if self.device == "cuda" else {}
+        return int(stats["bytes_limit"] - stats.get("bytes_in_use", 0)) if "bytes_limit" in stats else None
+
     def versions(self) -> dict[str, str]:
         import jaxlib
 

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from mlo_bench.backends._torch_counting import counted, flop_formulas, flop_mode, live_bytes_mode
+from mlo_bench.backends._torch_counting import counted, flop_formulas, flop_mode, live_peak
 from mlo_bench.suite.contract import Backend
 from mlo_bench.suite.engine.trees import tree_leaves, tree_map, tree_unflatten
 from mlo_bench.suite.measure.instruments import CpuPeakRSS
@@ -355,19 +355,22 @@ class TorchBackend(Backend):
             return int(self.torch.cuda.max_memory_allocated())
         return self._cpu_mem.peak_bytes()
 
+    def free_memory_bytes(self) -> int | None:
+        """On CUDA, the device's free bytes plus what torch's caching allocator holds unused (measure/headroom.py)."""
+        if self.device != "cuda":
+            return None
+        torch = self.torch
+        return int(torch.cuda.mem_get_info()[0] + torch.cuda.memory_reserved() - torch.cuda.memory_allocated())
+
     def live_peak_bytes(self, fn, args):
-        from torch.multiprocessing.reductions import StorageWeakRef
-        from torch.utils._pytree import tree_leaves
-
-        # Views of the arguments (e.g. ``A.T`` of the task's data) share the arguments' storage: not allocated by fn.
-        def tracker(args):
-            inputs = {StorageWeakRef(t.untyped_storage()).cdata for t in tree_leaves(args)
-                      if isinstance(t, self.torch.Tensor)}
-            return live_bytes_mode(self.torch, exclude=inputs)
-
-        peak = counted(self.torch, fn, args, tracker).peak
+        peak = live_peak(self.torch, fn, args)
         self.block(None)  # a real count's kernels finish here, not inside the first timed phase
         return peak
+
+    def fake_peak_bytes(self, fn, args):
+        """:meth:`live_peak_bytes` where it is counted on fake tensors (large arguments), else ``None``: nothing
+        runs, allocates or draws randomness, so the memory guard asks it before compiling (measure/headroom.py)."""
+        return live_peak(self.torch, fn, args, fake_only=True)
 
     def count_flops(self, fn, args):
         """FLOPs of ``fn(*args)`` with the formulas of ``torch.utils.flop_counter.FlopCounterMode`` (matmuls,

@@ -1,8 +1,8 @@
 """``exact``: materialise the lower level's Hessian (d×d) and solve — the O(d³) reference.
 
-Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): the Hessian is formed
-column by column from averaged Hessian-vector products (d all-reduces; torch.func's jacrev would vmap the
-collective), then solved on every rank.
+Data parallel (``parallel.world_size``; where each reduction goes, backends/_torch_dist.py): each rank forms the
+Hessian with the loss's sums reduced inside it (torch: ``jacrev``, the d products' collectives batched into one
+each), one all-reduce averages it, and every rank solves.
 """
 
 from __future__ import annotations

@@ -121,6 +121,20 @@ def test_torch_two_ranks_equal_one_rank_mwn_cg(tmp_path):
     _torch_agreement(tmp_path, [("mwn", "cg", "torch")])
 
 
+def test_exact_at_two_ranks_batches_its_hessians_collectives(tmp_path):
+    """exact's d×d Hessian at 2 ranks: the one-rank numbers, with the collectives inside ``jacrev`` batched over its
+    d products (a handful per outer step; d = 1,210 products each made their own before)."""
+    from mlo_bench.suite.run.execute import train_configs
+    from mlo_bench.suite.run.ranks import launch
+
+    cfg = run_config("mwn", "exact", tmp_path / "two", 2, steps=2)
+    two = launch(2, train_configs, ([cfg],), 120)
+    status, cap = one_rank({**cfg, "results_dir": str(tmp_path / "one")})
+    assert_same(status, cap, two[0][0], "mwn × torch × exact")
+    calls = two[0][0]["comm_calls"] / 2
+    assert 0 < calls < 100, f"{calls} collectives per outer step: the Hessian's products are not batched"
+
+
 def test_batch_norm_is_synchronised_two_ranks_equal_one_rank_on_resnet32(tmp_path):
     """SyncBN: MWN's ResNet-32 (31 batch-norm layers) at 2 ranks computes the one-rank numbers (float64, 2 steps;
     measured without the synchronised statistics: the parameters after 2 steps differed by 1.49 relative, 4 examples

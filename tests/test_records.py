@@ -111,6 +111,20 @@ def test_provenance_records_load_cpus_and_threads(monkeypatch):
     assert "loadavg_start" not in provenance.collect({}), "a start snapshot belongs to one run"
 
 
+def test_provenance_lists_the_cpu_flags_that_decide_half_precision_speed(tmp_path):
+    from mlo_bench.suite.measure import provenance
+
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 "
+                    "amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n")
+    assert provenance.cpu_flags(str(info)) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"], "first CPU's"
+    (tmp_path / "none").write_text("processor\t: 0\n")
+    assert provenance.cpu_flags(str(tmp_path / "none")) is None
+    assert provenance.cpu_flags(str(tmp_path / "missing")) is None
+    flags = provenance.collect({})["cpu_flags"]
+    assert flags is None or set(flags) <= set(provenance.CPU_FLAGS)
+
+
 @pytest.mark.parametrize("record,problem", [
     ({"status": "ok", "metrics": None}, "'metrics' is NoneType"),
     ({"status": "ok", "metrics": {}, "config": "x"}, "'config' is str"),

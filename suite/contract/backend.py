@@ -45,8 +45,8 @@ class Backend(ABC):
       config hash); the instance is built as ``cls(config)`` and keeps it as ``self.config`` (``cls()``: defaults).
     - Capabilities (:data:`CAPABILITIES`): declared here with their defaults, so the suite reads them as plain
       attributes; a backend overrides the ones it has — ``fuses_step``, ``materialises``, ``hvp_operator``,
-      ``compile_cache_stats``, ``known_issue``, ``cuda_visible``, ``low_precision`` / ``precision_refusal`` (each
-      documented below). The contract tests check
+      ``compile_cache_stats``, ``known_issue``, ``cuda_visible``, ``low_precision`` / ``precision_refusal``,
+      ``free_memory_bytes``, ``fake_peak_bytes`` (each documented below). The contract tests check
       that every registered backend has each, of its declared type.
     """
 
@@ -66,6 +66,7 @@ class Backend(ABC):
     CAPABILITIES: ClassVar[dict[str, type]] = {
         "fuses_step": bool, "materialises": bool, "hvp_operator": Callable, "compile_cache_stats": Callable,
         "known_issue": Callable, "cuda_visible": Callable, "low_precision": Callable, "precision_refusal": Callable,
+        "free_memory_bytes": Callable, "fake_peak_bytes": Callable,
     }
 
     def __init__(self, config: Any = None) -> None:
@@ -208,6 +209,18 @@ class Backend(ABC):
     def known_issue(self, method: str) -> str | None:
         """A known defect of the released library behind this backend's ``method`` (``mlo-bench verify`` prints it
         beside the row, which still fails with its measured error), or ``None`` (the default)."""
+        return None
+
+    def fake_peak_bytes(self, fn: Callable[..., Any], args: tuple[Any, ...]) -> int | None:
+        """:meth:`live_peak_bytes` of ``fn(*args)`` counted without running anything for real (torch: on fake tensors,
+        where the arguments are large), asked before compiling by the memory guard; ``None`` (the default): it cannot
+        be counted so (the guard then checks the count made after compiling)."""
+        return None
+
+    def free_memory_bytes(self) -> int | None:
+        """The bytes free for this run on its device now (a GPU's free memory, with what the framework's allocator
+        holds unused), compared with the counted peak before the first step (suite/measure/headroom.py); ``None``
+        (the default): the suite reads the host's ``MemAvailable`` on CPU and guards nothing elsewhere."""
         return None
 
     def compile_cache_stats(self) -> dict[str, int]:

@@ -14,8 +14,8 @@ signal (:mod:`mlo_bench.suite.run.interrupt`) is honoured at the next outer step
 last step, before the evaluation: :class:`~mlo_bench.suite.run.interrupt.Interrupted`, the metrics so far kept (the
 outer loss at the boundary, ``steps_done``, the phases' medians).
 
-A run is set up once, by :func:`start` (the task and its levels, the initial state, every function compiled, the step
-chosen: fused or phase by phase), shared by :func:`train` and :mod:`mlo_bench.suite.measure.stepbench`.
+A run is set up once, by :func:`start` (task, levels, initial state, every function compiled, the step fused or phase
+by phase; a peak that cannot fit refused), shared by :func:`train` and :mod:`mlo_bench.suite.measure.stepbench`.
 """
 
 from __future__ import annotations
@@ -33,7 +33,7 @@ from mlo_bench.suite.engine.levels import chain, lower_step_refusal, steps_per_l
 from mlo_bench.suite.engine.outer_step import Phases, Shape, outer_step
 from mlo_bench.suite.engine.step_phases import Batches, Diverged, inner_phase, round_fn, unrolled_fns
 from mlo_bench.suite.engine.trees import tree_leaves, tree_vdot
-from mlo_bench.suite.measure import floor
+from mlo_bench.suite.measure import floor, headroom
 from mlo_bench.suite.measure.instruments import PhaseTimer, Stages
 from mlo_bench.suite.run import interrupt
 from mlo_bench.suite.run.plan import Plan, take_task
@@ -42,10 +42,9 @@ from mlo_bench.suite.run.progress import RunProgress
 #: a finite outer loss larger than this many times (its initial magnitude + 1) ends the run as ``diverged``
 GROWTH_LIMIT = 1e6
 #: sustained growth: an outer loss logged above SUSTAINED_FACTOR × (its initial magnitude + 1) at SUSTAINED_LOGS
-#: consecutive logs (``log_every``) ends the run as ``diverged`` too, at the last of them. A step too large grows the
-#: loss geometrically but may not reach 10⁶× within the run; a converging run's transient stays below: the quadratic's
-#: peak is ≤ 6.6× (L = 2…5, d = 16…200, every 1 step), and minibatch noise on the other tasks (cross-entropy from
-#: ≈ 2.3, a byte LM from ≈ 5.5) is far from 10× (their demos end ``ok``)
+#: consecutive logs (``log_every``) ends the run as ``diverged`` too, at the last of them: a step too large grows
+#: the loss geometrically but may not reach 10⁶× in the run; a converging run stays below (the quadratic's peak ≤
+#: 6.6× at L = 2…5, d = 16…200; cross-entropy from ≈ 2.3 and a byte LM from ≈ 5.5 far from 10×: demos end ``ok``)
 SUSTAINED_FACTOR = 10.0
 SUSTAINED_LOGS = 3
 
@@ -210,10 +209,9 @@ class Run:
 def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | None = None
           ) -> tuple[Run, Fused | None, tuple]:
     """A run ready to take its first step, on a backend set up: ``(run, fused, (params, states, mstate))`` — the run
-    built (the task, its levels, every function), its initial state, everything compiled (``compile_s``, the counted
-    FLOPs and peak bytes, the compile cache's counts and ``inner_step_evals`` into ``metrics``) and the step chosen:
-    ``fused.step`` where the run fuses it (``fused`` is ``None`` otherwise), else ``run.step``. ``stages`` (when
-    given) gets the wall seconds of ``build``, ``compile`` (``count_flops`` nested in it) and ``count_bytes``."""
+    built, its initial state, everything compiled (``compile_s``, the counted FLOPs and peak bytes, the compile cache's
+    counts, ``inner_step_evals`` into ``metrics``; a peak that cannot fit raises ``headroom.PredictedOOM``) and the
+    step chosen: ``fused.step`` or ``run.step``. ``stages`` gets the seconds of build, compile and count_bytes."""
     stages = stages if stages is not None else Stages()
     with stages("build"):
         run = Run(plan, backend, stages)
@@ -223,17 +221,19 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
         states = precision.with_loss_scales(ops, run.precision, run.levels, states)
         mstate = (init_method_state(backend, plan.method, plan.method_cfg, run.levels, params)
                   if run.trains_upper else {})
+    early = headroom.early_peak(run, backend, (params, states, mstate), metrics, plan.memory_guard)
     with stages("compile"):
         run.compile(params, states, mstate, metrics)
         fused = Fused(run) if wanted(plan, backend) and eligible(run) else None
         if fused is not None:
             metrics["compile_s"] += fused.compile(params, states, mstate)
-    metrics["peak_live_bytes"] = run.count_bytes(params, states, mstate, fused)
+    metrics["peak_live_bytes"] = early if early is not None else run.count_bytes(params, states, mstate, fused)
     metrics["resident_bytes"] = sum(int(getattr(x, "nbytes", 0)) for tree in (params, states, mstate)
                                     for x in tree_leaves(tree))
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     metrics["examples_per_step"] = run.batches.examples_per_step()
+    headroom.check(backend, metrics["peak_live_bytes"], plan.memory_guard)  # counted after compiling: small programs
     return run, fused, (params, states, mstate)
 
 

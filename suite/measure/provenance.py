@@ -45,6 +45,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the CPU's instruction-set extensions that decide low-precision speed: where a CPU has ``avx512_bf16`` or
+#: ``amx_bf16``, torch's bf16 matmul runs at or above fp32 speed; without, ~50x slower, and fp16 needs
+#: ``avx512_fp16`` / ``amx_fp16`` (docs/precision.md measures both kinds of machine)
+CPU_FLAGS = ("avx2", "f16c", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
+
+
+def cpu_flags(path: str = "/proc/cpuinfo") -> list[str] | None:
+    """Which of :data:`CPU_FLAGS` the CPU has (their order), from the first ``flags`` line; ``None`` where the OS
+    does not list them."""
+    try:
+        with open(path) as fh:
+            for line in fh:
+                if line.startswith(("flags", "Features")):
+                    have = set(line.split(":", 1)[1].split())
+                    return [f for f in CPU_FLAGS if f in have]
+    except OSError:
+        pass
+    return None
+
+
 def git_commit() -> str | None:
     """The source tree's commit, with ``+dirty`` when it has uncommitted changes; ``None`` outside git."""
     try:
@@ -142,6 +162,13 @@ def set_threads(applied: dict[str, Any]) -> None:
     _START["threads_applied"] = dict(applied)
 
 
+def set_malloc(applied: int | None) -> None:
+    """The glibc mmap threshold the run pinned (:mod:`mlo_bench.suite.measure.host_malloc`; ``None``: left alone),
+    for the next :func:`collect` (recorded only when pinned)."""
+    if applied is not None:
+        _START["malloc_mmap_threshold"] = int(applied)
+
+
 def busy(p: dict[str, Any]) -> bool | None:
     """Whether a provenance's load average (start, end or the sampled maximum) exceeded its CPU count."""
     loads = [x for x in (p.get("loadavg_start"), p.get("loadavg_end"), p.get("loadavg_max"))
@@ -167,6 +194,7 @@ def collect(backend_versions: dict[str, str], start: dict[str, Any] | None = Non
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
         **backend_versions,

@@ -29,7 +29,7 @@ import numpy as np
 
 from mlo_bench.suite.contract import Unavailable
 from mlo_bench.suite.engine.loop import Diverged, Unsupported, train
-from mlo_bench.suite.measure import provenance, threads
+from mlo_bench.suite.measure import host_malloc, provenance, threads
 from mlo_bench.suite.measure.instruments import Stages
 from mlo_bench.suite.run import interrupt, ranks
 from mlo_bench.suite.run.interrupt import Interrupted
@@ -196,6 +196,7 @@ def execute(plan: Plan, capture: dict[str, Any] | None = None) -> dict[str, Any]
         plan.backend_cls.prepare_parallel(plan.world_size)
     with stages("setup"):  # threads first: it imports the frameworks it pins, before the backend is set up
         provenance.set_threads(threads.apply(plan.threads))
+        provenance.set_malloc(host_malloc.apply(plan.config.get("malloc_mmap_threshold")))
     backend_cls = plan.backend_cls
     record = new_record(plan)
     metrics: dict[str, Any] = record["metrics"]
@@ -250,6 +251,7 @@ def train_rank(rank: int, world_size: int, init_method: str, timeout_s: float, c
     plan = prepare(config)
     plan.progress = plan.progress and rank == 0
     threads.apply(plan.threads)
+    host_malloc.apply(plan.config.get("malloc_mmap_threshold"))
     backend = plan.backend_cls.for_rank(plan.backend_cfg, rank, world_size, init_method, timeout_s)
     metrics: dict[str, Any] = {}
     trace: list[dict[str, Any]] = []

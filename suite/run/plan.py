@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from mlo_bench.suite.conf.keys import OMITTED, REQUIRED, RUN_KEYS, TOP_LEVEL_KEYS
-from mlo_bench.suite.measure import threads
+from mlo_bench.suite.measure import host_malloc, threads
 from mlo_bench.suite.plugins import registry
 from mlo_bench.suite.run import budgets as budget
 
@@ -67,6 +67,8 @@ class Plan:
     #: ``parallel.world_size``: data-parallel ranks (1: one process, one device); ``parallel.timeout_s``
     world_size: int = 1
     parallel_timeout_s: float = 120.0
+    #: refuse a run whose counted peak exceeds the free memory (suite/measure/headroom.py)
+    memory_guard: bool = True
 
 
 def _check(cond: bool, message: str) -> None:
@@ -122,6 +124,10 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         _check(isinstance(value, int) and not isinstance(value, bool) and value >= 1,
                f"level_steps.{name} must be an integer >= 1 (got {value!r})")
     _check(config["fused"] in (None, True, False), f"fused must be true, false or null (got {config['fused']!r})")
+    problem = host_malloc.validate(config.get("malloc_mmap_threshold"))
+    _check(problem is None, problem or "")
+    guard = config.get("memory_guard", True)
+    _check(isinstance(guard, bool), f"memory_guard must be true or false (got {guard!r})")
     problem = threads.validate(config["threads"])
     _check(problem is None, problem or "")
     _check(config["repeat"] >= 0, f"repeat must be >= 0 (got {config['repeat']})")
@@ -156,7 +162,7 @@ def prepare(cfg: DictConfig | dict) -> Plan:
         resume=bool(config["resume"]), config=config, ordering=config["ordering"],
         eval_every=config["eval_every"], level_steps=dict(level_steps), threads=config["threads"],
         fused=config["fused"], floor=bool(config.get("floor", True)), precision=precision, task=task,
-        world_size=world_size, parallel_timeout_s=timeout_s,
+        world_size=world_size, parallel_timeout_s=timeout_s, memory_guard=guard,
     )
 
 
