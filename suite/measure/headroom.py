@@ -57,8 +57,9 @@ def early_peak(run: Any, backend: Any, state: tuple[Any, Any, Any], metrics: dic
     """Before a run compiles (a compile that warms up on real arguments allocates the step's memory): one outer
     step's peak where the backend counts it on fake tensors (``fake_peak_bytes``: torch, arguments over 512 MiB),
     checked against the free memory (:func:`check`; the figure goes into ``metrics`` first, so an ``oom`` record
-    keeps it); ``None`` where it cannot be counted so early — the count after compiling, and the check, stand."""
-    if not enabled:
+    keeps it); ``None`` where it cannot be counted so early (or a level selects its examples) — the count after
+    compiling, and the check, stand."""
+    if not enabled or run.batches.selects:  # a selecting level scores its candidates with what compile builds
         return None
     params, states, mstate = state
     with run.stages("count_bytes"):
