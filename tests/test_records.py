@@ -117,7 +117,7 @@ def test_provenance_lists_the_cpu_flags_that_decide_half_precision_speed(tmp_pat
     info = tmp_path / "cpuinfo"
     info.write_text("processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: fpu sse2 avx2 fma avx512f avx512_bf16 "
                     "amx_tile\n\nprocessor\t: 1\nflags\t\t: fpu\n")
-    assert provenance.cpu_flags(str(info)) == ["avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"], "first CPU's"
+    assert provenance.cpu_flags(str(info)) == ("avx2", "fma", "avx512f", "avx512_bf16", "amx_tile"), "first CPU's"
     (tmp_path / "none").write_text("processor\t: 0\n")
     assert provenance.cpu_flags(str(tmp_path / "none")) is None
     assert provenance.cpu_flags(str(tmp_path / "missing")) is None

@@ -209,9 +209,9 @@ class Run:
 def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | None = None
           ) -> tuple[Run, Fused | None, tuple]:
     """A run ready to take its first step, on a backend set up: ``(run, fused, (params, states, mstate))`` — the run
-    built, its initial state, everything compiled (``compile_s``, the counted FLOPs and peak bytes, the compile cache's
-    counts, ``inner_step_evals`` into ``metrics``; a peak that cannot fit raises ``headroom.PredictedOOM``) and the
-    step chosen: ``fused.step`` or ``run.step``. ``stages`` gets the seconds of build, compile and count_bytes."""
+    built, its state, everything compiled (``compile_s``, counted FLOPs and peak bytes, compile cache counts,
+    ``inner_step_evals`` into ``metrics``; a peak that cannot fit raises ``headroom.PredictedOOM``) and the step:
+    ``fused.step`` or ``run.step``. ``stages`` gets the seconds of build, compile and count_bytes."""
     stages = stages if stages is not None else Stages()
     with stages("build"):
         run = Run(plan, backend, stages)
@@ -233,7 +233,7 @@ def start(plan: Plan, backend: Any, metrics: dict[str, Any], stages: Stages | No
     metrics.update(backend.compile_cache_stats())
     metrics["inner_step_evals"] = run.inner_step_evals
     metrics["examples_per_step"] = run.batches.examples_per_step()
-    headroom.check(backend, metrics["peak_live_bytes"], plan.memory_guard)  # counted after compiling: small programs
+    headroom.check(backend, metrics["peak_live_bytes"], plan.memory_guard and early is None)  # else checked early
     return run, fused, (params, states, mstate)
 
 

@@ -10,11 +10,12 @@ optimizer states) are already allocated at that point, so they are not counted t
 raises :class:`PredictedOOM`, a ``MemoryError``: the status is ``oom`` (suite/run/execute.py), the record keeps the
 counted figures, and an in-process sweep (``isolate=false``) goes on to its next point.
 
-Why: ``+experiment=memory_scaling`` runs in one process; at BERT-base × unroll-4 in fp32 the kernel's OOM killer
-ended the whole sweep (23.4 GB resident on this 24 GiB machine, 2026-12-07), losing its 26 remaining points. The
-guard cannot catch every failure — a peak under the free memory can still fail on fragmentation or on another
-process's growth — only the ones the count already predicts. ``memory_guard=false`` turns it off (to watch a run
-swap, say).
+Why: ``+experiment=memory_scaling`` runs in one process, and a run the kernel's OOM killer ends takes the whole
+sweep with it (at BERT-base × unroll-4 in fp32 it lost 26 points, 2026-12-07). That case the guard did not catch:
+its count, 13.4 GiB, was under the 20.8 GiB free, and the process outgrew it because glibc kept freed memory
+(fixed by :mod:`mlo_bench.suite.measure.host_malloc`). The guard catches only what the count predicts; a peak under
+the free memory can still fail on fragmentation or on another process's growth. ``memory_guard=false`` turns it
+off (to watch a run swap, say).
 """
 
 from __future__ import annotations
@@ -43,8 +44,7 @@ def host_available_bytes(path: str | None = None) -> int | None:
 
 def free_bytes(backend: Any) -> tuple[int | None, str]:
     """The bytes free for the run now and where that figure comes from."""
-    ask = getattr(backend, "free_memory_bytes", None)
-    free = ask() if ask is not None else None
+    free = backend.free_memory_bytes()
     if free is not None:
         return int(free), f"free on {getattr(backend, 'device', 'the device')}"
     if getattr(backend, "device", "cpu") == "cpu":

@@ -16,6 +16,7 @@ Timing fields (read by the report to flag time figures taken on a loaded machine
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import subprocess
@@ -51,7 +52,8 @@ def cpu_model() -> str:
 CPU_FLAGS = ("avx2", "f16c", "fma", "avx512f", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_fp16")
 
 
-def cpu_flags(path: str = "/proc/cpuinfo") -> list[str] | None:
+@functools.lru_cache(maxsize=4)  # read once per process: every record asks
+def cpu_flags(path: str = "/proc/cpuinfo") -> tuple[str, ...] | None:
     """Which of :data:`CPU_FLAGS` the CPU has (their order), from the first ``flags`` line; ``None`` where the OS
     does not list them."""
     try:
@@ -59,7 +61,7 @@ def cpu_flags(path: str = "/proc/cpuinfo") -> list[str] | None:
             for line in fh:
                 if line.startswith(("flags", "Features")):
                     have = set(line.split(":", 1)[1].split())
-                    return [f for f in CPU_FLAGS if f in have]
+                    return tuple(f for f in CPU_FLAGS if f in have)
     except OSError:
         pass
     return None
@@ -194,7 +196,7 @@ def collect(backend_versions: dict[str, str], start: dict[str, Any] | None = Non
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
-        "cpu_flags": cpu_flags(),
+        "cpu_flags": None if cpu_flags() is None else list(cpu_flags()),
         "cpu_count": os.cpu_count(),
         "numpy": np.__version__,
         **backend_versions,
