@@ -31,11 +31,13 @@ MAX_BYTES = 32 * 2**20
 
 
 def validate(value: Any) -> str | None:
-    """One line naming the bad value of ``malloc_mmap_threshold``, or ``None``."""
+    """One line naming the bad value of ``malloc_mmap_threshold`` (or a C library without ``mallopt``), or ``None``."""
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_BYTES:
         return f"malloc_mmap_threshold must be null or bytes in [0, {MAX_BYTES}] (got {value!r})"
+    if _libc() is None:
+        return f"malloc_mmap_threshold={value}: this C library has no mallopt (glibc only); set it to null"
     return None
 
 
