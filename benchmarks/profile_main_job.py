@@ -61,7 +61,9 @@ def pieces(command: str, install: bool) -> list[str]:
 def run_timed(parts: list[str], cwd: Path, env: dict[str, str]) -> list[dict]:
     """Run ``parts`` in one bash, in order, stopping at the first failure; each piece's start, end and exit code."""
     log = cwd / ".profile-times"
-    lines = ["__t() { local s=$(date +%s.%N); \"$@\"; local rc=$?; "
+    # ``|| rc=$?``: under ``set -e`` a bare failing command would end the shell inside ``__t`` before the failing
+    # piece's row is written, and the failure would be blamed on the piece before it
+    lines = ["__t() { local s=$(date +%s.%N) rc=0; \"$@\" || rc=$?; "
              "echo \"$s $(date +%s.%N) $rc\" >> " + shlex.quote(str(log)) + "; return $rc; }", "set -e"]
     lines += [f"__t {p}" for p in parts]
     proc = subprocess.run(["bash", "-c", "\n".join(lines)], cwd=cwd, env=env)

@@ -155,3 +155,10 @@ def test_the_profile_names_each_piece_of_the_command():
     assert profile.label("mlo-bench run -m +experiment=mwn_demo") == "mwn_demo"
     assert profile.label("pip install torch==2.13.0") == "pip install torch==2.13.0"
     assert len(profile.label("pip install -e " + "x" * 80)) == 40
+
+
+def test_the_profile_blames_the_piece_that_failed_and_keeps_its_row(tmp_path, capsys):
+    rows = profile.run_timed(["true", ": ok", "false", "touch never"], tmp_path, {"PATH": "/usr/bin:/bin"})
+    assert [(r["command"], r["rc"]) for r in rows] == [("true", 0), (": ok", 0), ("false", 1)]
+    assert "exit 1 at: false" in capsys.readouterr().err
+    assert not (tmp_path / "never").exists()
