@@ -151,3 +151,20 @@ def test_the_report_fits_a_memory_model_to_counted_runs_at_three_sizes(tmp_path)
     # a plain darts run in fp32 is the variant mwn-fp32 (the first the run's method and overrides match)
     assert "| torch | mwn-fp32 | fp32 |" in section and "largest at 141 GiB" in section
     assert "| 1.3k | 1.5k | 2.0k |" in section, section  # the three sizes, scaled
+
+
+def test_memory_points_name_runs_as_run_and_fill_a_diverged_runs_sizes():
+    """A memory sweep's ``variant=cg precision=bf16`` stands for no task variant (the variants' rule), so its
+    points are named by the variant it was run as; a run that ended ``diverged`` keeps its counted bytes and takes
+    its size metrics from a run of the same task config."""
+    nan = float("nan")
+    rows = [("ok", "darts", "cg", "4m", 2, 4e6, 1e5), ("diverged", nan, "cg", "4m", 2, nan, nan),
+            ("ok", nan, "unroll-4", "16m", 2, 1.6e7, 2e5), ("diverged", nan, nan, "16m", 8, nan, nan)]
+    w = pd.DataFrame([{"task": "mwn_text", "backend": "torch", "method": "cg", "status": st, "precision": "bf16",
+                       "task_variant": tv, "run_variant": rv, "task.size": size, "task.batch_size": batch,
+                       "n_params": p, "activation_elements": a, "peak_live_bytes": 1e6, "resident_bytes": 1e6,
+                       "peak_memory_bytes": nan, "memory_kind": "cpu_rss_delta"}
+                      for st, tv, rv, size, batch, p, a in rows])
+    pts = memory.points(w)
+    assert list(pts["variant"]) == ["darts", "cg", "unroll-4"], "task variant, else as run; the last has no sizes"
+    assert pts.iloc[1][["P", "A", "status"]].tolist() == [4e6, 1e5, "diverged"]

@@ -106,6 +106,7 @@ def context(records: list[dict[str, Any]], frame: pd.DataFrame, out: Path, corru
     w.attrs["metrics"] = sorted(frame["metric"].dropna().unique())
     w["task_variant"] = w["run_id"].map({r.run_id: variant_of(r) for r in prepare(records)})
     configs = {r.get("run_id"): r.get("config") or {} for r in records}
+    w["run_variant"] = w["run_id"].map({k: c.get("variant") for k, c in configs.items() if isinstance(c, dict)})
     settings = tables.split_settings(w, configs)
     w["setting_name"] = w["run_id"].map({rid: s.name for s in settings for rid in s.runs["run_id"]})
     return Context(records=records, wide=w, settings=settings, out=out, corrupt=corrupt,

@@ -4,8 +4,11 @@ the task's family each method fits on common GPUs.
 Generic: for a task that declares a :class:`~mlo_bench.suite.contract.MemoryFamily` (``Task.paper.memory``) it reads
 the records' ``peak_live_bytes`` and ``resident_bytes`` (counted: bytes alive at the peak of one outer step beyond its
 inputs, plus the inputs — every level's parameters and optimizer state), the family's parameter and activation
-metrics, ``peak_memory_bytes`` (RSS on CPU; ``max_memory_allocated`` on CUDA) and ``memory_kind``. Runs that ended
-``diverged`` keep their counts (the bytes are counted on a step of their own before training), so they are used too.
+metrics, ``peak_memory_bytes`` (RSS on CPU; ``max_memory_allocated`` on CUDA) and ``memory_kind``. A run is named
+by the task variant it stands for, else by the variant it was run as (a memory sweep's ``variant=cg precision=bf16``:
+the precision is a column of its own), else by its method. Runs that ended
+``diverged`` keep their counts (the bytes are counted on a step of their own before training), so they are used too,
+with the size metrics they did not reach taken from a run of the same task config.
 
 The fit, per task × backend × variant × precision: ``bytes ≈ a · P + b · A + c`` by non-negative least squares
 (``scipy.optimize.nnls``), P parameters, A activation elements; ``a`` is the method's bytes per parameter (gradients,
@@ -48,11 +51,15 @@ def points(w: pd.DataFrame) -> pd.DataFrame:
         fam = specs.paper(task).memory
         if fam is None or fam.params_metric not in w or fam.activations_metric not in w:
             continue
-        t = w[(w["task"] == task) & w["peak_live_bytes"].notna() & w["resident_bytes"].notna()
-              & w[fam.params_metric].notna() & w[fam.activations_metric].notna()]
+        t = _sizes_filled(w[w["task"] == task], fam.params_metric, fam.activations_metric)
+        t = t[t["peak_live_bytes"].notna() & t["resident_bytes"].notna()
+              & t[fam.params_metric].notna() & t[fam.activations_metric].notna()]
         for _, r in t.iterrows():
             cuda = r.get("memory_kind") == "cuda_allocated"
-            rows.append({"task": task, "backend": r["backend"], "variant": r.get("task_variant") or r["method"],
+            # the task variant it stands for; else the one it was run as (``variant=darts precision=bf16`` stands
+            # for none, since the precision column says what it overrode); else its method
+            named = [v for v in (r.get("task_variant"), r.get("run_variant")) if isinstance(v, str) and v]
+            rows.append({"task": task, "backend": r["backend"], "variant": named[0] if named else r["method"],
                          "precision": r.get("precision") or "fp32", "status": r["status"],
                          "P": float(r[fam.params_metric]), "A": float(r[fam.activations_metric]),
                          "bytes": float(r["peak_live_bytes"]) + float(r["resident_bytes"]),
@@ -60,6 +67,21 @@ def points(w: pd.DataFrame) -> pd.DataFrame:
                          else math.nan,
                          "cuda": float(r["peak_memory_bytes"]) if cuda else math.nan})
     return pd.DataFrame(rows)
+
+
+def _sizes_filled(t: pd.DataFrame, *size_metrics: str) -> pd.DataFrame:
+    """``t`` with the family's size metrics filled in where a run did not measure them (one that ended ``diverged``
+    stops before the task's metrics) from a run of the same task config (every ``task.*`` key alike): they are
+    functions of the task's config, not of the method, precision or seed."""
+    keys = sorted(c for c in t.columns if c.startswith("task."))
+    if not keys:
+        return t
+    t = t.copy()
+    config = pd.Series([repr(row) for row in t[keys].itertuples(index=False)], index=t.index)
+    for metric in size_metrics:
+        known = t[metric].groupby(config).first()
+        t[metric] = t[metric].fillna(config.map(known))
+    return t
 
 
 def fit(g: pd.DataFrame) -> dict[str, float] | None:
