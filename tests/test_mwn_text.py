@@ -168,3 +168,20 @@ def test_memory_points_name_runs_as_run_and_fill_a_diverged_runs_sizes():
     pts = memory.points(w)
     assert list(pts["variant"]) == ["darts", "cg", "unroll-4"], "task variant, else as run; the last has no sizes"
     assert pts.iloc[1][["P", "A", "status"]].tolist() == [4e6, 1e5, "diverged"]
+
+
+def test_a_fit_says_how_many_points_move_the_bytes_at_one_size():
+    """fp16's baseline at 4m counted the same bytes at 2, 8 and 32 sequences (the cast copies of the parameters set
+    the peak) and more only at 128: its activation term rests on one point, and the table marks it."""
+    def group(at_4m):
+        rows = [{"P": p, "A": 1e5 * p / 1e6, "bytes": 30.0 * p} for p in (1e6, 4e6, 1.6e7)]
+        return pd.DataFrame(rows + [{"P": 4e6, "A": a, "bytes": 30.0 * 4e6 + byts} for a, byts in at_4m])
+
+    flat = memory.fit(group([(2e5, 0.0), (8e5, 0.0), (3.2e6, 9e7)]))
+    moving = memory.fit(group([(2e5, 1e6), (8e5, 4e6), (3.2e6, 1.6e7)]))
+    assert (flat["moving"], moving["moving"]) == (1, 3)
+    mod = pd.DataFrame([{"task": "mwn_text", "backend": "torch", "variant": v, "precision": "fp16", **m}
+                        for v, m in (("baseline", flat), ("cg", moving))])
+    rows = {r[1].text: r[4] for r in memory.fit_table(mod, "mwn_text").rows}
+    assert rows["baseline"].text.endswith("(1 pt)") and rows["baseline"].tone == "bad"
+    assert rows["cg"].tone == "" and "pt" not in rows["cg"].text

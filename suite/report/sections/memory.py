@@ -85,7 +85,11 @@ def _sizes_filled(t: pd.DataFrame, *size_metrics: str) -> pd.DataFrame:
 
 
 def fit(g: pd.DataFrame) -> dict[str, float] | None:
-    """``{"a", "b", "c", "max_rel"}`` for one group's points (at least three distinct sizes), else ``None``."""
+    """``{"a", "b", "c", "max_rel", "moving"}`` for one group's points (at least three distinct sizes), else ``None``.
+
+    ``moving``: how many points move the bytes at a fixed parameter count (the most, over the counts, of the distinct
+    byte figures there, less one). Only such points tell the activation term from the parameter term. With fewer than
+    two of them, ``b`` rests on one point or on none, and the table says so."""
     from scipy.optimize import nnls
 
     g = g.drop_duplicates(["P", "A"])
@@ -97,7 +101,8 @@ def fit(g: pd.DataFrame) -> dict[str, float] | None:
     a, b, c = coef / scale
     pred = a * g["P"] + b * g["A"] + c
     return {"a": float(a), "b": float(b), "c": float(c), "n": len(g),
-            "max_rel": float((abs(pred - g["bytes"]) / g["bytes"]).max())}
+            "max_rel": float((abs(pred - g["bytes"]) / g["bytes"]).max()),
+            "moving": int(g.groupby("P")["bytes"].nunique().max() - 1)}
 
 
 def largest(m: dict[str, float], activations, budget: float) -> float:
@@ -144,14 +149,17 @@ def fit_table(mod: pd.DataFrame, task: str) -> Table:
     for _, r in t.sort_values(["backend", "_o", "a"]).iterrows():
         fits = [largest(r, fam.activations, g * GIB) for g in GPUS_GIB]
         rows.append([cell(r["backend"]), cell(r["variant"]), cell(r["precision"]), cell(f"{r['a']:.2f}"),
-                     cell(f"{r['b']:.2f}"), cell(f"{r['c'] / MIB:.1f}"),
+                     Cell(f"{r['b']:.2f}" + ("" if r["moving"] >= 2 else f" ({r['moving']} pt)"),
+                          tone="" if r["moving"] >= 2 else "bad"),
+                     cell(f"{r['c'] / MIB:.1f}"),
                      Cell(f"{100 * r['max_rel']:.1f}%", tone="bad" if r["max_rel"] > 0.1 else ""),
                      *[cell(_params(p)) for p in fits]])
     return Table(["backend", "method (variant)", "precision", "a: B / parameter", "b: B / activation", "c: MiB",
                   "worst residual", *[f"largest at {g} GiB" for g in GPUS_GIB]], rows,
                  align=["l", "l", "l"] + ["r"] * (4 + len(GPUS_GIB)),
                  caption=f"bytes ≈ a·P + b·A + c per method and precision; the largest model along the family "
-                         f"({fam.label})")
+                         f"({fam.label}); red b (n pt): only n points move the bytes at a fixed parameter count, "
+                         f"so the activation term rests on them")
 
 
 def measured_table(pts: pd.DataFrame, mod: pd.DataFrame, task: str) -> Table:
