@@ -19,7 +19,7 @@ import pandas as pd
 from mlo_bench.suite import __version__
 from mlo_bench.suite.report.render import figures, html, markdown
 from mlo_bench.suite.report.render.doc import Document
-from mlo_bench.suite.report.runs import prepare, variant_of
+from mlo_bench.suite.report.runs import prepare, recorded_variant, variant_of
 from mlo_bench.suite.report.sections import (
     FIGURE_DIR,
     Context,
@@ -106,7 +106,7 @@ def context(records: list[dict[str, Any]], frame: pd.DataFrame, out: Path, corru
     w.attrs["metrics"] = sorted(frame["metric"].dropna().unique())
     w["task_variant"] = w["run_id"].map({r.run_id: variant_of(r) for r in prepare(records)})
     configs = {r.get("run_id"): r.get("config") or {} for r in records}
-    w["run_variant"] = w["run_id"].map({k: c.get("variant") for k, c in configs.items() if isinstance(c, dict)})
+    w["run_variant"] = w["run_id"].map({k: recorded_variant(c) for k, c in configs.items()})  # every status
     settings = tables.split_settings(w, configs)
     w["setting_name"] = w["run_id"].map({rid: s.name for s in settings for rid in s.runs["run_id"]})
     return Context(records=records, wide=w, settings=settings, out=out, corrupt=corrupt,

@@ -41,8 +41,7 @@ class Run:
 
     @property
     def recorded_variant(self) -> str | None:
-        v = self.config.get("variant")
-        return str(v) if v not in (None, "none", "") else None
+        return recorded_variant(self.config)
 
     def value(self, key: str) -> Any:
         """A flat config value, at its run default when the record lacks it."""
@@ -57,6 +56,12 @@ def loaded(provenance: dict[str, Any]) -> bool | None:
     """Whether the load average exceeded the core count during the run (``None``: not recorded)."""
     load = load_of(provenance)
     return None if load is None else load > 1.0
+
+
+def recorded_variant(config: Any) -> str | None:
+    """The variant a run was run as (its config's ``variant`` key: ``+variant=NAME``), or ``None``."""
+    v = config.get("variant") if isinstance(config, dict) else None
+    return str(v) if v not in (None, "none", "") else None
 
 
 def prepare(records: list[dict[str, Any]]) -> list[Run]:
